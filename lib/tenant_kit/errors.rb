@@ -1,0 +1,33 @@
+# frozen_string_literal: true
+
+module TenantKit
+  # Base class of every error tenant_kit raises on purpose. Bad arguments
+  # raise plain ::ArgumentError instead, as Ruby code expects.
+  class Error < StandardError; end
+
+  # The archive is unreadable, malformed or hostile (bad entry names, links,
+  # bombs, unknown format version). Nothing was changed.
+  class ArchiveError < Error; end
+
+  # A checksum or a count does not match the manifest. Nothing was changed.
+  class IntegrityError < Error; end
+
+  # The archive's tables or columns do not fit the database's schema.
+  class SchemaError < Error; end
+
+  # The restore would touch rows that belong to another tenant.
+  class ConflictError < Error; end
+
+  # SQLite refused (busy past the timeout, constraint, corrupt file...).
+  class DatabaseError < Error; end
+
+  # The file system failed: disk full, permission denied, missing directory.
+  class FileError < Error; end
+
+  # The work was stopped from outside (a C caller's callback, an interrupt).
+  # A Ruby block that raises or breaks gets its own exception back instead.
+  class Cancelled < Error; end
+
+  # A bug inside tenant_kit (a Rust panic caught at the boundary).
+  class InternalError < Error; end
+end

@@ -1,0 +1,27 @@
+//! tenant_kit: back up, restore and resolve settings for one tenant of a
+//! multi-tenant Rails app on SQLite.
+//!
+//! This crate is the whole product logic, free of Ruby and of C: the Ruby
+//! extension (`ext/tenant_kit`) and the C ABI (`capi`, feature `capi`) are
+//! thin bindings that translate options in and results out as JSON.
+
+pub mod api;
+pub mod clock;
+pub mod error;
+pub mod progress;
+pub mod selftest;
+
+#[cfg(feature = "capi")]
+pub mod capi;
+
+pub use error::{Error, ErrorKind, Result};
+pub use progress::{Event, NoProgress, Progress};
+
+/// The crate version, also the gem version and the archive's `tool_version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Version of the SQLite library linked at run time (not the header we were
+/// compiled against): inside Ruby this must equal the sqlite3 gem's.
+pub fn sqlite_version() -> String {
+    rusqlite::version().to_string()
+}
