@@ -10,6 +10,7 @@ pub mod clock;
 pub mod error;
 pub mod progress;
 pub mod selftest;
+pub mod settings;
 
 #[cfg(feature = "capi")]
 pub mod capi;

@@ -2,8 +2,10 @@
 //! string built by `lib/tenant_kit.rb`, results leave as JSON, events are
 //! yielded as JSON. Everything else lives in the core crate.
 
+mod archive_calls;
 mod errors;
 mod gvl;
+mod settings;
 
 use magnus::{function, prelude::*, Error as RbError, Ruby};
 
@@ -37,5 +39,7 @@ fn init(ruby: &Ruby) -> Result<(), RbError> {
     native.define_module_function("sqlite_version", function!(sqlite_version, 0))?;
     native.define_module_function("busy_work", function!(busy_work, 2))?;
     native.define_module_function("panic_for_test", function!(panic_for_test, 2))?;
+    archive_calls::init(ruby, &native)?;
+    settings::init(ruby, &native)?;
     Ok(())
 }
