@@ -2,7 +2,7 @@
 //! result out, progress events yielded to the block without the GVL.
 
 use crate::gvl;
-use magnus::{function, prelude::*, Error as RbError, RModule, Ruby};
+use magnus::{function, Error as RbError, RModule, Ruby};
 
 fn backup(ruby: &Ruby, options_json: String) -> Result<String, RbError> {
     gvl::run_without_gvl(ruby, |progress| tenant_kit::api::backup_json(&options_json, progress))
