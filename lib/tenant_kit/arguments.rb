@@ -1,0 +1,81 @@
+# frozen_string_literal: true
+
+module TenantKit
+  # Checks of keyword arguments before anything crosses into native code, so
+  # a mistake reads as a Ruby ArgumentError that names the keyword.
+  module Arguments
+    module_function
+
+    def path(name, value, allow_nil: false)
+      return nil if value.nil? && allow_nil
+      raise ArgumentError, "#{name}: is required" if value.nil?
+
+      path = File.path(value)
+      raise ArgumentError, "#{name}: must not be empty" if path.empty?
+
+      path
+    rescue TypeError
+      raise ArgumentError, "#{name}: expected a path (String or Pathname), got #{value.class}"
+    end
+
+    def tenant_id(name, value)
+      case value
+      when Integer then value
+      when String
+        raise ArgumentError, "#{name}: must not be empty" if value.empty?
+
+        value
+      else
+        raise ArgumentError, "#{name}: expected an Integer or String id, got #{value.inspect}"
+      end
+    end
+
+    def identifier(name, value)
+      unless value.is_a?(String) || value.is_a?(Symbol)
+        raise ArgumentError, "#{name}: expected a column or table name, got #{value.inspect}"
+      end
+      raise ArgumentError, "#{name}: must not be empty" if value.to_s.empty?
+
+      value.to_s
+    end
+
+    def boolean(name, value)
+      return value if [true, false].include?(value)
+
+      raise ArgumentError, "#{name}: expected true or false, got #{value.inspect}"
+    end
+
+    # Relation hints: [{ table:, column:, references:, primary_key: }, ...]
+    def relations(value)
+      Array(value).map do |hint|
+        raise ArgumentError, "relations: each hint must be a Hash" unless hint.is_a?(Hash)
+
+        hint.transform_keys(&:to_s).transform_values { |v| v.is_a?(Array) ? v.map(&:to_s) : v.to_s }
+      end
+    end
+
+    # Polymorphic class name => table name.
+    def polymorphic(value)
+      raise ArgumentError, "polymorphic: expected a Hash of class name => table" unless value.is_a?(Hash)
+
+      value.to_h { |k, v| [k.to_s, v.to_s] }
+    end
+
+    def non_negative_integer(name, value, allow_nil: true)
+      return nil if value.nil? && allow_nil
+      return value if value.is_a?(Integer) && value >= 0
+
+      raise ArgumentError, "#{name}: expected a non-negative Integer, got #{value.inspect}"
+    end
+
+    # Seconds (Numeric, ActiveSupport::Duration) to milliseconds.
+    def milliseconds(name, seconds)
+      raise ArgumentError, "#{name}: expected seconds as a Numeric" unless seconds.respond_to?(:to_f)
+
+      ms = (seconds.to_f * 1000).round
+      raise ArgumentError, "#{name}: must not be negative" if ms.negative?
+
+      ms
+    end
+  end
+end

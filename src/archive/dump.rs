@@ -1,0 +1,129 @@
+//! Reading `dump.jsonl`: one `{"table": ..., "row": {...}}` object a line,
+//! lines capped in length, keys never duplicated, values exact (see value.rs).
+
+use crate::error::{Error, Result};
+use crate::value::SqlValue;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::fmt;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowLine {
+    pub table: String,
+    pub row: Row,
+}
+
+/// Column name → value, in the order of the line.
+#[derive(Debug, Default)]
+pub struct Row(pub Vec<(String, SqlValue)>);
+
+impl Row {
+    pub fn get(&self, column: &str) -> Option<&SqlValue> {
+        self.0.iter().find(|(c, _)| c == column).map(|(_, v)| v)
+    }
+}
+
+impl<'de> Deserialize<'de> for Row {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(RowVisitor)
+    }
+}
+
+struct RowVisitor;
+
+impl<'de> Visitor<'de> for RowVisitor {
+    type Value = Row;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object of column values")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Row, A::Error> {
+        let mut cells: Vec<(String, SqlValue)> = Vec::new();
+        let mut seen = HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(de::Error::custom(format!("column {key:?} appears twice")));
+            }
+            let value: SqlValue = map.next_value()?;
+            cells.push((key, value));
+        }
+        Ok(Row(cells))
+    }
+}
+
+/// Streams the lines of a dump file.
+pub struct DumpReader {
+    input: BufReader<File>,
+    max_line: usize,
+    line_no: u64,
+    buf: Vec<u8>,
+}
+
+impl DumpReader {
+    pub fn open(path: &Path, max_line: usize) -> Result<DumpReader> {
+        let file = File::open(path).map_err(|e| Error::io(format!("reopening dump.jsonl: {e}")))?;
+        Ok(DumpReader { input: BufReader::with_capacity(1 << 20, file), max_line, line_no: 0, buf: Vec::new() })
+    }
+
+    pub fn line_no(&self) -> u64 {
+        self.line_no
+    }
+
+    /// The next row, or None at the end of the file.
+    pub fn next_row(&mut self) -> Result<Option<RowLine>> {
+        self.buf.clear();
+        // Read at most max_line + 1 bytes, so a line without newline of
+        // hundreds of megabytes fails early without being held in memory.
+        let limit = self.max_line as u64 + 1;
+        let n = (&mut self.input)
+            .take(limit)
+            .read_until(b'\n', &mut self.buf)
+            .map_err(|e| Error::io(format!("reading dump.jsonl: {e}")))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.line_no += 1;
+        if self.buf.last() != Some(&b'\n') {
+            return Err(if n as u64 >= limit {
+                Error::archive(format!("dump.jsonl line {}: longer than {} bytes", self.line_no, self.max_line))
+            } else {
+                Error::archive(format!("dump.jsonl line {}: missing final newline", self.line_no))
+            });
+        }
+        let line: RowLine = serde_json::from_slice(&self.buf)
+            .map_err(|e| Error::archive(format!("dump.jsonl line {}: {e}", self.line_no)))?;
+        Ok(Some(line))
+    }
+}
+
+use std::io::Read as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> std::result::Result<RowLine, serde_json::Error> {
+        serde_json::from_str(s)
+    }
+
+    #[test]
+    fn parses_exact_rows_and_refuses_tricks() {
+        let line = parse(r#"{"table":"t","row":{"id":1,"r":2.0,"s":"1","b":{"$base64":"AA=="},"n":null}}"#).unwrap();
+        assert_eq!(line.row.get("id"), Some(&SqlValue::Integer(1)));
+        assert_eq!(line.row.get("r"), Some(&SqlValue::Real(2.0)));
+        assert_eq!(line.row.get("s"), Some(&SqlValue::Text(b"1".to_vec())));
+        assert_eq!(line.row.get("b"), Some(&SqlValue::Blob(vec![0])));
+        assert_eq!(line.row.get("n"), Some(&SqlValue::Null));
+        assert!(parse(r#"{"table":"t","row":{"id":1,"id":2}}"#).is_err());
+        assert!(parse(r#"{"table":"t","table":"u","row":{}}"#).is_err());
+        assert!(parse(r#"{"table":"t","row":{},"x":1}"#).is_err());
+        assert!(parse(r#"{"table":"t","row":{"a":{"b":{"c":1}}}}"#).is_err());
+        assert!(parse(r#"{"table":"t","row":{"a":[1]}}"#).is_err());
+        let deep = format!(r#"{{"table":"t","row":{{"a":{}1{}}}}}"#, "[".repeat(10_000), "]".repeat(10_000));
+        assert!(parse(&deep).is_err());
+    }
+}

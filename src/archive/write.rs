@@ -1,0 +1,164 @@
+//! Writing an archive: gzip(tar(manifest.json, dump.jsonl, blobs/*)).
+//! The manifest goes first so readers can check every later entry against
+//! it as it streams past.
+
+use super::{ustar, BlobEntry, Manifest, BLOB_PREFIX, DUMP_NAME, MANIFEST_NAME};
+use crate::error::{Error, Result, ResultExt};
+use crate::progress::{Event, Progress};
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::Path;
+
+/// A writer that hashes and counts what passes through it.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter { inner, hasher: Sha256::new(), bytes: 0 }
+    }
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+    /// (inner writer, hex SHA-256, byte count)
+    pub fn finish(self) -> (W, String, u64) {
+        (self.inner, super::hex(&self.hasher.finalize()), self.bytes)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A blob file to pack, with the hash taken when the manifest was built.
+pub struct BlobFile<'a> {
+    pub entry: &'a BlobEntry,
+    pub path: &'a Path,
+}
+
+/// What was written: size and SHA-256 of the archive file itself.
+pub struct Written {
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+pub fn write_archive(
+    dest: &Path,
+    manifest: &Manifest,
+    dump_path: &Path,
+    blobs: &[BlobFile<'_>],
+    level: u32,
+    mtime: u64,
+    progress: &mut dyn Progress,
+) -> Result<Written> {
+    let file = File::options()
+        .write(true)
+        .create_new(true)
+        .mode_0600()
+        .open(dest)
+        .at(format!("creating {}", dest.display()))?;
+    let hashed = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+    let mut gz = GzEncoder::new(hashed, Compression::new(level.min(9)));
+
+    let manifest_json = serde_json::to_vec_pretty(manifest).map_err(|e| Error::internal(e.to_string()))?;
+    append_bytes(&mut gz, MANIFEST_NAME, &manifest_json, mtime)?;
+
+    let dump = File::open(dump_path).at("reopening dump.jsonl")?;
+    append_file(&mut gz, DUMP_NAME, dump, manifest.dump.size, &manifest.dump.sha256, mtime, progress)?;
+
+    for (done, blob) in blobs.iter().enumerate() {
+        progress.check_interrupt()?;
+        let name = format!("{BLOB_PREFIX}{}", blob.entry.key);
+        let file = File::open(blob.path).at(format!("reading blob {}", blob.entry.key))?;
+        append_file(&mut gz, &name, file, blob.entry.size, &blob.entry.sha256, mtime, progress)?;
+        if (done + 1) % 100 == 0 || done + 1 == blobs.len() {
+            progress.emit(
+                Event::new("archive_progress")
+                    .with("blobs", (done + 1) as u64)
+                    .with("total", blobs.len() as u64),
+            )?;
+        }
+    }
+    ustar::write_end(&mut gz)?;
+    let hashed = gz.finish().at("finishing gzip stream")?;
+    let (buffered, sha256, bytes) = hashed.finish();
+    let file = buffered.into_inner().map_err(|e| Error::from(e.into_error()))?;
+    file.sync_all().at("syncing archive to disk")?;
+    Ok(Written { bytes, sha256 })
+}
+
+fn append_bytes<W: Write>(out: &mut W, name: &str, bytes: &[u8], mtime: u64) -> Result<()> {
+    ustar::write_header(out, name, bytes.len() as u64, mtime)?;
+    out.write_all(bytes)?;
+    ustar::write_padding(out, bytes.len() as u64)?;
+    Ok(())
+}
+
+/// Copy a file into the archive, re-hashing it on the way: a file that
+/// changed since the manifest was written fails the backup instead of
+/// producing an archive that can never verify.
+fn append_file<W: Write>(
+    out: &mut W,
+    name: &str,
+    mut file: File,
+    size: u64,
+    sha256: &str,
+    mtime: u64,
+    progress: &mut dyn Progress,
+) -> Result<()> {
+    ustar::write_header(out, name, size, mtime)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut copied = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        copied += n as u64;
+        if copied > size {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n])?;
+        if copied % (64 << 20) < n as u64 {
+            progress.check_interrupt()?;
+        }
+    }
+    if copied != size || super::hex(&hasher.finalize()) != sha256 {
+        return Err(Error::integrity(format!("{name} changed on disk while the backup was running")));
+    }
+    ustar::write_padding(out, size)?;
+    Ok(())
+}
+
+/// `OpenOptions::mode(0o600)` where the platform has modes.
+trait Mode0600 {
+    fn mode_0600(&mut self) -> &mut Self;
+}
+
+impl Mode0600 for std::fs::OpenOptions {
+    #[cfg(unix)]
+    fn mode_0600(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.mode(0o600)
+    }
+    #[cfg(not(unix))]
+    fn mode_0600(&mut self) -> &mut Self {
+        self
+    }
+}

@@ -1,0 +1,488 @@
+//! Backup of one tenant: rows from one read snapshot, streamed as JSON lines
+//! into a temporary `dump.jsonl`, blob files hashed, then packed with the
+//! manifest into `tenant_<id>_<UTC stamp>.tar.gz` (mode 0600), which appears
+//! under its final name only when complete. Failure or cancel leaves nothing.
+
+use crate::archive::write::{write_archive, BlobFile, HashingWriter};
+use crate::archive::{
+    self, BlobEntry, ColumnInfo, FileEntry, Manifest, ManifestError, SkippedTable, SourceInfo, TableEntry,
+    TenantInfo, DUMP_NAME,
+};
+use crate::clock::UtcTime;
+use crate::db;
+use crate::error::{Error, Result, ResultExt};
+use crate::progress::{report_failure, Event, Progress, Throttle};
+use crate::schema::{quote, Schema};
+use crate::scope::{is_blob_table, tenant_params, MemberSets, RelationHint, ScopeOptions, TenantScope};
+use crate::value::write_json;
+use crate::TenantId;
+use md5::Md5;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupOptions {
+    pub database: PathBuf,
+    pub tenant_id: TenantId,
+    pub output_dir: PathBuf,
+    #[serde(default)]
+    pub storage_root: Option<PathBuf>,
+    #[serde(default = "default_tenant_column")]
+    pub tenant_column: String,
+    #[serde(default)]
+    pub tenant_table: Option<String>,
+    #[serde(default)]
+    pub relations: Vec<RelationHint>,
+    #[serde(default)]
+    pub polymorphic: BTreeMap<String, String>,
+    /// gzip level 0–9 (default 6, as `gzip -6`).
+    #[serde(default = "default_level")]
+    pub compression_level: u32,
+    #[serde(default = "default_busy_timeout")]
+    pub busy_timeout_ms: u64,
+}
+
+fn default_tenant_column() -> String {
+    "tenant_id".into()
+}
+fn default_level() -> u32 {
+    6
+}
+fn default_busy_timeout() -> u64 {
+    db::DEFAULT_BUSY_TIMEOUT_MS
+}
+
+impl BackupOptions {
+    pub fn scope_options(&self) -> ScopeOptions {
+        ScopeOptions {
+            tenant_column: self.tenant_column.clone(),
+            tenant_table: self.tenant_table.clone(),
+            relations: self.relations.clone(),
+            polymorphic: self.polymorphic.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReport {
+    pub path: PathBuf,
+    /// Table name → rows written, in dump order.
+    pub tables: BTreeMap<String, u64>,
+    pub rows: u64,
+    /// Blob files packed.
+    pub blobs: u64,
+    pub blob_bytes: u64,
+    /// Size of the archive file.
+    pub bytes: u64,
+    /// SHA-256 of the archive file.
+    pub sha256: String,
+    pub dump_sha256: String,
+    pub errors: Vec<ManifestError>,
+    pub skipped: Vec<SkippedTable>,
+    pub journal_mode: String,
+    /// How long our read snapshot was open. In rollback-journal mode the
+    /// app's writers cannot commit during that time.
+    pub snapshot_ms: u64,
+    pub duration_ms: u64,
+}
+
+pub fn backup(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupReport> {
+    let result = run(options, progress);
+    if let Err(e) = &result {
+        report_failure(progress, e);
+    }
+    result
+}
+
+fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupReport> {
+    let started = Instant::now();
+    let created = UtcTime::now();
+    check_options(options)?;
+    progress.emit(
+        Event::new("start")
+            .with("operation", "backup")
+            .with("tenant_id", serde_json::to_value(&options.tenant_id).unwrap_or_default())
+            .with("database", options.database.display().to_string()),
+    )?;
+
+    // Everything we write goes to a private temp dir next to the archive;
+    // dropping it (error, cancel, panic) removes every trace.
+    let work = tempfile::Builder::new()
+        .prefix(".tenant_kit-backup-")
+        .tempdir_in(&options.output_dir)
+        .map_err(|e| Error::io(format!("output_dir {} is not writable: {e}", options.output_dir.display())))?;
+
+    let conn = db::open_read_only(&options.database, options.busy_timeout_ms)?;
+    let journal_mode = db::journal_mode(&conn)?;
+    let dump_path = work.path().join(DUMP_NAME);
+
+    // ---- the read snapshot: as short as we can make it ----
+    let snapshot_started = Instant::now();
+    conn.execute_batch("BEGIN")?;
+    let snapshot = read_snapshot(&conn, options, &dump_path, progress);
+    let snapshot_ms = snapshot_started.elapsed().as_millis() as u64;
+    // A read transaction has nothing to commit; ending it frees the writers.
+    let _ = conn.execute_batch("ROLLBACK");
+    let Snapshot { schema, scope, tables, dump, blob_rows } = snapshot?;
+    drop(conn);
+    progress.emit(
+        Event::new("snapshot")
+            .with("journal_mode", journal_mode.clone())
+            .with("held_ms", snapshot_ms)
+            .with("writers_blocked", journal_mode != "wal"),
+    )?;
+
+    // ---- blob files: hash and check against ActiveStorage's checksum ----
+    let mut errors = Vec::new();
+    let mut blobs: Vec<(BlobEntry, PathBuf)> = Vec::new();
+    if let Some(root) = &options.storage_root {
+        let total = blob_rows.len() as u64;
+        for (done, row) in blob_rows.iter().enumerate() {
+            progress.check_interrupt()?;
+            match hash_blob(root, row) {
+                Ok(found) => blobs.push(found),
+                Err(problem) => errors.push(problem),
+            }
+            if (done as u64 + 1) % 100 == 0 || done as u64 + 1 == total {
+                progress.emit(
+                    Event::new("blob_progress").with("processed", done as u64 + 1).with("total", total),
+                )?;
+            }
+        }
+    }
+
+    let manifest = Manifest {
+        format: archive::FORMAT_NAME.into(),
+        format_version: archive::FORMAT_VERSION.into(),
+        tool_version: crate::VERSION.into(),
+        created_at: created.iso8601(),
+        tenant: TenantInfo {
+            id: options.tenant_id.clone(),
+            column: options.tenant_column.clone(),
+            table: scope.tenant_table().map(|t| t.name.clone()),
+        },
+        source: SourceInfo {
+            sqlite_version: crate::sqlite_version(),
+            schema_version: schema.migration_version.clone(),
+            schema: schema
+                .tables
+                .iter()
+                .filter(|t| t.skip.is_none())
+                .map(|t| {
+                    let cols = t
+                        .columns
+                        .iter()
+                        .map(|c| ColumnInfo {
+                            name: c.name.clone(),
+                            decl_type: c.decl_type.clone(),
+                            not_null: c.not_null,
+                            primary_key: c.pk_position > 0,
+                        })
+                        .collect();
+                    (t.name.clone(), cols)
+                })
+                .collect(),
+        },
+        tables,
+        skipped: scope
+            .skipped
+            .iter()
+            .map(|(name, reason)| SkippedTable { name: name.clone(), reason: reason.clone() })
+            .collect(),
+        dump,
+        blobs: blobs.iter().map(|(entry, _)| entry.clone()).collect(),
+        errors: errors.clone(),
+    };
+
+    // ---- pack ----
+    let final_name = format!("tenant_{}_{}.tar.gz", options.tenant_id.file_component(), created.compact());
+    let final_path = options.output_dir.join(&final_name);
+    let temp_archive = work.path().join(&final_name);
+    let files: Vec<BlobFile<'_>> = blobs.iter().map(|(entry, path)| BlobFile { entry, path }).collect();
+    progress.emit(Event::new("archive_progress").with("blobs", 0u64).with("total", files.len() as u64))?;
+    let written = write_archive(
+        &temp_archive,
+        &manifest,
+        &dump_path,
+        &files,
+        options.compression_level,
+        (started_unix_secs()).max(0) as u64,
+        progress,
+    )?;
+    progress.check_interrupt()?;
+    // A hard link never replaces an existing file: two backups in the same
+    // second cannot clobber each other.
+    std::fs::hard_link(&temp_archive, &final_path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            Error::io(format!("{} already exists", final_path.display()))
+        } else {
+            Error::io(format!("cannot create {}: {e}", final_path.display()))
+        }
+    })?;
+    sync_dir(&options.output_dir);
+    drop(work);
+
+    let report = BackupReport {
+        path: final_path.clone(),
+        tables: manifest.tables.iter().map(|t| (t.name.clone(), t.rows)).collect(),
+        rows: manifest.total_rows(),
+        blobs: manifest.blobs.len() as u64,
+        blob_bytes: manifest.blobs.iter().map(|b| b.size).sum(),
+        bytes: written.bytes,
+        sha256: written.sha256.clone(),
+        dump_sha256: manifest.dump.sha256.clone(),
+        errors,
+        skipped: manifest.skipped.clone(),
+        journal_mode,
+        snapshot_ms,
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    // The archive is complete; a block that raises now still gets it.
+    let event = Event::new("archive_created")
+        .with("path", final_path.display().to_string())
+        .with("bytes", written.bytes)
+        .with("sha256", written.sha256);
+    let done = Event::new("done")
+        .with("rows", report.rows)
+        .with("blobs", report.blobs)
+        .with("errors", report.errors.len() as u64)
+        .with("duration_ms", report.duration_ms);
+    if let Err(e) = progress.emit(event).and_then(|_| progress.emit(done)) {
+        // Cancelled after the fact: honour it by removing the archive.
+        let _ = std::fs::remove_file(&final_path);
+        return Err(e);
+    }
+    Ok(report)
+}
+
+fn started_unix_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn check_options(options: &BackupOptions) -> Result<()> {
+    match std::fs::metadata(&options.output_dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(Error::argument(format!("output_dir {} is not a directory", options.output_dir.display()))),
+        Err(_) => return Err(Error::argument(format!("output_dir {} does not exist", options.output_dir.display()))),
+    }
+    if let Some(root) = &options.storage_root {
+        if !root.is_dir() {
+            return Err(Error::argument(format!("storage_root {} is not a directory", root.display())));
+        }
+    }
+    if options.compression_level > 9 {
+        return Err(Error::argument("compression_level must be between 0 and 9"));
+    }
+    if let TenantId::Text(s) = &options.tenant_id {
+        if s.is_empty() {
+            return Err(Error::argument("tenant_id must not be empty"));
+        }
+    }
+    Ok(())
+}
+
+struct Snapshot {
+    schema: Schema,
+    scope: TenantScope,
+    tables: Vec<TableEntry>,
+    dump: FileEntry,
+    blob_rows: Vec<BlobRow>,
+}
+
+/// The ActiveStorage columns of one blob row we back up.
+struct BlobRow {
+    key: String,
+    checksum: Option<String>,
+    byte_size: Option<i64>,
+}
+
+fn read_snapshot(
+    conn: &rusqlite::Connection,
+    options: &BackupOptions,
+    dump_path: &Path,
+    progress: &mut dyn Progress,
+) -> Result<Snapshot> {
+    let schema = Schema::read(conn)?;
+    let scope = TenantScope::discover(conn, &schema, &options.scope_options())?;
+    progress.emit(
+        Event::new("scan_tables")
+            .with("tables", scope.tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>())
+            .with("skipped", scope.skipped.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>()),
+    )?;
+    let sets = MemberSets::materialize(conn, &scope, &schema, &options.tenant_id)?;
+    let tenant = options.tenant_id.to_sql_value();
+
+    // Count first: progress needs totals, and a tenant without a single row
+    // anywhere is almost certainly a wrong id.
+    let mut counts = Vec::with_capacity(scope.tables.len());
+    for t in &scope.tables {
+        let sql = format!("SELECT count(*) FROM {} AS a WHERE {}", quote(&t.name), sets.member_predicate(&t.name, "a")?);
+        let mut stmt = conn.prepare(&sql)?;
+        let params = tenant_params(&stmt, &tenant);
+        counts.push(stmt.query_row(&*params, |r| r.get::<_, i64>(0))? as u64);
+    }
+    if counts.iter().all(|&c| c == 0) {
+        return Err(Error::argument(format!(
+            "tenant {} has no rows (no {} = {} in any table)",
+            options.tenant_id, options.tenant_column, options.tenant_id
+        )));
+    }
+
+    let file = File::create(dump_path).at("creating dump.jsonl")?;
+    let mut out = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+    let mut line = Vec::with_capacity(4096);
+    let mut tables = Vec::with_capacity(scope.tables.len());
+    let mut blob_rows = Vec::new();
+    for (t, &total) in scope.tables.iter().zip(&counts) {
+        let table = schema.table(&t.name).expect("scope tables exist");
+        let columns: Vec<&str> = table.stored_columns().map(|c| c.name.as_str()).collect();
+        let select = columns.iter().map(|c| format!("a.{}", quote(c))).collect::<Vec<_>>().join(", ");
+        let order = table.row_key().iter().map(|k| format!("a.{}", quote(k))).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "SELECT {select} FROM {} AS a WHERE {} ORDER BY {order}",
+            quote(&t.name),
+            sets.member_predicate(&t.name, "a")?
+        );
+        // The constant part of every line, built once per table.
+        let mut prefix = b"{\"table\":".to_vec();
+        crate::value::write_json_string(&mut prefix, &t.name);
+        prefix.extend_from_slice(b",\"row\":{");
+        let keys: Vec<Vec<u8>> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut k = if i == 0 { Vec::new() } else { b",".to_vec() };
+                crate::value::write_json_string(&mut k, c);
+                k.push(b':');
+                k
+            })
+            .collect();
+        let blob_cols = if is_blob_table(&t.name) {
+            Some((
+                columns.iter().position(|c| *c == "key"),
+                columns.iter().position(|c| *c == "checksum"),
+                columns.iter().position(|c| *c == "byte_size"),
+            ))
+        } else {
+            None
+        };
+
+        progress.emit(Event::new("dump_progress").with("table", t.name.as_str()).with("processed", 0u64).with("total", total))?;
+        let mut throttle = Throttle::new(total);
+        let mut stmt = conn.prepare(&sql)?;
+        let params = tenant_params(&stmt, &tenant);
+        let mut rows = stmt.query(&*params)?;
+        let mut written = 0u64;
+        while let Some(row) = rows.next()? {
+            line.clear();
+            line.extend_from_slice(&prefix);
+            for (i, key) in keys.iter().enumerate() {
+                line.extend_from_slice(key);
+                write_json(&mut line, row.get_ref(i)?);
+            }
+            line.extend_from_slice(b"}}\n");
+            out.write_all(&line).at("writing dump.jsonl")?;
+            if let Some((Some(k), checksum, size)) = blob_cols {
+                blob_rows.push(BlobRow {
+                    key: row.get_ref(k)?.as_str().unwrap_or_default().to_string(),
+                    checksum: checksum.and_then(|i| row.get_ref(i).ok()?.as_str().ok().map(String::from)),
+                    byte_size: size.and_then(|i| row.get_ref(i).ok()?.as_i64().ok()),
+                });
+            }
+            written += 1;
+            if written % 1024 == 0 {
+                progress.check_interrupt()?;
+            }
+            if throttle.due(written) {
+                progress.emit(
+                    Event::new("dump_progress").with("table", t.name.as_str()).with("processed", written).with("total", total),
+                )?;
+            }
+        }
+        if written != total {
+            return Err(Error::internal(format!("{}: counted {total} rows but read {written}", t.name)));
+        }
+        progress.emit(Event::new("dump_progress").with("table", t.name.as_str()).with("processed", written).with("total", total))?;
+        tables.push(TableEntry {
+            name: t.name.clone(),
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            rows: written,
+            scope: t.membership.describe(),
+        });
+    }
+    out.flush().at("writing dump.jsonl")?;
+    let (buffered, sha256, size) = out.finish();
+    let file = buffered.into_inner().map_err(|e| Error::from(e.into_error()))?;
+    file.sync_all().at("syncing dump.jsonl")?;
+    Ok(Snapshot {
+        schema,
+        scope,
+        tables,
+        dump: FileEntry { name: DUMP_NAME.into(), size, sha256 },
+        blob_rows,
+    })
+}
+
+/// Hash one blob's file; a missing or unreadable file becomes a manifest
+/// error (the backup still completes, as the app's job always did).
+fn hash_blob(root: &Path, row: &BlobRow) -> std::result::Result<(BlobEntry, PathBuf), ManifestError> {
+    let problem = |kind: &str, message: String| ManifestError {
+        kind: kind.into(),
+        table: Some("active_storage_blobs".into()),
+        key: Some(row.key.clone()),
+        message,
+    };
+    archive::check_blob_key(&row.key).map_err(|e| problem("invalid_blob_key", e.message().to_string()))?;
+    let path = archive::disk_path(root, &row.key);
+    let mut file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) => return Err(problem("missing_blob_file", format!("{}: {e}", path.display()))),
+    };
+    let mut sha = Sha256::new();
+    let mut md5 = Md5::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| problem("unreadable_blob_file", e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        sha.update(&buf[..n]);
+        md5.update(&buf[..n]);
+        size += n as u64;
+    }
+    use base64::Engine;
+    let md5_b64 = base64::engine::general_purpose::STANDARD.encode(md5.finalize());
+    if let Some(expected) = &row.checksum {
+        if expected != &md5_b64 {
+            return Err(problem(
+                "blob_checksum_mismatch",
+                format!("file {} has MD5 {md5_b64}, the blob row says {expected}", path.display()),
+            ));
+        }
+    }
+    if let Some(expected) = row.byte_size {
+        if expected != size as i64 {
+            return Err(problem("blob_size_mismatch", format!("file has {size} bytes, the blob row says {expected}")));
+        }
+    }
+    Ok((
+        BlobEntry { key: row.key.clone(), size, checksum: row.checksum.clone(), sha256: archive::hex(&sha.finalize()) },
+        path,
+    ))
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}

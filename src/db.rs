@@ -1,0 +1,63 @@
+//! Opening the app's SQLite database the way every operation needs it.
+
+use crate::error::{Error, Result};
+use rusqlite::{Connection, OpenFlags};
+use std::path::Path;
+use std::time::Duration;
+
+/// How long we wait for another connection's lock before giving up.
+pub const DEFAULT_BUSY_TIMEOUT_MS: u64 = 5_000;
+
+fn check_exists(path: &Path) -> Result<()> {
+    if path.as_os_str().is_empty() {
+        return Err(Error::argument("database: path is empty"));
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(Error::argument(format!("database: {} is not a file", path.display()))),
+        Err(_) => Err(Error::argument(format!("database: {} does not exist", path.display()))),
+    }
+}
+
+/// Read-only connection (never creates the file). Temp tables still work:
+/// they live in the connection's own temp database.
+pub fn open_read_only(path: &Path, busy_timeout_ms: u64) -> Result<Connection> {
+    check_exists(path)?;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .map_err(|e| Error::database(format!("cannot open {}: {e}", path.display())))?;
+    configure(&conn, busy_timeout_ms)?;
+    Ok(conn)
+}
+
+/// Read-write connection to an existing database, foreign keys enforced as
+/// Rails enables them.
+pub fn open_read_write(path: &Path, busy_timeout_ms: u64) -> Result<Connection> {
+    check_exists(path)?;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .map_err(|e| Error::database(format!("cannot open {}: {e}", path.display())))?;
+    configure(&conn, busy_timeout_ms)?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    Ok(conn)
+}
+
+fn configure(conn: &Connection, busy_timeout_ms: u64) -> Result<()> {
+    conn.busy_timeout(Duration::from_millis(busy_timeout_ms))?;
+    // Membership sets and sorts may be large: keep them on disk, not in RAM.
+    conn.pragma_update(None, "temp_store", "FILE")?;
+    conn.pragma_update(None, "cache_size", -16_000)?; // ~16 MiB
+    // Fail fast on a file that is not a database at all.
+    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0))
+        .map_err(|e| Error::database(format!("not a usable SQLite database: {e}")))?;
+    Ok(())
+}
+
+/// `delete`, `wal`, `truncate`…
+pub fn journal_mode(conn: &Connection) -> Result<String> {
+    Ok(conn.query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))?.to_lowercase())
+}

@@ -1,0 +1,593 @@
+//! Which rows are one tenant's: the tables that carry the tenant column, the
+//! tenants table's own row, and the rows of other tables that hang off those
+//! (join tables, ActiveStorage attachments, blobs, variant records), found
+//! from declared foreign keys, Rails naming conventions, polymorphic
+//! `<x>_type`/`<x>_id` pairs and the caller's hints.
+//!
+//! Backup (what to dump), restore (what to purge, what counts as "ours") and
+//! dry runs all use this one definition, so they can never disagree.
+
+use crate::error::{Error, Result};
+use crate::naming;
+use crate::schema::{quote, Schema, Table};
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A relation the database does not declare, given by the caller (the Rails
+/// integration fills these from model reflections).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RelationHint {
+    /// Child table (holds the reference column).
+    pub table: String,
+    /// Reference column(s) in the child table.
+    #[serde(deserialize_with = "one_or_many")]
+    pub column: Vec<String>,
+    /// Parent table.
+    pub references: String,
+    /// Parent column(s); default: the parent's primary key.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub primary_key: Vec<String>,
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// How a tenant is found in the schema.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScopeOptions {
+    pub tenant_column: String,
+    /// The table the tenant column refers to; found from a foreign key or
+    /// the Rails convention (`account_id` → `accounts`) when not given.
+    pub tenant_table: Option<String>,
+    pub relations: Vec<RelationHint>,
+    /// Class name → table for polymorphic `*_type` values that do not follow
+    /// Rails' default naming (STI base classes, custom `table_name`).
+    pub polymorphic: BTreeMap<String, String>,
+}
+
+impl Default for ScopeOptions {
+    fn default() -> Self {
+        ScopeOptions {
+            tenant_column: "tenant_id".into(),
+            tenant_table: None,
+            relations: Vec::new(),
+            polymorphic: BTreeMap::new(),
+        }
+    }
+}
+
+/// A reference from `table.columns` to `parent.parent_columns`, optionally
+/// only for rows whose polymorphic type column holds `type_value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    pub table: String,
+    pub columns: Vec<String>,
+    pub parent: String,
+    pub parent_columns: Vec<String>,
+    /// `(type column, class name)` for polymorphic references.
+    pub polymorphic: Option<(String, String)>,
+}
+
+/// Why a row of a table belongs to the tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Membership {
+    /// The tenants table: the row whose key is the tenant id.
+    TenantRow { key: String },
+    /// The table carries the tenant column.
+    TenantColumn,
+    /// The row references a member row (join tables, attachments, variant
+    /// records), or is referenced by one (ActiveStorage blobs).
+    Derived { owners: Vec<Reference>, owned_by_children: Vec<Reference> },
+}
+
+impl Membership {
+    pub fn describe(&self) -> String {
+        match self {
+            Membership::TenantRow { .. } => "tenant_row".into(),
+            Membership::TenantColumn => "tenant_column".into(),
+            Membership::Derived { owners, owned_by_children } => {
+                let mut via: Vec<String> = owners
+                    .iter()
+                    .map(|r| format!("{}.{} -> {}", r.table, r.columns.join(","), r.parent))
+                    .collect();
+                via.extend(
+                    owned_by_children
+                        .iter()
+                        .map(|r| format!("{} <- {}.{}", r.parent, r.table, r.columns.join(","))),
+                );
+                format!("via {}", via.join("; "))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ScopedTable {
+    pub name: String,
+    pub membership: Membership,
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantScope {
+    pub options: ScopeOptions,
+    /// Member tables in dependency order: parents before children.
+    pub tables: Vec<ScopedTable>,
+    /// Tables left out, with the reason (listed in the manifest).
+    pub skipped: Vec<(String, String)>,
+    /// Every reference between tables we know of (for ordering, checks).
+    pub references: Vec<Reference>,
+}
+
+impl TenantScope {
+    pub fn discover(conn: &Connection, schema: &Schema, options: &ScopeOptions) -> Result<TenantScope> {
+        let column = options.tenant_column.as_str();
+        if column.is_empty() {
+            return Err(Error::argument("tenant_column must not be empty"));
+        }
+        let direct: Vec<&Table> = schema
+            .tables
+            .iter()
+            .filter(|t| t.skip.is_none() && t.has_column(column))
+            .collect();
+        if direct.is_empty() {
+            return Err(Error::argument(format!(
+                "no table has the tenant column {column:?}: is tenant_column right?"
+            )));
+        }
+
+        let tenant_table = find_tenant_table(schema, options, &direct)?;
+        let references = collect_references(conn, schema, options)?;
+
+        // Grow the member set until it stops changing: a table joins when
+        // one of its references points at a member (or, for ActiveStorage
+        // blobs, when a member references it).
+        let mut member: BTreeMap<String, Membership> = BTreeMap::new();
+        if let Some(t) = &tenant_table {
+            let key = schema.table(t).map(|t| t.primary_key()).unwrap_or_default();
+            let [key] = key.as_slice() else {
+                return Err(Error::schema(format!("tenants table {t:?} needs a single-column primary key")));
+            };
+            member.insert(t.clone(), Membership::TenantRow { key: key.to_string() });
+        }
+        for t in &direct {
+            if Some(&t.name) != tenant_table.as_ref() {
+                member.insert(t.name.clone(), Membership::TenantColumn);
+            }
+        }
+        loop {
+            let mut grew = false;
+            for table in schema.tables.iter().filter(|t| t.skip.is_none()) {
+                if member.contains_key(&table.name) {
+                    continue;
+                }
+                let owners: Vec<Reference> = references
+                    .iter()
+                    .filter(|r| r.table == table.name && member.contains_key(&r.parent))
+                    .cloned()
+                    .collect();
+                let owned_by_children: Vec<Reference> = if is_blob_table(&table.name) {
+                    references
+                        .iter()
+                        .filter(|r| r.parent == table.name && member.contains_key(&r.table))
+                        .cloned()
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                if !owners.is_empty() || !owned_by_children.is_empty() {
+                    member.insert(table.name.clone(), Membership::Derived { owners, owned_by_children });
+                    grew = true;
+                }
+            }
+            if !grew {
+                break;
+            }
+        }
+        // Late members may own earlier derived ones too (attachments of
+        // variant records): refresh the reference lists once more.
+        let names: BTreeSet<String> = member.keys().cloned().collect();
+        for (name, membership) in member.iter_mut() {
+            if let Membership::Derived { owners, owned_by_children } = membership {
+                *owners = references
+                    .iter()
+                    .filter(|r| &r.table == name && names.contains(&r.parent))
+                    .cloned()
+                    .collect();
+                if is_blob_table(name) {
+                    *owned_by_children = references
+                        .iter()
+                        .filter(|r| &r.parent == name && names.contains(&r.table))
+                        .cloned()
+                        .collect();
+                }
+            }
+        }
+
+        let order = dependency_order(schema, &member, &references, tenant_table.as_deref());
+        let tables = order
+            .into_iter()
+            .map(|name| {
+                let membership = member.remove(&name).expect("ordered tables are members");
+                ScopedTable { name, membership }
+            })
+            .collect();
+
+        let skipped = schema
+            .tables
+            .iter()
+            .filter_map(|t| match t.skip {
+                Some(reason) => Some((t.name.clone(), reason.describe().to_string())),
+                None if !names.contains(&t.name) => {
+                    Some((t.name.clone(), format!("no {column} column and no reference to tenant rows")))
+                }
+                None => None,
+            })
+            .collect();
+
+        Ok(TenantScope { options: options.clone(), tables, skipped, references })
+    }
+
+    pub fn table(&self, name: &str) -> Option<&ScopedTable> {
+        self.tables.iter().find(|t| t.name == name)
+    }
+
+    pub fn tenant_table(&self) -> Option<&ScopedTable> {
+        self.tables.iter().find(|t| matches!(t.membership, Membership::TenantRow { .. }))
+    }
+
+    /// Table for a polymorphic class name, honouring the caller's map.
+    pub fn table_for_class(&self, class_name: &str) -> String {
+        self.options
+            .polymorphic
+            .get(class_name)
+            .cloned()
+            .unwrap_or_else(|| naming::table_for_class(class_name))
+    }
+}
+
+/// ActiveStorage blobs belong to whoever attaches them.
+pub fn is_blob_table(name: &str) -> bool {
+    name == "active_storage_blobs"
+}
+
+fn find_tenant_table(schema: &Schema, options: &ScopeOptions, direct: &[&Table]) -> Result<Option<String>> {
+    if let Some(name) = &options.tenant_table {
+        return match schema.table(name) {
+            Some(t) if t.skip.is_none() => Ok(Some(t.name.clone())),
+            _ => Err(Error::argument(format!("tenant_table {name:?} does not exist"))),
+        };
+    }
+    let column = options.tenant_column.as_str();
+    for table in direct {
+        for fk in &table.foreign_keys {
+            if fk.from == [column] {
+                if let Some(parent) = schema.table_ci(&fk.table) {
+                    return Ok(Some(parent.name.clone()));
+                }
+            }
+        }
+    }
+    Ok(naming::table_for_reference(column)
+        .and_then(|t| schema.table(&t))
+        .filter(|t| t.skip.is_none())
+        .map(|t| t.name.clone()))
+}
+
+/// Declared foreign keys, then hints, then conventions (`x_id` → `xs`,
+/// polymorphic `x_type`/`x_id` → the tables the stored class names map to).
+fn collect_references(conn: &Connection, schema: &Schema, options: &ScopeOptions) -> Result<Vec<Reference>> {
+    let mut refs: Vec<Reference> = Vec::new();
+    let usable = |name: &str| schema.table_ci(name).filter(|t| t.skip.is_none());
+    for table in schema.tables.iter().filter(|t| t.skip.is_none()) {
+        for fk in &table.foreign_keys {
+            if let Some(parent) = usable(&fk.table) {
+                refs.push(Reference {
+                    table: table.name.clone(),
+                    columns: fk.from.clone(),
+                    parent: parent.name.clone(),
+                    parent_columns: fk.to.clone(),
+                    polymorphic: None,
+                });
+            }
+        }
+    }
+    for hint in &options.relations {
+        let child = usable(&hint.table)
+            .ok_or_else(|| Error::argument(format!("relation hint: no table {:?}", hint.table)))?;
+        let parent = usable(&hint.references)
+            .ok_or_else(|| Error::argument(format!("relation hint: no table {:?}", hint.references)))?;
+        let parent_columns = if hint.primary_key.is_empty() {
+            parent.primary_key().into_iter().map(String::from).collect()
+        } else {
+            hint.primary_key.clone()
+        };
+        for c in hint.column.iter().chain(&parent_columns) {
+            if !child.has_column(c) && !parent.has_column(c) {
+                return Err(Error::argument(format!("relation hint: no column {c:?}")));
+            }
+        }
+        if hint.column.len() != parent_columns.len() {
+            return Err(Error::argument(format!(
+                "relation hint {}.{:?}: column count differs from the parent key",
+                hint.table, hint.column
+            )));
+        }
+        push_unique(&mut refs, Reference {
+            table: child.name.clone(),
+            columns: hint.column.clone(),
+            parent: parent.name.clone(),
+            parent_columns,
+            polymorphic: None,
+        });
+    }
+    for table in schema.tables.iter().filter(|t| t.skip.is_none()) {
+        for column in &table.columns {
+            if column.name == options.tenant_column {
+                continue;
+            }
+            let Some(stem) = column.name.strip_suffix("_id") else { continue };
+            let type_column = format!("{stem}_type");
+            if table.has_column(&type_column) {
+                for class_name in distinct_types(conn, &table.name, &type_column)? {
+                    let target = options
+                        .polymorphic
+                        .get(&class_name)
+                        .cloned()
+                        .unwrap_or_else(|| naming::table_for_class(&class_name));
+                    if let Some(parent) = usable(&target) {
+                        if let [pk] = parent.primary_key().as_slice() {
+                            push_unique(&mut refs, Reference {
+                                table: table.name.clone(),
+                                columns: vec![column.name.clone()],
+                                parent: parent.name.clone(),
+                                parent_columns: vec![pk.to_string()],
+                                polymorphic: Some((type_column.clone(), class_name.clone())),
+                            });
+                        }
+                    }
+                }
+                continue;
+            }
+            let declared = refs.iter().any(|r| r.table == table.name && r.columns == [column.name.clone()]);
+            if declared {
+                continue;
+            }
+            let Some(parent) = naming::table_for_reference(&column.name).and_then(|t| usable(&t).cloned()) else {
+                continue;
+            };
+            if let [pk] = parent.primary_key().as_slice() {
+                refs.push(Reference {
+                    table: table.name.clone(),
+                    columns: vec![column.name.clone()],
+                    parent: parent.name.clone(),
+                    parent_columns: vec![pk.to_string()],
+                    polymorphic: None,
+                });
+            }
+        }
+    }
+    Ok(refs)
+}
+
+fn push_unique(refs: &mut Vec<Reference>, r: Reference) {
+    if !refs.contains(&r) {
+        refs.push(r);
+    }
+}
+
+fn distinct_types(conn: &Connection, table: &str, column: &str) -> Result<Vec<String>> {
+    let sql = format!(
+        "SELECT DISTINCT {c} FROM {t} WHERE typeof({c}) = 'text' LIMIT 10000",
+        c = quote(column),
+        t = quote(table)
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let types = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    Ok(types)
+}
+
+/// Parents before children (Kahn's algorithm). Self references are ignored;
+/// a cycle is broken at the table with the fewest unmet parents, which the
+/// restore handles with deferred foreign keys.
+fn dependency_order(
+    schema: &Schema,
+    member: &BTreeMap<String, Membership>,
+    references: &[Reference],
+    tenant_table: Option<&str>,
+) -> Vec<String> {
+    // Keep schema order for ties, so the order is stable run to run.
+    let mut remaining: Vec<String> = schema
+        .tables
+        .iter()
+        .filter(|t| member.contains_key(&t.name))
+        .map(|t| t.name.clone())
+        .collect();
+    let parents_of = |name: &str| -> BTreeSet<String> {
+        references
+            .iter()
+            .filter(|r| r.table == name && r.parent != name && member.contains_key(&r.parent))
+            .map(|r| r.parent.clone())
+            .collect()
+    };
+    let mut order: Vec<String> = Vec::with_capacity(remaining.len());
+    if let Some(t) = tenant_table {
+        remaining.retain(|n| n != t);
+        order.push(t.to_string());
+    }
+    while !remaining.is_empty() {
+        let unmet = |name: &str, order: &[String]| parents_of(name).iter().filter(|p| !order.contains(p)).count();
+        let next = remaining
+            .iter()
+            .position(|n| unmet(n, &order) == 0)
+            .unwrap_or_else(|| {
+                (0..remaining.len())
+                    .min_by_key(|&i| unmet(&remaining[i], &order))
+                    .expect("remaining is not empty")
+            });
+        order.push(remaining.remove(next));
+    }
+    order
+}
+
+/// Materialised membership: for every derived table, a temp table of the
+/// keys of its member rows, computed to a fixpoint inside the caller's
+/// transaction (so it sees the same snapshot as the reads that follow).
+pub struct MemberSets<'a> {
+    scope: &'a TenantScope,
+    schema: &'a Schema,
+}
+
+impl<'a> MemberSets<'a> {
+    /// Compute the sets on `conn` (temp tables live in the connection's temp
+    /// schema, which is writable even inside a read transaction).
+    pub fn materialize(
+        conn: &Connection,
+        scope: &'a TenantScope,
+        schema: &'a Schema,
+        tenant_id: &crate::TenantId,
+    ) -> Result<MemberSets<'a>> {
+        let sets = MemberSets { scope, schema };
+        for (i, t) in scope.tables.iter().enumerate() {
+            if let Membership::Derived { .. } = t.membership {
+                let table = sets.schema_table(&t.name)?;
+                let key_cols = table.row_key();
+                let cols: Vec<String> = (0..key_cols.len()).map(|k| format!("k{k}")).collect();
+                conn.execute_batch(&format!(
+                    "DROP TABLE IF EXISTS temp.{name}; CREATE TEMP TABLE {name}({cols}, PRIMARY KEY({cols})) WITHOUT ROWID;",
+                    name = set_name(i),
+                    cols = cols.join(", ")
+                ))?;
+            }
+        }
+        // Semi-naive fixpoint: rerun every reference until nothing new joins.
+        let statements: Vec<String> = scope
+            .tables
+            .iter()
+            .enumerate()
+            .map(|(i, t)| sets.fill_statements(i, t))
+            .collect::<Result<Vec<Vec<String>>>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        let tenant = tenant_id.to_sql_value();
+        for _round in 0..64 {
+            let mut added = 0;
+            for sql in &statements {
+                let mut stmt = conn.prepare_cached(sql)?;
+                let params = tenant_params(&stmt, &tenant);
+                added += stmt.execute(&*params)?;
+            }
+            if added == 0 {
+                return Ok(sets);
+            }
+        }
+        Err(Error::internal("membership did not converge after 64 rounds"))
+    }
+
+    fn schema_table(&self, name: &str) -> Result<&'a Table> {
+        self.schema
+            .table(name)
+            .ok_or_else(|| Error::schema(format!("table {name:?} disappeared from the database")))
+    }
+
+    fn fill_statements(&self, index: usize, t: &ScopedTable) -> Result<Vec<String>> {
+        let Membership::Derived { owners, owned_by_children } = &t.membership else {
+            return Ok(Vec::new());
+        };
+        let table = self.schema_table(&t.name)?;
+        let key = table.row_key().iter().map(|k| format!("c.{}", quote(k))).collect::<Vec<_>>().join(", ");
+        let head = format!("INSERT OR IGNORE INTO temp.{} SELECT {key} FROM {} AS c WHERE ", set_name(index), quote(&t.name));
+        let mut out = Vec::new();
+        for r in owners {
+            let join = r
+                .columns
+                .iter()
+                .zip(&r.parent_columns)
+                .map(|(c, p)| format!("p.{} = c.{}", quote(p), quote(c)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let typed = match &r.polymorphic {
+                Some((type_col, class)) => format!("c.{} = {} AND ", quote(type_col), sql_string(class)),
+                None => String::new(),
+            };
+            out.push(format!(
+                "{head}{typed}EXISTS (SELECT 1 FROM {} AS p WHERE {join} AND {})",
+                quote(&r.parent),
+                self.member_predicate(&r.parent, "p")?
+            ));
+        }
+        for r in owned_by_children {
+            let join = r
+                .columns
+                .iter()
+                .zip(&r.parent_columns)
+                .map(|(c, p)| format!("x.{} = c.{}", quote(c), quote(p)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            out.push(format!(
+                "{head}EXISTS (SELECT 1 FROM {} AS x WHERE {join} AND {})",
+                quote(&r.table),
+                self.member_predicate(&r.table, "x")?
+            ));
+        }
+        Ok(out)
+    }
+
+    /// SQL condition true for member rows of `table` under `alias`; the
+    /// tenant id is parameter `?1`.
+    pub fn member_predicate(&self, table: &str, alias: &str) -> Result<String> {
+        let (index, scoped) = self
+            .scope
+            .tables
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.name == table)
+            .ok_or_else(|| Error::internal(format!("{table} is not in the tenant scope")))?;
+        Ok(match &scoped.membership {
+            Membership::TenantRow { key } => format!("{alias}.{} = ?1", quote(key)),
+            Membership::TenantColumn => format!("{alias}.{} = ?1", quote(&self.scope.options.tenant_column)),
+            Membership::Derived { .. } => {
+                let key = self.schema_table(table)?.row_key();
+                let lhs = key.iter().map(|k| format!("{alias}.{}", quote(k))).collect::<Vec<_>>().join(", ");
+                let ks = (0..key.len()).map(|k| format!("k{k}")).collect::<Vec<_>>().join(", ");
+                if key.len() == 1 {
+                    format!("{lhs} IN (SELECT {ks} FROM temp.{})", set_name(index))
+                } else {
+                    format!("({lhs}) IN (SELECT {ks} FROM temp.{})", set_name(index))
+                }
+            }
+        })
+    }
+}
+
+/// The tenant id as `?1` when the statement uses it (predicates over
+/// derived tables do not), so one call site fits every statement.
+pub fn tenant_params<'p>(stmt: &rusqlite::Statement<'_>, tenant: &'p crate::value::SqlValue) -> Vec<&'p dyn rusqlite::ToSql> {
+    if stmt.parameter_count() == 0 {
+        Vec::new()
+    } else {
+        vec![tenant as &dyn rusqlite::ToSql]
+    }
+}
+
+fn set_name(index: usize) -> String {
+    format!("tk_member_{index}")
+}
+
+/// A SQL string literal (for class names read from the database).
+pub fn sql_string(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}

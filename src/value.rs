@@ -1,0 +1,259 @@
+//! SQLite values and their exact JSON form in `dump.jsonl`.
+//!
+//! Every value keeps its storage class across a round trip:
+//! - INTEGER: a JSON integer (`42`); anything beyond 64 bits is refused;
+//! - REAL: a JSON number that always has a `.` or an exponent (`2.0`,
+//!   `1e300`), so a whole-number real stays real; non-finite reals, which
+//!   JSON cannot spell, are `{"$real": "inf"}` / `{"$real": "-inf"}`;
+//! - TEXT: a JSON string; text holding bytes that are not UTF-8 (Ruby can
+//!   write those) is `{"$text_base64": "..."}` rather than being altered;
+//! - BLOB: `{"$base64": "..."}`;
+//! - NULL: `null`.
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Null,
+    Integer(i64),
+    Real(f64),
+    /// Text as SQLite stores it: usually UTF-8, but not guaranteed.
+    Text(Vec<u8>),
+    Blob(Vec<u8>),
+}
+
+impl SqlValue {
+    pub fn from_ref(value: ValueRef<'_>) -> Self {
+        match value {
+            ValueRef::Null => SqlValue::Null,
+            ValueRef::Integer(i) => SqlValue::Integer(i),
+            ValueRef::Real(r) => SqlValue::Real(r),
+            ValueRef::Text(t) => SqlValue::Text(t.to_vec()),
+            ValueRef::Blob(b) => SqlValue::Blob(b.to_vec()),
+        }
+    }
+
+    /// Text content as &str when it is valid UTF-8.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            SqlValue::Text(t) => std::str::from_utf8(t).ok(),
+            _ => None,
+        }
+    }
+
+    /// Short human description for error messages (never the whole value).
+    pub fn describe(&self) -> String {
+        match self {
+            SqlValue::Null => "NULL".into(),
+            SqlValue::Integer(i) => i.to_string(),
+            SqlValue::Real(r) => format!("{r:?}"),
+            SqlValue::Text(t) => {
+                let s = String::from_utf8_lossy(t);
+                let short: String = s.chars().take(60).collect();
+                format!("{short:?}")
+            }
+            SqlValue::Blob(b) => format!("<blob {} bytes>", b.len()),
+        }
+    }
+}
+
+impl rusqlite::ToSql for SqlValue {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self {
+            SqlValue::Null => ValueRef::Null,
+            SqlValue::Integer(i) => ValueRef::Integer(*i),
+            SqlValue::Real(r) => ValueRef::Real(*r),
+            SqlValue::Text(t) => ValueRef::Text(t),
+            SqlValue::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
+}
+
+/// Append the JSON form of a value read straight from SQLite.
+pub fn write_json(out: &mut Vec<u8>, value: ValueRef<'_>) {
+    match value {
+        ValueRef::Null => out.extend_from_slice(b"null"),
+        ValueRef::Integer(i) => {
+            use std::io::Write;
+            write!(out, "{i}").expect("writing to a Vec cannot fail");
+        }
+        ValueRef::Real(r) => write_real(out, r),
+        ValueRef::Text(t) => match std::str::from_utf8(t) {
+            Ok(s) => write_json_string(out, s),
+            Err(_) => write_tagged(out, "$text_base64", &BASE64.encode(t)),
+        },
+        ValueRef::Blob(b) => write_tagged(out, "$base64", &BASE64.encode(b)),
+    }
+}
+
+fn write_real(out: &mut Vec<u8>, r: f64) {
+    if !r.is_finite() {
+        // SQLite turns NaN into NULL, so only the infinities reach us.
+        let spelled = if r > 0.0 { "inf" } else { "-inf" };
+        write_tagged(out, "$real", spelled);
+        return;
+    }
+    // serde_json prints the shortest representation that round-trips
+    // (ryu) and always keeps a `.` or exponent: 2.0 stays "2.0".
+    serde_json::to_writer(&mut *out, &r).expect("writing to a Vec cannot fail");
+}
+
+/// Append `s` as a JSON string literal.
+pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+}
+
+fn write_tagged(out: &mut Vec<u8>, tag: &str, payload: &str) {
+    out.push(b'{');
+    write_json_string(out, tag);
+    out.push(b':');
+    write_json_string(out, payload);
+    out.push(b'}');
+}
+
+/// serde_json (with `arbitrary_precision`) hands numbers to `deserialize_any`
+/// as a one-entry map under this key, the number's exact text as value. We
+/// use it to tell `1` from `1.0` and to refuse integers beyond 64 bits.
+const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
+/// Parse the exact text of a JSON number into INTEGER or REAL.
+pub fn number_from_text(text: &str) -> Result<SqlValue, String> {
+    if text.contains(['.', 'e', 'E']) {
+        let r: f64 = text.parse().map_err(|_| format!("invalid number {text}"))?;
+        if !r.is_finite() {
+            return Err(format!("number {text} is out of range for REAL"));
+        }
+        Ok(SqlValue::Real(r))
+    } else {
+        text.parse::<i64>()
+            .map(SqlValue::Integer)
+            .map_err(|_| format!("integer {text} does not fit in 64 bits"))
+    }
+}
+
+impl<'de> de::Deserialize<'de> for SqlValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SqlValueVisitor)
+    }
+}
+
+struct SqlValueVisitor;
+
+impl<'de> Visitor<'de> for SqlValueVisitor {
+    type Value = SqlValue;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("null, a number, a string, or {\"$base64\": \"...\"}")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<SqlValue, E> {
+        Ok(SqlValue::Null)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<SqlValue, E> {
+        Ok(SqlValue::Integer(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<SqlValue, E> {
+        i64::try_from(v)
+            .map(SqlValue::Integer)
+            .map_err(|_| E::custom(format!("integer {v} does not fit in 64 bits")))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<SqlValue, E> {
+        Ok(SqlValue::Real(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<SqlValue, E> {
+        Ok(SqlValue::Text(v.as_bytes().to_vec()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<SqlValue, E> {
+        Ok(SqlValue::Text(v.into_bytes()))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SqlValue, A::Error> {
+        let key: String = map
+            .next_key()?
+            .ok_or_else(|| de::Error::custom("empty object is not a value"))?;
+        let payload: String = map.next_value()?;
+        let value = match key.as_str() {
+            NUMBER_TOKEN => number_from_text(&payload).map_err(de::Error::custom)?,
+            "$base64" => SqlValue::Blob(decode_base64(&payload)?),
+            "$text_base64" => SqlValue::Text(decode_base64(&payload)?),
+            "$real" => match payload.as_str() {
+                "inf" => SqlValue::Real(f64::INFINITY),
+                "-inf" => SqlValue::Real(f64::NEG_INFINITY),
+                other => return Err(de::Error::custom(format!("unknown $real {other:?}"))),
+            },
+            other => return Err(de::Error::custom(format!("unknown tagged value {other:?}"))),
+        };
+        if map.next_key::<de::IgnoredAny>()?.is_some() {
+            return Err(de::Error::custom(format!("tagged value {key:?} has extra keys")));
+        }
+        Ok(value)
+    }
+}
+
+fn decode_base64<E: de::Error>(payload: &str) -> Result<Vec<u8>, E> {
+    BASE64
+        .decode(payload)
+        .map_err(|e| E::custom(format!("invalid base64: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(v: ValueRef<'_>) -> String {
+        let mut out = Vec::new();
+        write_json(&mut out, v);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn decode(s: &str) -> Result<SqlValue, serde_json::Error> {
+        serde_json::from_str(s)
+    }
+
+    #[test]
+    fn storage_classes_round_trip() {
+        let cases: Vec<(ValueRef<'_>, &str)> = vec![
+            (ValueRef::Null, "null"),
+            (ValueRef::Integer(i64::MAX), "9223372036854775807"),
+            (ValueRef::Integer(i64::MIN), "-9223372036854775808"),
+            (ValueRef::Real(2.0), "2.0"),
+            (ValueRef::Real(0.1), "0.1"),
+            (ValueRef::Real(-0.0), "-0.0"),
+            (ValueRef::Real(1e300), "1e+300"),
+            (ValueRef::Real(f64::INFINITY), r#"{"$real":"inf"}"#),
+            (ValueRef::Text(b"0042"), r#""0042""#),
+            (ValueRef::Text("żółw \u{1F422}".as_bytes()), "\"żółw \u{1F422}\""),
+            (ValueRef::Text(b"a\xffb"), r#"{"$text_base64":"Yf9i"}"#),
+            (ValueRef::Blob(b"\0x\0"), r#"{"$base64":"AHgA"}"#),
+        ];
+        for (value, json) in cases {
+            assert_eq!(encode(value), json);
+            let back = decode(json).unwrap();
+            assert_eq!(back, SqlValue::from_ref(value), "{json}");
+        }
+        // -0.0 == 0.0 in PartialEq; check the sign survives too.
+        let SqlValue::Real(r) = decode("-0.0").unwrap() else { panic!() };
+        assert!(r.is_sign_negative());
+    }
+
+    #[test]
+    fn refuses_what_sqlite_cannot_hold_exactly() {
+        assert!(decode("9223372036854775808").is_err());
+        assert!(decode("123456789012345678901234567890").is_err());
+        assert!(decode("1e400").is_err());
+        assert!(decode("true").is_err());
+        assert!(decode("[1]").is_err());
+        assert!(decode(r#"{"$base64":"AA==","x":1}"#).is_err());
+        assert!(decode(r#"{"$base64":"!!"}"#).is_err());
+        assert!(decode(r#"{"$other":"x"}"#).is_err());
+    }
+}

@@ -1,0 +1,180 @@
+//! `TenantKit.verify`: re-read an archive and check every hash, size and
+//! count against its manifest, with no database involved. Restore runs the
+//! same checks before it touches anything.
+
+use crate::archive::dump::{DumpReader, RowLine};
+use crate::archive::read::{extract, Extracted, Limits};
+use crate::archive::{ManifestError, TableEntry};
+use crate::error::{Error, Result};
+use crate::progress::{report_failure, Event, Progress, Throttle};
+use crate::TenantId;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyOptions {
+    pub archive: PathBuf,
+    /// Where to unpack while checking (default: the system temp dir).
+    #[serde(default)]
+    pub tmp_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub max_line_bytes: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub ok: bool,
+    pub path: PathBuf,
+    pub format_version: String,
+    pub tool_version: String,
+    pub created_at: String,
+    pub tenant_id: TenantId,
+    pub tenant_column: String,
+    pub tables: BTreeMap<String, u64>,
+    pub rows: u64,
+    pub blobs: u64,
+    pub bytes: u64,
+    pub schema_version: Option<String>,
+    /// Problems the backup recorded (missing blob files…).
+    pub errors: Vec<ManifestError>,
+}
+
+pub fn verify(options: &VerifyOptions, progress: &mut dyn Progress) -> Result<VerifyReport> {
+    let result = (|| {
+        progress.emit(Event::new("start").with("operation", "verify").with("archive", options.archive.display().to_string()))?;
+        let limits = limits_with(options.max_line_bytes);
+        let temp_parent = options.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let extracted = extract(&options.archive, &temp_parent, limits, progress)?;
+        check_dump(&extracted, limits, progress, |_, _| Ok(()))?;
+        let m = &extracted.manifest;
+        let report = VerifyReport {
+            ok: true,
+            path: options.archive.clone(),
+            format_version: m.format_version.clone(),
+            tool_version: m.tool_version.clone(),
+            created_at: m.created_at.clone(),
+            tenant_id: m.tenant.id.clone(),
+            tenant_column: m.tenant.column.clone(),
+            tables: m.tables.iter().map(|t| (t.name.clone(), t.rows)).collect(),
+            rows: m.total_rows(),
+            blobs: m.blobs.len() as u64,
+            bytes: extracted.archive_bytes,
+            schema_version: m.source.schema_version.clone(),
+            errors: m.errors.clone(),
+        };
+        progress.emit(Event::new("done").with("rows", report.rows).with("blobs", report.blobs))?;
+        Ok(report)
+    })();
+    if let Err(e) = &result {
+        report_failure(progress, e);
+    }
+    result
+}
+
+pub fn limits_with(max_line_bytes: Option<usize>) -> Limits {
+    let mut limits = Limits::default();
+    if let Some(max) = max_line_bytes {
+        limits.max_line_bytes = max;
+    }
+    limits
+}
+
+/// Walk dump.jsonl checking it against the manifest: tables grouped in the
+/// manifest's order, each row with exactly the listed columns, the tenant
+/// column (wherever a table has it) equal to the archive's tenant, and the
+/// per-table counts. `each_row` sees every row once it passed.
+pub fn check_dump(
+    extracted: &Extracted,
+    limits: Limits,
+    progress: &mut dyn Progress,
+    mut each_row: impl FnMut(&TableEntry, &RowLine) -> Result<()>,
+) -> Result<()> {
+    let m = &extracted.manifest;
+    let mut reader = DumpReader::open(&extracted.dump_path, limits.max_line_bytes)?;
+    let mut table_index = 0usize;
+    let mut in_table = 0u64;
+    let mut columns: HashSet<&str> = HashSet::new();
+    let mut throttle = Throttle::new(m.total_rows());
+    let mut total = 0u64;
+    let tenant_table = m.tenant.table.as_deref();
+    while let Some(line) = reader.next_row()? {
+        // Move to the line's table: forward only, never back.
+        while table_index < m.tables.len() && m.tables[table_index].name != line.table {
+            if table_index < m.tables.len() && in_table != m.tables[table_index].rows {
+                return Err(count_mismatch(&m.tables[table_index], in_table));
+            }
+            table_index += 1;
+            in_table = 0;
+            columns.clear();
+        }
+        let Some(entry) = m.tables.get(table_index) else {
+            return Err(Error::archive(format!(
+                "dump.jsonl line {}: table {:?} is not in the manifest, or out of order",
+                reader.line_no(),
+                line.table
+            )));
+        };
+        if columns.is_empty() {
+            columns = entry.columns.iter().map(String::as_str).collect();
+        }
+        if line.row.0.len() != columns.len() || !line.row.0.iter().all(|(c, _)| columns.contains(c.as_str())) {
+            return Err(Error::archive(format!(
+                "dump.jsonl line {}: the columns of {} differ from the manifest",
+                reader.line_no(),
+                entry.name
+            )));
+        }
+        if let Some(value) = line.row.get(&m.tenant.column) {
+            if Some(entry.name.as_str()) != tenant_table && !m.tenant.id.matches(value) {
+                return Err(Error::archive(format!(
+                    "dump.jsonl line {}: {}.{} is {}, not the archive's tenant {}",
+                    reader.line_no(),
+                    entry.name,
+                    m.tenant.column,
+                    value.describe(),
+                    m.tenant.id
+                )));
+            }
+        }
+        in_table += 1;
+        if in_table > entry.rows {
+            return Err(count_mismatch(entry, in_table));
+        }
+        each_row(entry, &line)?;
+        total += 1;
+        if total % 1024 == 0 {
+            progress.check_interrupt()?;
+        }
+        if throttle.due(total) {
+            progress.emit(Event::new("verify").with("phase", "rows").with("processed", total).with("total", m.total_rows()))?;
+        }
+    }
+    for (i, entry) in m.tables.iter().enumerate().skip(table_index) {
+        let seen = if i == table_index { in_table } else { 0 };
+        if seen != entry.rows {
+            return Err(count_mismatch(entry, seen));
+        }
+    }
+    progress.emit(Event::new("verify").with("phase", "rows").with("processed", total).with("total", m.total_rows()))?;
+    Ok(())
+}
+
+fn count_mismatch(entry: &TableEntry, found: u64) -> Error {
+    Error::integrity(format!(
+        "table {}: manifest says {} rows, dump.jsonl has {}{}",
+        entry.name,
+        entry.rows,
+        if found > entry.rows { "more than that: " } else { "" },
+        found
+    ))
+}
+
+/// Convenience for callers with a plain path.
+pub fn verify_path(archive: &Path) -> Result<VerifyReport> {
+    verify(
+        &VerifyOptions { archive: archive.to_path_buf(), tmp_dir: None, max_line_bytes: None },
+        &mut crate::progress::NoProgress,
+    )
+}
