@@ -13,7 +13,7 @@ use crate::db;
 use crate::error::{Error, Result, ResultExt};
 use crate::progress::{report_failure, Event, Progress, Throttle};
 use crate::schema::{quote, Schema};
-use crate::scope::{is_blob_table, tenant_params, MemberSets, RelationHint, ScopeOptions, TenantScope};
+use crate::scope::{is_blob_table, tenant_params, MemberSets, RelationHint, ScopeOptions, Side, TenantScope};
 use crate::value::write_json;
 use crate::TenantId;
 use md5::Md5;
@@ -312,13 +312,13 @@ fn read_snapshot(
     progress: &mut dyn Progress,
 ) -> Result<Snapshot> {
     let schema = Schema::read(conn)?;
-    let scope = TenantScope::discover(conn, &schema, &options.scope_options())?;
+    let scope = TenantScope::discover(conn, &schema, &options.scope_options(), &[])?;
     progress.emit(
         Event::new("scan_tables")
             .with("tables", scope.tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>())
             .with("skipped", scope.skipped.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>()),
     )?;
-    let sets = MemberSets::materialize(conn, &scope, &schema, &options.tenant_id)?;
+    let sets = MemberSets::materialize(conn, &scope, &schema, &options.tenant_id, Side::Ours)?;
     let tenant = options.tenant_id.to_sql_value();
 
     // Count first: progress needs totals, and a tenant without a single row
@@ -417,6 +417,7 @@ fn read_snapshot(
             columns: columns.iter().map(|c| c.to_string()).collect(),
             rows: written,
             scope: t.membership.describe(),
+            polymorphic: scope.polymorphic_types(&t.name),
         });
     }
     out.flush().at("writing dump.jsonl")?;

@@ -11,7 +11,7 @@ use crate::db;
 use crate::error::{Error, Result, ResultExt};
 use crate::progress::{report_failure, Event, Progress, Throttle};
 use crate::schema::{quote, Schema, Table};
-use crate::scope::{is_blob_table, Membership, MemberSets, RelationHint, ScopeOptions, TenantScope};
+use crate::scope::{is_blob_table, Membership, MemberSets, RelationHint, ScopeOptions, Side, TenantScope};
 use crate::value::SqlValue;
 use crate::verify::{check_dump, limits_with};
 use crate::TenantId;
@@ -164,7 +164,16 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
         db::open_read_write(&options.database, options.busy_timeout_ms)?
     };
     let schema = Schema::read(&conn)?;
-    let scope = TenantScope::discover(&conn, &schema, &scope_options(options))?;
+    let known_types: Vec<(String, String, String)> = manifest
+        .tables
+        .iter()
+        .flat_map(|t| {
+            t.polymorphic.iter().flat_map(move |(col, classes)| {
+                classes.iter().map(move |class| (t.name.clone(), col.clone(), class.clone()))
+            })
+        })
+        .collect();
+    let scope = TenantScope::discover(&conn, &schema, &scope_options(options), &known_types)?;
     check_schema(&extracted, &schema, &scope)?;
     let ctx = Context { options, schema: &schema, scope: &scope, extracted: &extracted, source };
 
@@ -348,6 +357,23 @@ fn conflict_error(conflicts: &[Conflict], count: u64) -> Error {
     ))
 }
 
+/// Both membership views of the database: the target tenant's rows and
+/// every other tenant's. A row in neither (an orphaned blob) is nobody's.
+struct Sets<'a> {
+    ours: MemberSets<'a>,
+    others: MemberSets<'a>,
+}
+
+impl<'a> Sets<'a> {
+    fn materialize(conn: &Connection, ctx: &'a Context<'a>) -> Result<Sets<'a>> {
+        let tenant = &ctx.options.tenant_id;
+        Ok(Sets {
+            ours: MemberSets::materialize(conn, ctx.scope, ctx.schema, tenant, Side::Ours)?,
+            others: MemberSets::materialize(conn, ctx.scope, ctx.schema, tenant, Side::Others)?,
+        })
+    }
+}
+
 /// A row of the archive ready for SQL: values in manifest column order with
 /// the tenant remapped and blob keys renamed.
 struct Prepared {
@@ -377,7 +403,7 @@ struct TableOps {
 }
 
 impl TableOps {
-    fn new(ctx: &Context<'_>, sets: &MemberSets<'_>, entry: &TableEntry) -> Result<TableOps> {
+    fn new(ctx: &Context<'_>, sets: &Sets<'_>, entry: &TableEntry) -> Result<TableOps> {
         let table = ctx.table(&entry.name);
         let columns = entry.columns.clone();
         let pos = |c: &str| columns.iter().position(|x| x == c);
@@ -416,7 +442,8 @@ impl TableOps {
         let qt = quote(&entry.name);
         let col_list = columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
         let params = (0..columns.len()).map(|i| format!("?{}", i + 2)).collect::<Vec<_>>().join(", ");
-        let member = sets.member_predicate(&entry.name, &qt)?;
+        let ours = sets.ours.member_predicate(&entry.name, &qt)?;
+        let others = sets.others.member_predicate(&entry.name, &qt)?;
         let insert_sql = format!("INSERT INTO {qt} ({col_list}) VALUES ({params})");
         let (lookup_sql, write_sql) = if has_pk {
             let key_match = pk
@@ -435,12 +462,12 @@ impl TableOps {
                 // Key-only table: an existing member row is already right;
                 // touch it so changes() tells member from stranger.
                 let first = quote(&columns[pk[0]]);
-                format!("DO UPDATE SET {first} = excluded.{first} WHERE {member}")
+                format!("DO UPDATE SET {first} = excluded.{first} WHERE NOT ({others})")
             } else {
-                format!("DO UPDATE SET {} WHERE {member}", updates.join(", "))
+                format!("DO UPDATE SET {} WHERE NOT ({others})", updates.join(", "))
             };
             (
-                format!("SELECT ({member}) FROM {qt} WHERE {key_match}"),
+                format!("SELECT ({ours}), ({others}) FROM {qt} WHERE {key_match}"),
                 format!("{insert_sql} ON CONFLICT({conflict_target}) {on_conflict}"),
             )
         } else {
@@ -453,7 +480,7 @@ impl TableOps {
                 .collect::<Vec<_>>()
                 .join(" AND ");
             (
-                format!("SELECT ({member}) FROM {qt} WHERE {same} LIMIT 1"),
+                format!("SELECT ({ours}), ({others}) FROM {qt} WHERE {same} LIMIT 1"),
                 format!("INSERT INTO {qt} ({col_list}) SELECT {params} WHERE NOT EXISTS (SELECT 1 FROM {qt} WHERE {same})"),
             )
         };
@@ -471,15 +498,20 @@ impl TableOps {
         })
     }
 
-    /// Is the database's row with this identity a member (Some(true)),
-    /// someone else's (Some(false)), or absent (None)?
-    fn lookup(&self, conn: &Connection, params: &[&dyn ToSql]) -> Result<Option<bool>> {
+    /// The database's row with this identity: absent (None), or whether it
+    /// is ours and whether it is another tenant's.
+    fn lookup(&self, conn: &Connection, params: &[&dyn ToSql]) -> Result<Option<Found>> {
         let mut stmt = conn.prepare_cached(&self.lookup_sql)?;
         // Statements number parameters ?1 (tenant), ?2… (columns); SQLite
         // counts up to the highest one used, so bind exactly that many.
         let used = stmt.parameter_count().min(params.len());
         Ok(stmt
-            .query_row(&params[..used], |r| r.get::<_, Option<bool>>(0).map(|v| v.unwrap_or(false)))
+            .query_row(&params[..used], |r| {
+                Ok(Found {
+                    ours: r.get::<_, Option<bool>>(0)?.unwrap_or(false),
+                    others: r.get::<_, Option<bool>>(1)?.unwrap_or(false),
+                })
+            })
             .optional()?)
     }
 
@@ -543,6 +575,12 @@ impl TableOps {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Found {
+    ours: bool,
+    others: bool,
+}
+
 /// What the restore will do with one archive row.
 enum Outcome {
     Insert,
@@ -551,16 +589,17 @@ enum Outcome {
     Conflict,
 }
 
-fn outcome(ops: &TableOps, found: Option<bool>, purge: bool) -> Outcome {
+fn outcome(ops: &TableOps, found: Option<Found>, purge: bool) -> Outcome {
     match found {
         None => Outcome::Insert,
         // The tenants row is created when missing and never overwritten.
         Some(_) if ops.tenant_row => Outcome::Unchanged,
-        Some(false) => Outcome::Conflict,
-        // A member row: purged first and inserted again, or updated.
-        Some(true) if purge => Outcome::Insert,
-        Some(true) if ops.has_pk => Outcome::Update,
-        Some(true) => Outcome::Unchanged,
+        Some(Found { others: true, .. }) => Outcome::Conflict,
+        // Our row: purged first and inserted again, or updated.
+        Some(Found { ours: true, .. }) if purge => Outcome::Insert,
+        // Ours, or nobody's (adopted): updated in place.
+        Some(_) if ops.has_pk => Outcome::Update,
+        Some(_) => Outcome::Unchanged,
     }
 }
 
@@ -583,7 +622,7 @@ const MAX_LISTED_CONFLICTS: usize = 1000;
 
 /// Read-only pass: what would happen to each row, and which would conflict.
 fn plan(conn: &Connection, ctx: &Context<'_>, progress: &mut dyn Progress) -> Result<Plan> {
-    let sets = MemberSets::materialize(conn, ctx.scope, ctx.schema, &ctx.options.tenant_id)?;
+    let sets = Sets::materialize(conn, ctx)?;
     let target = ctx.target();
     let mut counts: BTreeMap<String, PlannedCounts> = BTreeMap::new();
     if ctx.options.purge {
@@ -591,7 +630,7 @@ fn plan(conn: &Connection, ctx: &Context<'_>, progress: &mut dyn Progress) -> Re
             if matches!(t.membership, Membership::TenantRow { .. }) {
                 continue;
             }
-            let sql = format!("SELECT count(*) FROM {} AS a WHERE {}", quote(&t.name), sets.member_predicate(&t.name, "a")?);
+            let sql = format!("SELECT count(*) FROM {} AS a WHERE {}", quote(&t.name), sets.ours.member_predicate(&t.name, "a")?);
             let mut stmt = conn.prepare(&sql)?;
             let params = crate::scope::tenant_params(&stmt, &target);
             let n: i64 = stmt.query_row(&*params, |r| r.get(0))?;
@@ -764,7 +803,7 @@ fn apply(
 ) -> Result<Vec<String>> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| Error::database(format!("cannot take the write lock: {e}")))?;
     conn.execute_batch("PRAGMA defer_foreign_keys = ON")?;
-    let sets = MemberSets::materialize(conn, ctx.scope, ctx.schema, &ctx.options.tenant_id)?;
+    let sets = MemberSets::materialize(conn, ctx.scope, ctx.schema, &ctx.options.tenant_id, Side::Ours)?;
     let target = ctx.target();
     let root = ctx.options.storage_root.as_deref();
 
@@ -798,7 +837,7 @@ fn apply(
         // Membership after the purge: what is left belongs to others.
         drop(sets);
     }
-    let sets = MemberSets::materialize(conn, ctx.scope, ctx.schema, &ctx.options.tenant_id)?;
+    let sets = Sets::materialize(conn, ctx)?;
 
     if ctx.options.restore {
         // Blob keys: keep them where possible, rename on collision.
@@ -924,7 +963,7 @@ fn apply(
 /// through its parents: a join row pointing at another tenant's task, or an
 /// attachment of another tenant's record, is a conflict.
 fn check_restored_membership(conn: &Connection, ctx: &Context<'_>, rows: &[(String, Vec<SqlValue>)]) -> Result<()> {
-    let sets = MemberSets::materialize(conn, ctx.scope, ctx.schema, &ctx.options.tenant_id)?;
+    let sets = Sets::materialize(conn, ctx)?;
     let target = ctx.target();
     let mut ops: Option<TableOps> = None;
     for (table, values) in rows {
@@ -933,7 +972,8 @@ fn check_restored_membership(conn: &Connection, ctx: &Context<'_>, rows: &[(Stri
             ops = Some(TableOps::new(ctx, &sets, entry)?);
         }
         let ops = ops.as_ref().expect("just set");
-        if ops.lookup(conn, &bind_all(&target, values))? != Some(true) {
+        let found = ops.lookup(conn, &bind_all(&target, values))?;
+        if !found.is_some_and(|f| f.ours && !f.others) {
             return Err(Error::conflict(format!(
                 "{} {} does not belong to tenant {} through its parents; nothing was changed",
                 table,

@@ -132,7 +132,15 @@ pub struct TenantScope {
 }
 
 impl TenantScope {
-    pub fn discover(conn: &Connection, schema: &Schema, options: &ScopeOptions) -> Result<TenantScope> {
+    /// Find the tenant's tables. `known_types` adds polymorphic class names
+    /// (table, type column, class) to those stored in the database: a
+    /// restore into an empty database learns them from the archive.
+    pub fn discover(
+        conn: &Connection,
+        schema: &Schema,
+        options: &ScopeOptions,
+        known_types: &[(String, String, String)],
+    ) -> Result<TenantScope> {
         let column = options.tenant_column.as_str();
         if column.is_empty() {
             return Err(Error::argument("tenant_column must not be empty"));
@@ -149,7 +157,7 @@ impl TenantScope {
         }
 
         let tenant_table = find_tenant_table(schema, options, &direct)?;
-        let references = collect_references(conn, schema, options)?;
+        let references = collect_references(conn, schema, options, known_types)?;
 
         // Grow the member set until it stops changing: a table joins when
         // one of its references points at a member (or, for ActiveStorage
@@ -248,6 +256,18 @@ impl TenantScope {
         self.tables.iter().find(|t| matches!(t.membership, Membership::TenantRow { .. }))
     }
 
+    /// (table, type column, class) of every polymorphic reference in use,
+    /// recorded in the manifest for restores into other databases.
+    pub fn polymorphic_types(&self, table: &str) -> BTreeMap<String, Vec<String>> {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for r in self.references.iter().filter(|r| r.table == table) {
+            if let Some((type_col, class)) = &r.polymorphic {
+                out.entry(type_col.clone()).or_default().push(class.clone());
+            }
+        }
+        out
+    }
+
     /// Table for a polymorphic class name, honouring the caller's map.
     pub fn table_for_class(&self, class_name: &str) -> String {
         self.options
@@ -288,7 +308,12 @@ fn find_tenant_table(schema: &Schema, options: &ScopeOptions, direct: &[&Table])
 
 /// Declared foreign keys, then hints, then conventions (`x_id` → `xs`,
 /// polymorphic `x_type`/`x_id` → the tables the stored class names map to).
-fn collect_references(conn: &Connection, schema: &Schema, options: &ScopeOptions) -> Result<Vec<Reference>> {
+fn collect_references(
+    conn: &Connection,
+    schema: &Schema,
+    options: &ScopeOptions,
+    known_types: &[(String, String, String)],
+) -> Result<Vec<Reference>> {
     let mut refs: Vec<Reference> = Vec::new();
     let usable = |name: &str| schema.table_ci(name).filter(|t| t.skip.is_none());
     for table in schema.tables.iter().filter(|t| t.skip.is_none()) {
@@ -341,7 +366,14 @@ fn collect_references(conn: &Connection, schema: &Schema, options: &ScopeOptions
             let Some(stem) = column.name.strip_suffix("_id") else { continue };
             let type_column = format!("{stem}_type");
             if table.has_column(&type_column) {
-                for class_name in distinct_types(conn, &table.name, &type_column)? {
+                let mut classes: BTreeSet<String> = distinct_types(conn, &table.name, &type_column)?.into_iter().collect();
+                classes.extend(
+                    known_types
+                        .iter()
+                        .filter(|(t, c, _)| t == &table.name && c == &type_column)
+                        .map(|(_, _, class)| class.clone()),
+                );
+                for class_name in classes {
                     let target = options
                         .polymorphic
                         .get(&class_name)
@@ -442,12 +474,23 @@ fn dependency_order(
     order
 }
 
+/// Whose rows a [`MemberSets`] describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Rows of the tenant `?1`.
+    Ours,
+    /// Rows of any other tenant (tenant column different or NULL). A row
+    /// that is in neither set (an orphaned blob) belongs to nobody.
+    Others,
+}
+
 /// Materialised membership: for every derived table, a temp table of the
 /// keys of its member rows, computed to a fixpoint inside the caller's
 /// transaction (so it sees the same snapshot as the reads that follow).
 pub struct MemberSets<'a> {
     scope: &'a TenantScope,
     schema: &'a Schema,
+    side: Side,
 }
 
 impl<'a> MemberSets<'a> {
@@ -458,8 +501,9 @@ impl<'a> MemberSets<'a> {
         scope: &'a TenantScope,
         schema: &'a Schema,
         tenant_id: &crate::TenantId,
+        side: Side,
     ) -> Result<MemberSets<'a>> {
-        let sets = MemberSets { scope, schema };
+        let sets = MemberSets { scope, schema, side };
         for (i, t) in scope.tables.iter().enumerate() {
             if let Membership::Derived { .. } = t.membership {
                 let table = sets.schema_table(&t.name)?;
@@ -467,7 +511,7 @@ impl<'a> MemberSets<'a> {
                 let cols: Vec<String> = (0..key_cols.len()).map(|k| format!("k{k}")).collect();
                 conn.execute_batch(&format!(
                     "DROP TABLE IF EXISTS temp.{name}; CREATE TEMP TABLE {name}({cols}, PRIMARY KEY({cols})) WITHOUT ROWID;",
-                    name = set_name(i),
+                    name = sets.set_name(i),
                     cols = cols.join(", ")
                 ))?;
             }
@@ -509,7 +553,7 @@ impl<'a> MemberSets<'a> {
         };
         let table = self.schema_table(&t.name)?;
         let key = table.row_key().iter().map(|k| format!("c.{}", quote(k))).collect::<Vec<_>>().join(", ");
-        let head = format!("INSERT OR IGNORE INTO temp.{} SELECT {key} FROM {} AS c WHERE ", set_name(index), quote(&t.name));
+        let head = format!("INSERT OR IGNORE INTO temp.{} SELECT {key} FROM {} AS c WHERE ", self.set_name(index), quote(&t.name));
         let mut out = Vec::new();
         for r in owners {
             let join = r
@@ -556,17 +600,21 @@ impl<'a> MemberSets<'a> {
             .enumerate()
             .find(|(_, t)| t.name == table)
             .ok_or_else(|| Error::internal(format!("{table} is not in the tenant scope")))?;
+        let test = match self.side {
+            Side::Ours => "=",
+            Side::Others => "IS NOT",
+        };
         Ok(match &scoped.membership {
-            Membership::TenantRow { key } => format!("{alias}.{} = ?1", quote(key)),
-            Membership::TenantColumn => format!("{alias}.{} = ?1", quote(&self.scope.options.tenant_column)),
+            Membership::TenantRow { key } => format!("{alias}.{} {test} ?1", quote(key)),
+            Membership::TenantColumn => format!("{alias}.{} {test} ?1", quote(&self.scope.options.tenant_column)),
             Membership::Derived { .. } => {
                 let key = self.schema_table(table)?.row_key();
                 let lhs = key.iter().map(|k| format!("{alias}.{}", quote(k))).collect::<Vec<_>>().join(", ");
                 let ks = (0..key.len()).map(|k| format!("k{k}")).collect::<Vec<_>>().join(", ");
                 if key.len() == 1 {
-                    format!("{lhs} IN (SELECT {ks} FROM temp.{})", set_name(index))
+                    format!("{lhs} IN (SELECT {ks} FROM temp.{})", self.set_name(index))
                 } else {
-                    format!("({lhs}) IN (SELECT {ks} FROM temp.{})", set_name(index))
+                    format!("({lhs}) IN (SELECT {ks} FROM temp.{})", self.set_name(index))
                 }
             }
         })
@@ -583,8 +631,13 @@ pub fn tenant_params<'p>(stmt: &rusqlite::Statement<'_>, tenant: &'p crate::valu
     }
 }
 
-fn set_name(index: usize) -> String {
-    format!("tk_member_{index}")
+impl MemberSets<'_> {
+    fn set_name(&self, index: usize) -> String {
+        match self.side {
+            Side::Ours => format!("tk_ours_{index}"),
+            Side::Others => format!("tk_others_{index}"),
+        }
+    }
 }
 
 /// A SQL string literal (for class names read from the database).

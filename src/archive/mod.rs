@@ -74,6 +74,10 @@ pub struct TableEntry {
     pub rows: u64,
     /// How rows were chosen: `tenant_column`, `tenant_row`, `via ...`.
     pub scope: String,
+    /// Polymorphic type column → class names it refers to (so a restore
+    /// into an empty database knows `record_type = "Task"` means tasks).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub polymorphic: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -1,0 +1,456 @@
+//! Backup → restore round trips on a real SQLite file and a real storage
+//! tree: exact values, tenant isolation, dry runs, remap, conflicts,
+//! cancellation and repeatability.
+
+mod common;
+
+use common::*;
+use rusqlite::Connection;
+use serde_json::json;
+use std::io::Read;
+use tenant_kit::progress::{CollectProgress, Event};
+use tenant_kit::{Error, ErrorKind};
+
+fn archive_entry(path: &std::path::Path, name: &str) -> Vec<u8> {
+    let gz = flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap());
+    let mut tar = tar::Archive::new(gz);
+    for e in tar.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_str() == Some(name) {
+            let mut out = Vec::new();
+            e.read_to_end(&mut out).unwrap();
+            return out;
+        }
+    }
+    panic!("{name} not in archive");
+}
+
+fn dump_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    String::from_utf8(archive_entry(path, "dump.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn backup_holds_every_row_of_the_tenant_and_nothing_else() {
+    let app = App::new();
+    let report = app.backup(2);
+    let lines = dump_lines(&report.path);
+    let conn = app.conn();
+    for table in ["users", "teams", "projects", "tasks", "time_entries", "tags", "comments", "settings"] {
+        let mut in_dump: Vec<String> = lines
+            .iter()
+            .filter(|l| l["table"] == table)
+            .map(|l| {
+                assert_eq!(l["row"]["tenant_id"], 2, "{table} row of another tenant: {l}");
+                format!("{}", l["row"]["id"])
+            })
+            .collect();
+        in_dump.sort();
+        assert_eq!(in_dump, tenant_rows(&conn, table, 2), "{table}");
+    }
+    let count = |t: &str| lines.iter().filter(|l| l["table"] == t).count();
+    assert_eq!(count("tenants"), 1);
+    assert_eq!(count("tags_tasks"), 4);
+    assert_eq!(count("active_storage_attachments"), 3, "two files and the variant's image");
+    assert_eq!(count("active_storage_blobs"), 3);
+    assert_eq!(count("active_storage_variant_records"), 1);
+    for l in &lines {
+        if l["table"] == "tags_tasks" {
+            let task = l["row"]["task_id"].as_i64().unwrap();
+            assert!((2001..3000).contains(&task), "join row of another tenant: {l}");
+        }
+        if l["table"] == "active_storage_blobs" {
+            assert!(l["row"]["key"].as_str().unwrap().starts_with("t2"), "{l}");
+        }
+    }
+    // Parents before children.
+    let first = |t: &str| lines.iter().position(|l| l["table"] == t).unwrap();
+    assert!(first("tenants") < first("users"));
+    assert!(first("projects") < first("tasks"));
+    assert!(first("tasks") < first("tags_tasks"));
+    assert!(first("active_storage_blobs") < first("active_storage_attachments"));
+    // Never Rails or SQLite bookkeeping.
+    assert_eq!(count("schema_migrations") + count("ar_internal_metadata") + count("sqlite_sequence"), 0);
+
+    let manifest: serde_json::Value = serde_json::from_slice(&archive_entry(&report.path, "manifest.json")).unwrap();
+    assert_eq!(manifest["format"], "tenant_kit");
+    assert_eq!(manifest["format_version"], "1.0");
+    assert_eq!(manifest["tenant"]["id"], 2);
+    assert_eq!(manifest["source"]["schema_version"], "20261115000000");
+    assert_eq!(manifest["blobs"].as_array().unwrap().len(), 3);
+    let skipped: Vec<&str> = manifest["skipped"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert!(skipped.contains(&"schema_migrations") && skipped.contains(&"ar_internal_metadata"), "{skipped:?}");
+    for blob in manifest["blobs"].as_array().unwrap() {
+        let key = blob["key"].as_str().unwrap();
+        let in_archive = archive_entry(&report.path, &format!("blobs/{key}"));
+        assert_eq!(in_archive, file_bytes(&blob_path(&app.storage, key)), "blob {key} byte-equal");
+    }
+    assert_eq!(report.errors, vec![]);
+}
+
+#[test]
+fn archive_is_private_named_by_tenant_and_time_and_verifies() {
+    let app = App::new();
+    let report = app.backup(1);
+    let name = report.path.file_name().unwrap().to_str().unwrap().to_string();
+    let (id, stamp) = tenant_kit::prune::parse_archive_name(&name).expect("archive name pattern");
+    assert_eq!(id, "1");
+    assert_eq!(stamp.len(), 14);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&report.path).unwrap().permissions().mode() & 0o777, 0o600);
+    let entries: Vec<_> = std::fs::read_dir(&app.out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(entries.len(), 1, "no temp files left: {entries:?}");
+    let verified = tenant_kit::verify::verify_path(&report.path).unwrap();
+    assert_eq!(verified.rows, report.rows);
+    assert_eq!(verified.blobs, 3);
+}
+
+#[test]
+fn exact_values_round_trip_with_their_storage_class() {
+    let app = App::new();
+    let conn = app.conn();
+    conn.execute_batch(
+        "CREATE TABLE samples (id integer PRIMARY KEY, tenant_id integer NOT NULL, v, note text);
+         INSERT INTO samples VALUES (1, 1, 9223372036854775807, 'max');
+         INSERT INTO samples VALUES (2, 1, -9223372036854775808, 'min');
+         INSERT INTO samples VALUES (3, 1, 2.0, 'whole real');
+         INSERT INTO samples VALUES (4, 1, 0.1, 'fraction');
+         INSERT INTO samples VALUES (5, 1, '0042', 'text like a number');
+         INSERT INTO samples VALUES (6, 1, 'żółw 🐢 \"quoted\" \\ back', 'unicode');
+         INSERT INTO samples VALUES (7, 1, x'00ff00', 'blob with NULs');
+         INSERT INTO samples VALUES (8, 1, NULL, 'null');
+         INSERT INTO samples VALUES (9, 1, CAST(x'61ff62' AS TEXT), 'text that is not UTF-8');
+         INSERT INTO samples VALUES (10, 1, 1e308 * 10, 'infinity');
+         INSERT INTO samples VALUES (11, 1, -0.0, 'negative zero');
+         INSERT INTO samples VALUES (12, 2, 'other tenant', 'must stay');",
+    )
+    .unwrap();
+    let before = app.snapshot();
+    let report = app.backup(1);
+    app.restore(&report.path, 1, json!({"purge": true})).unwrap();
+    assert_eq!(app.snapshot(), before);
+    let kinds: Vec<(String, String)> = conn
+        .prepare("SELECT typeof(v), hex(v) FROM samples ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(kinds[2].0, "real");
+    assert_eq!(kinds[4].0, "text");
+    assert_eq!(kinds[6], ("blob".into(), "00FF00".into()));
+    assert_eq!(kinds[8], ("text".into(), "61FF62".into()), "invalid UTF-8 text kept byte for byte");
+}
+
+#[test]
+fn purge_and_restore_gives_back_the_same_database_and_files() {
+    let app = App::new();
+    let before = app.snapshot();
+    let files_before = app.storage_files();
+    let report = app.backup(2);
+    let result = app.restore(&report.path, 2, json!({"purge": true})).unwrap();
+    assert_eq!(result.purged["tasks"], 6);
+    assert_eq!(result.restored["tasks"], 6);
+    assert!(result.lock_ms <= result.duration_ms);
+    assert_eq!(app.snapshot(), before);
+    assert_eq!(app.storage_files(), files_before);
+}
+
+#[test]
+fn restore_after_the_app_deleted_the_tenant_recreates_rows_and_files() {
+    let app = App::new();
+    let before = app.snapshot();
+    let files_before = app.storage_files();
+    let report = app.backup(3);
+    // Delete tenant 3 the way a careless script would: rows and files.
+    let conn = app.conn();
+    conn.execute_batch(
+        "DELETE FROM tags_tasks WHERE task_id BETWEEN 3000 AND 3999;
+         DELETE FROM active_storage_attachments WHERE id BETWEEN 3000 AND 3999;
+         DELETE FROM active_storage_variant_records WHERE id BETWEEN 3000 AND 3999;
+         DELETE FROM active_storage_blobs WHERE id BETWEEN 3000 AND 3999;
+         DELETE FROM time_entries WHERE tenant_id = 3; DELETE FROM comments WHERE tenant_id = 3;
+         DELETE FROM settings WHERE tenant_id = 3; DELETE FROM tasks WHERE tenant_id = 3;
+         DELETE FROM tags WHERE tenant_id = 3; DELETE FROM projects WHERE tenant_id = 3;
+         DELETE FROM teams WHERE tenant_id = 3; DELETE FROM users WHERE tenant_id = 3;
+         DELETE FROM tenants WHERE id = 3;",
+    )
+    .unwrap();
+    for n in [1, 2, 9] {
+        std::fs::remove_file(blob_path(&app.storage, &blob_key(3, n))).unwrap();
+    }
+    let result = app.restore(&report.path, 3, json!({})).unwrap();
+    assert!(result.tenant_row_created);
+    assert_eq!(result.blobs.written, 3);
+    assert_eq!(app.snapshot(), before);
+    assert_eq!(app.storage_files(), files_before);
+}
+
+#[test]
+fn restoring_twice_is_the_same_as_once() {
+    let app = App::new();
+    let before = app.snapshot();
+    let report = app.backup(1);
+    app.restore(&report.path, 1, json!({})).unwrap();
+    let second = app.restore(&report.path, 1, json!({})).unwrap();
+    assert_eq!(second.planned["tags_tasks"].unchanged, 4, "join rows are recognised, not duplicated");
+    assert_eq!(app.snapshot(), before);
+}
+
+#[test]
+fn dry_run_changes_no_byte_and_reports_the_plan() {
+    let app = App::new();
+    let report = app.backup(1);
+    let db_before = file_bytes(&app.db);
+    let files_before = app.storage_files();
+    let result = app.restore(&report.path, 1, json!({"dry_run": true, "purge": true})).unwrap();
+    assert!(result.dry_run);
+    assert_eq!(result.planned["tasks"].purge, 6);
+    assert_eq!(result.planned["tasks"].insert, 6);
+    assert_eq!(result.conflict_count, 0);
+    assert_eq!(file_bytes(&app.db), db_before);
+    assert_eq!(app.storage_files(), files_before);
+}
+
+#[test]
+fn remap_into_an_empty_database_creates_the_tenant() {
+    let app = App::new();
+    let report = app.backup(1);
+    let target = App::new();
+    // An empty database with the same schema.
+    let empty = target.dir.path().join("empty.sqlite3");
+    Connection::open(&empty).unwrap().execute_batch(APP_SCHEMA).unwrap();
+    let storage = target.dir.path().join("empty-storage");
+    std::fs::create_dir(&storage).unwrap();
+    let options: tenant_kit::restore::RestoreOptions = serde_json::from_value(json!({
+        "database": empty, "archive": report.path, "tenant_id": 7, "storage_root": storage, "remap": true
+    }))
+    .unwrap();
+    // Without remap the id mismatch is refused.
+    let mut refused = options.clone();
+    refused.remap = false;
+    let err = tenant_kit::restore::restore(&refused, &mut CollectProgress::default()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Argument, "{err}");
+
+    let result = tenant_kit::restore::restore(&options, &mut CollectProgress::default()).unwrap();
+    assert!(result.tenant_row_created);
+    let conn = Connection::open(&empty).unwrap();
+    let tenants: Vec<(i64, String)> = conn
+        .prepare("SELECT id, name FROM tenants")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(tenants, vec![(7, "Tenant 1".to_string())]);
+    let wrong: i64 = conn.query_row("SELECT count(*) FROM tasks WHERE tenant_id != 7", [], |r| r.get(0)).unwrap();
+    assert_eq!(wrong, 0);
+    let tasks: i64 = conn.query_row("SELECT count(*) FROM tasks WHERE tenant_id = 7", [], |r| r.get(0)).unwrap();
+    assert_eq!(tasks, 6);
+    assert_eq!(files_below(&storage).len(), 3);
+}
+
+#[test]
+fn conflict_with_another_tenant_raises_and_changes_nothing() {
+    let app = App::new();
+    let report = app.backup(1);
+    // Tenant 2 now owns task 1001 (as if ids were reused).
+    let conn = app.conn();
+    conn.execute_batch(
+        "DELETE FROM tags_tasks WHERE task_id = 1001; DELETE FROM time_entries WHERE task_id = 1001;
+         DELETE FROM active_storage_attachments WHERE record_type = 'Task' AND record_id = 1001;
+         UPDATE tasks SET parent_id = NULL WHERE parent_id = 1001;
+         UPDATE tasks SET tenant_id = 2, project_id = 2001 WHERE id = 1001;",
+    )
+    .unwrap();
+    let before = app.snapshot();
+    let files_before = app.storage_files();
+    let dry = app.restore(&report.path, 1, json!({"dry_run": true})).unwrap();
+    assert_eq!(dry.conflict_count, 1, "{:?}", dry.conflicts);
+    assert_eq!(dry.conflicts[0].table, "tasks");
+    assert!(dry.conflicts[0].key.contains("1001"), "{:?}", dry.conflicts);
+    let err = app.restore(&report.path, 1, json!({"purge": true})).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert!(err.message().contains("tasks") && err.message().contains("1001"), "{err}");
+    assert_eq!(app.snapshot(), before);
+    assert_eq!(app.storage_files(), files_before);
+}
+
+#[test]
+fn blob_key_taken_by_another_blob_gets_a_fresh_key() {
+    let app = App::new();
+    let report = app.backup(1);
+    let conn = app.conn();
+    // Tenant 1 loses its first file; tenant 2 gets a blob with that key.
+    conn.execute_batch("DELETE FROM active_storage_variant_records WHERE blob_id = 1001; DELETE FROM active_storage_attachments WHERE blob_id IN (1001, 1009); DELETE FROM active_storage_blobs WHERE id IN (1001, 1009);").unwrap();
+    let key = blob_key(1, 1);
+    std::fs::remove_file(blob_path(&app.storage, &key)).unwrap();
+    app.write_blob(&conn, 2500, &key, b"someone else's file");
+    conn.execute("INSERT INTO active_storage_attachments(id, name, record_type, record_id, blob_id, created_at) VALUES (2500, 'files', 'Task', 2001, 2500, 'x')", []).unwrap();
+    let result = app.restore(&report.path, 1, json!({})).unwrap();
+    let new_key = result.renamed_keys.get(&key).expect("renamed").clone();
+    assert_ne!(new_key, key);
+    assert_eq!(file_bytes(&blob_path(&app.storage, &key)), b"someone else's file");
+    let restored: String = conn.query_row("SELECT key FROM active_storage_blobs WHERE id = 1001", [], |r| r.get(0)).unwrap();
+    assert_eq!(restored, new_key);
+    assert_eq!(file_bytes(&blob_path(&app.storage, &new_key)), "file 1 of tenant 1\n".repeat(50).into_bytes());
+}
+
+#[test]
+fn cancelled_backup_leaves_no_archive_and_no_temp_files() {
+    let app = App::new();
+    for step in ["scan_tables", "dump_progress", "archive_progress", "archive_created", "done"] {
+        let mut progress = |e: Event| if e.step() == step { Err(Error::cancelled()) } else { Ok(()) };
+        let err = tenant_kit::backup::backup(&app.backup_options(1), &mut progress).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Cancelled, "{step}");
+        let left: Vec<_> = std::fs::read_dir(&app.out).unwrap().collect();
+        assert!(left.is_empty(), "cancel at {step} left {left:?}");
+    }
+}
+
+#[test]
+fn cancelled_restore_rolls_back_rows_and_files() {
+    let app = App::new();
+    let report = app.backup(1);
+    for n in [1, 2, 9] {
+        std::fs::remove_file(blob_path(&app.storage, &blob_key(1, n))).unwrap();
+    }
+    let before = app.snapshot();
+    let files_before = app.storage_files();
+    for step in ["purge_progress", "blobs", "restore_progress", "commit"] {
+        let mut progress = |e: Event| if e.step() == step { Err(Error::cancelled()) } else { Ok(()) };
+        let options = app.restore_options(&report.path, 1, json!({"purge": true}));
+        let err = tenant_kit::restore::restore(&options, &mut progress).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Cancelled, "{step}");
+        assert_eq!(app.snapshot(), before, "rows after cancel at {step}");
+        assert_eq!(app.storage_files(), files_before, "files after cancel at {step}");
+    }
+}
+
+#[test]
+fn missing_blob_file_is_recorded_and_the_backup_completes() {
+    let app = App::new();
+    let key = blob_key(1, 2);
+    std::fs::remove_file(blob_path(&app.storage, &key)).unwrap();
+    let report = app.backup(1);
+    assert_eq!(report.errors.len(), 1);
+    assert_eq!(report.errors[0].kind, "missing_blob_file");
+    assert_eq!(report.errors[0].key.as_deref(), Some(key.as_str()));
+    assert_eq!(report.blobs, 2);
+    let verified = tenant_kit::verify::verify_path(&report.path).unwrap();
+    assert_eq!(verified.errors.len(), 1);
+}
+
+#[test]
+fn schema_drift_is_listed_in_full() {
+    let app = App::new();
+    let report = app.backup(1);
+    let conn = app.conn();
+    conn.execute_batch(
+        "ALTER TABLE tasks RENAME COLUMN notes TO body;
+         ALTER TABLE users ADD COLUMN locale varchar NOT NULL DEFAULT 'en';
+         ALTER TABLE projects ADD COLUMN code varchar;
+         DROP TABLE time_entries;",
+    )
+    .unwrap();
+    let before = app.snapshot();
+    for dry_run in [true, false] {
+        let err = app.restore(&report.path, 1, json!({"dry_run": dry_run})).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Schema, "{err}");
+        assert!(err.message().contains("tasks.notes"), "{err}");
+        assert!(err.message().contains("time_entries"), "{err}");
+        assert!(!err.message().contains("users.locale"), "a column with a default is fine: {err}");
+    }
+    assert_eq!(app.snapshot(), before);
+}
+
+#[test]
+fn other_tenant_column_names_uuid_keys_and_no_foreign_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("uuid.sqlite3");
+    let conn = Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE accounts (id varchar PRIMARY KEY, name varchar);
+         CREATE TABLE documents (id varchar PRIMARY KEY, account_id varchar NOT NULL, parent_id varchar, title text);
+         CREATE TABLE labels (id varchar PRIMARY KEY, account_id varchar NOT NULL, name text) WITHOUT ROWID;
+         CREATE TABLE documents_labels (document_id varchar, label_id varchar);
+         INSERT INTO accounts VALUES ('a-1', 'One'), ('a-2', 'Two');
+         INSERT INTO documents VALUES ('d-1', 'a-1', NULL, 'root'), ('d-2', 'a-1', 'd-1', 'child'), ('d-3', 'a-2', NULL, 'theirs');
+         INSERT INTO labels VALUES ('l-1', 'a-1', 'red'), ('l-2', 'a-2', 'blue');
+         INSERT INTO documents_labels VALUES ('d-1', 'l-1'), ('d-2', 'l-1'), ('d-3', 'l-2');",
+    )
+    .unwrap();
+    let before = snapshot(&conn);
+    let options: tenant_kit::backup::BackupOptions = serde_json::from_value(json!({
+        "database": db, "tenant_id": "a-1", "output_dir": dir.path(), "tenant_column": "account_id"
+    }))
+    .unwrap();
+    let report = tenant_kit::backup::backup(&options, &mut CollectProgress::default()).unwrap();
+    assert_eq!(report.tables["accounts"], 1);
+    assert_eq!(report.tables["documents"], 2);
+    assert_eq!(report.tables["labels"], 1);
+    assert_eq!(report.tables["documents_labels"], 2, "join rows found by naming convention");
+    let restore: tenant_kit::restore::RestoreOptions = serde_json::from_value(json!({
+        "database": db, "archive": report.path, "tenant_id": "a-1", "tenant_column": "account_id", "purge": true
+    }))
+    .unwrap();
+    tenant_kit::restore::restore(&restore, &mut CollectProgress::default()).unwrap();
+    assert_eq!(snapshot(&conn), before);
+}
+
+#[test]
+fn bad_arguments_are_clear_and_write_nothing() {
+    let app = App::new();
+    let cases = [
+        json!({"database": app.dir.path().join("nope.db"), "tenant_id": 1, "output_dir": app.out}),
+        json!({"database": app.db, "tenant_id": 99, "output_dir": app.out}),
+        json!({"database": app.db, "tenant_id": 1, "output_dir": app.out, "tenant_column": "account_id"}),
+        json!({"database": app.db, "tenant_id": 1, "output_dir": app.dir.path().join("missing")}),
+        json!({"database": app.db, "tenant_id": 1, "output_dir": app.out, "storage_root": app.dir.path().join("missing")}),
+    ];
+    for case in cases {
+        let options: tenant_kit::backup::BackupOptions = serde_json::from_value(case.clone()).unwrap();
+        let err = tenant_kit::backup::backup(&options, &mut CollectProgress::default()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Argument, "{case}: {err}");
+        assert!(std::fs::read_dir(&app.out).unwrap().next().is_none(), "{case} wrote something");
+    }
+    let err = tenant_kit::api::backup_json(r#"{"database": "x", "tenant_id": 1, "output_dir": "y", "bogus": 1}"#, &mut CollectProgress::default()).unwrap_err();
+    assert!(err.message().contains("bogus"), "{err}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let ro = app.dir.path().join("readonly");
+        std::fs::create_dir(&ro).unwrap();
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o500)).unwrap();
+        // root ignores permissions; only check when they apply.
+        if std::fs::File::create(ro.join("probe")).is_err() {
+            let options: tenant_kit::backup::BackupOptions = serde_json::from_value(json!({"database": app.db, "tenant_id": 1, "output_dir": ro})).unwrap();
+            let err = tenant_kit::backup::backup(&options, &mut CollectProgress::default()).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+        }
+    }
+}
+
+#[test]
+fn progress_events_cover_the_documented_steps() {
+    let app = App::new();
+    let mut events = CollectProgress::default();
+    let report = tenant_kit::backup::backup(&app.backup_options(1), &mut events).unwrap();
+    let steps: Vec<String> = events.events.iter().map(|e| e.step().to_string()).collect();
+    for s in ["start", "scan_tables", "dump_progress", "archive_created", "done"] {
+        assert!(steps.contains(&s.to_string()), "backup step {s} missing: {steps:?}");
+    }
+    let mut events = CollectProgress::default();
+    let options = app.restore_options(&report.path, 1, json!({"purge": true}));
+    tenant_kit::restore::restore(&options, &mut events).unwrap();
+    let steps: Vec<String> = events.events.iter().map(|e| e.step().to_string()).collect();
+    for s in ["start", "verify", "plan", "purge_progress", "restore_progress", "commit", "done"] {
+        assert!(steps.contains(&s.to_string()), "restore step {s} missing: {steps:?}");
+    }
+    for e in &events.events {
+        assert!(e.get("at").and_then(|v| v.as_str()).is_some_and(|t| t.ends_with('Z')));
+    }
+}
