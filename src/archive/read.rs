@@ -115,7 +115,9 @@ pub fn extract(archive: &Path, temp_parent: &Path, limits: Limits, progress: &mu
         if header.name == DUMP_NAME {
             expect_size(&header.name, header.size, manifest.dump.size)?;
             let path = dir.path().join(DUMP_NAME);
-            let (sha, _) = copy_entry(&mut gz, &path, header.size, false)?;
+            let mut shape = LineShape::new(limits.max_line_bytes);
+            let (sha, _) = copy_entry(&mut gz, &path, header.size, false, Some(&mut shape))?;
+            shape.finish()?;
             if sha != manifest.dump.sha256 {
                 return Err(Error::integrity(format!("{DUMP_NAME}: SHA-256 {sha} does not match the manifest")));
             }
@@ -126,7 +128,7 @@ pub fn extract(archive: &Path, temp_parent: &Path, limits: Limits, progress: &mu
             };
             expect_size(&header.name, header.size, entry.size)?;
             let path = blob_dir.join(key); // key alphabet checked by Manifest::parse
-            let (sha, md5) = copy_entry(&mut gz, &path, header.size, true)?;
+            let (sha, md5) = copy_entry(&mut gz, &path, header.size, true, None)?;
             if sha != entry.sha256 {
                 return Err(Error::integrity(format!("{}: SHA-256 does not match the manifest", header.name)));
             }
@@ -172,7 +174,13 @@ fn expect_size(name: &str, actual: u64, declared: u64) -> Result<()> {
 }
 
 /// Copy `size` bytes into a new file, returning (hex SHA-256, base64 MD5).
-fn copy_entry<R: Read>(input: &mut R, path: &Path, size: u64, md5: bool) -> Result<(String, Option<String>)> {
+fn copy_entry<R: Read>(
+    input: &mut R,
+    path: &Path,
+    size: u64,
+    md5: bool,
+    mut shape: Option<&mut LineShape>,
+) -> Result<(String, Option<String>)> {
     let mut out = File::options().write(true).create_new(true).open(path).at("writing temp file")?;
     let mut sha = Sha256::new();
     let mut md = md5.then(Md5::new);
@@ -181,6 +189,9 @@ fn copy_entry<R: Read>(input: &mut R, path: &Path, size: u64, md5: bool) -> Resu
     while left > 0 {
         let want = left.min(buf.len() as u64) as usize;
         input.read_exact(&mut buf[..want]).map_err(ustar::truncated)?;
+        if let Some(shape) = shape.as_deref_mut() {
+            shape.feed(&buf[..want])?;
+        }
         sha.update(&buf[..want]);
         if let Some(m) = md.as_mut() {
             m.update(&buf[..want]);
@@ -196,6 +207,59 @@ fn skip_padding<R: Read>(input: &mut R, size: u64) -> Result<()> {
     let mut pad = [0u8; ustar::BLOCK];
     let n = ustar::padding(size);
     input.read_exact(&mut pad[..n]).map_err(ustar::truncated)
+}
+
+/// Checks the shape of dump.jsonl while it streams in: every line starts
+/// with `{` and ends with a newline within `max_line` bytes. A bomb of
+/// zeros, or a line of hundreds of megabytes, stops here after a few bytes
+/// or `max_line` bytes rather than after filling the disk.
+struct LineShape {
+    max_line: usize,
+    in_line: usize,
+    line_no: u64,
+}
+
+impl LineShape {
+    fn new(max_line: usize) -> Self {
+        LineShape { max_line, in_line: 0, line_no: 1 }
+    }
+
+    fn feed(&mut self, mut bytes: &[u8]) -> Result<()> {
+        while !bytes.is_empty() {
+            if self.in_line == 0 && bytes[0] != b'{' {
+                return Err(Error::archive(format!("dump.jsonl line {}: not a JSON object", self.line_no)));
+            }
+            match bytes.iter().position(|&b| b == b'\n') {
+                Some(end) => {
+                    self.check_len(self.in_line + end + 1)?;
+                    self.in_line = 0;
+                    self.line_no += 1;
+                    bytes = &bytes[end + 1..];
+                }
+                None => {
+                    self.in_line += bytes.len();
+                    self.check_len(self.in_line)?;
+                    bytes = &[];
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_len(&self, len: usize) -> Result<()> {
+        if len > self.max_line {
+            Err(Error::archive(format!("dump.jsonl line {}: longer than {} bytes", self.line_no, self.max_line)))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn finish(&self) -> Result<()> {
+        if self.in_line != 0 {
+            return Err(Error::archive(format!("dump.jsonl line {}: missing final newline", self.line_no)));
+        }
+        Ok(())
+    }
 }
 
 /// A reader that fails once more than `limit` bytes came out of it: the
