@@ -14,6 +14,8 @@ rescue LoadError
 end
 
 require_relative "tenant_kit/native_call"
+require_relative "tenant_kit/arguments"
+require_relative "tenant_kit/results"
 
 # Back up, restore and resolve settings for one tenant of a multi-tenant
 # Rails app on SQLite. See README.md for the whole interface.
@@ -24,5 +26,86 @@ module TenantKit
     def sqlite_version
       Native.sqlite_version
     end
+
+    # Back up one tenant into output_dir/tenant_<id>_<UTC yyyymmddHHMMSS>.tar.gz.
+    # Progress events (Hashes with :step and :at) go to the block; raising or
+    # breaking in it cancels the backup and leaves no archive behind.
+    def backup(database:, tenant_id:, output_dir:, storage_root: nil, tenant_column: "tenant_id",
+               tenant_table: nil, relations: [], polymorphic: {}, compression_level: 6,
+               busy_timeout: 5, &block)
+      options = {
+        database: Arguments.path(:database, database),
+        tenant_id: Arguments.tenant_id(:tenant_id, tenant_id),
+        output_dir: Arguments.path(:output_dir, output_dir),
+        storage_root: Arguments.path(:storage_root, storage_root, allow_nil: true),
+        tenant_column: Arguments.identifier(:tenant_column, tenant_column),
+        tenant_table: tenant_table && Arguments.identifier(:tenant_table, tenant_table),
+        relations: Arguments.relations(relations),
+        polymorphic: Arguments.polymorphic(polymorphic),
+        compression_level: Arguments.non_negative_integer(:compression_level, compression_level, allow_nil: false),
+        busy_timeout_ms: Arguments.milliseconds(:busy_timeout, busy_timeout)
+      }
+      BackupResult.from_native(NativeCall.call(:backup, JSON.generate(options), &block))
+    end
+
+    # Restore an archive into tenant_id. Defaults: restore only (no purge, no
+    # dry run). A dry run reports conflicts in the result; a real restore
+    # raises TenantKit::ConflictError for them and changes nothing.
+    def restore(database:, archive:, tenant_id:, storage_root: nil, dry_run: false, purge: false,
+                restore: true, remap: false, tenant_column: "tenant_id", tenant_table: nil,
+                relations: [], polymorphic: {}, busy_timeout: 5, tmp_dir: nil, &block)
+      options = {
+        database: Arguments.path(:database, database),
+        archive: Arguments.path(:archive, archive),
+        tenant_id: Arguments.tenant_id(:tenant_id, tenant_id),
+        storage_root: Arguments.path(:storage_root, storage_root, allow_nil: true),
+        dry_run: Arguments.boolean(:dry_run, dry_run),
+        purge: Arguments.boolean(:purge, purge),
+        restore: Arguments.boolean(:restore, restore),
+        remap: Arguments.boolean(:remap, remap),
+        tenant_column: Arguments.identifier(:tenant_column, tenant_column),
+        tenant_table: tenant_table && Arguments.identifier(:tenant_table, tenant_table),
+        relations: Arguments.relations(relations),
+        polymorphic: Arguments.polymorphic(polymorphic),
+        busy_timeout_ms: Arguments.milliseconds(:busy_timeout, busy_timeout),
+        tmp_dir: Arguments.path(:tmp_dir, tmp_dir, allow_nil: true)
+      }
+      RestoreResult.from_native(NativeCall.call(:restore, JSON.generate(options), &block))
+    end
+
+    # Check an archive's every hash and count, without a database. Raises
+    # TenantKit::ArchiveError / IntegrityError naming the entry when broken.
+    def verify(archive:, tmp_dir: nil, &block)
+      options = {
+        archive: Arguments.path(:archive, archive),
+        tmp_dir: Arguments.path(:tmp_dir, tmp_dir, allow_nil: true)
+      }
+      VerifyResult.from_native(NativeCall.call(:verify, JSON.generate(options), &block))
+    end
+
+    # Delete old archives in output_dir (only files named
+    # tenant_<id>_<yyyymmddHHMMSS>.tar.gz). keep_last: newest N per tenant
+    # survive; older_than: a Time, or an age in seconds (30.days works).
+    # With both, an archive goes only when both say so. Returns the deleted
+    # paths.
+    def prune(output_dir:, keep_last: nil, older_than: nil, tenant_id: nil, dry_run: false)
+      cutoff =
+        case older_than
+        when nil then nil
+        when Time then older_than.utc.strftime("%Y%m%d%H%M%S")
+        when Numeric, ->(v) { v.respond_to?(:to_i) && !v.is_a?(String) }
+          (Time.now.utc - older_than.to_i).strftime("%Y%m%d%H%M%S")
+        else raise ArgumentError, "older_than: expected a Time or seconds, got #{older_than.inspect}"
+        end
+      options = {
+        output_dir: Arguments.path(:output_dir, output_dir),
+        keep_last: Arguments.non_negative_integer(:keep_last, keep_last),
+        older_than: cutoff,
+        tenant_id: tenant_id && Arguments.tenant_id(:tenant_id, tenant_id),
+        dry_run: Arguments.boolean(:dry_run, dry_run)
+      }
+      JSON.parse(NativeCall.call(:prune, JSON.generate(options))).fetch("deleted")
+    end
   end
 end
+require_relative "tenant_kit/settings"

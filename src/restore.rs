@@ -684,10 +684,12 @@ fn plan(conn: &Connection, ctx: &Context<'_>, progress: &mut dyn Progress) -> Re
     Ok(Plan { counts, conflicts, conflict_count, blob_ids })
 }
 
-/// Polymorphic `*_type` values must name a table of this tenant's data, and
-/// blob rows must carry keys of ActiveStorage's alphabet.
+/// In tables whose rows belong to the tenant through a polymorphic
+/// reference (ActiveStorage attachments), the `*_type` value must name a
+/// table of this tenant's data; elsewhere (settings' `target_type`) it is
+/// plain data. Blob rows must carry keys of ActiveStorage's alphabet.
 fn check_row_references(ctx: &Context<'_>, ops: &TableOps, line: &RowLine) -> Result<()> {
-    for (column, value) in &line.row.0 {
+    for (column, value) in line.row.0.iter().filter(|_| ops.derived) {
         let Some(stem) = column.strip_suffix("_type") else { continue };
         let id_col = format!("{stem}_id");
         if !ops.columns.contains(&id_col) {
