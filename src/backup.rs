@@ -201,9 +201,7 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
     };
 
     // ---- pack ----
-    let final_name = format!("tenant_{}_{}.tar.gz", options.tenant_id.file_component(), created.compact());
-    let final_path = options.output_dir.join(&final_name);
-    let temp_archive = work.path().join(&final_name);
+    let temp_archive = work.path().join("archive.tar.gz");
     let files: Vec<BlobFile<'_>> = blobs.iter().map(|(entry, path)| BlobFile { entry, path }).collect();
     progress.emit(Event::new("archive_progress").with("blobs", 0u64).with("total", files.len() as u64))?;
     let written = write_archive(
@@ -216,15 +214,7 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
         progress,
     )?;
     progress.check_interrupt()?;
-    // A hard link never replaces an existing file: two backups in the same
-    // second cannot clobber each other.
-    std::fs::hard_link(&temp_archive, &final_path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            Error::io(format!("{} already exists", final_path.display()))
-        } else {
-            Error::io(format!("cannot create {}: {e}", final_path.display()))
-        }
-    })?;
+    let final_path = publish(&temp_archive, &options.output_dir, &options.tenant_id, &created)?;
     sync_dir(&options.output_dir);
     drop(work);
 
@@ -259,6 +249,23 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
         return Err(e);
     }
     Ok(report)
+}
+
+/// Give the finished archive its final name. A hard link never replaces an
+/// existing file, so two backups in the same second cannot clobber each
+/// other: the later one takes the next free second's name.
+fn publish(temp: &Path, dir: &Path, tenant: &TenantId, created: &UtcTime) -> Result<PathBuf> {
+    let base = created.unix_seconds();
+    for bump in 0..120 {
+        let stamp = UtcTime::from_unix_millis((base + bump) * 1000).compact();
+        let path = dir.join(format!("tenant_{}_{stamp}.tar.gz", tenant.file_component()));
+        match std::fs::hard_link(temp, &path) {
+            Ok(()) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(format!("cannot create {}: {e}", path.display()))),
+        }
+    }
+    Err(Error::io(format!("no free archive name in {} for the next two minutes", dir.display())))
 }
 
 fn started_unix_secs() -> i64 {

@@ -36,6 +36,19 @@ impl UtcTime {
         }
     }
 
+    /// Seconds since the Unix epoch (the inverse of `from_unix_millis`).
+    pub fn unix_seconds(&self) -> i64 {
+        let (y, m, d) = (self.year, self.month as i64, self.day as i64);
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let mp = (m + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        days * 86_400 + i64::from(self.hour) * 3600 + i64::from(self.minute) * 60 + i64::from(self.second)
+    }
+
     /// `2026-11-27T22:11:00.123Z`
     pub fn iso8601(&self) -> String {
         format!(
@@ -79,6 +92,8 @@ mod tests {
         let t = UtcTime::from_unix_millis(1_795_817_460_500);
         assert_eq!(t.iso8601(), "2026-11-27T22:11:00.500Z");
         assert_eq!(t.compact(), "20261127221100");
+        assert_eq!(t.unix_seconds(), 1_795_817_460);
+        assert_eq!(UtcTime::from_unix_millis(951_782_400_000).unix_seconds(), 951_782_400);
         // Leap day.
         assert_eq!(UtcTime::from_unix_millis(951_782_400_000).iso8601(), "2000-02-29T00:00:00.000Z");
     }

@@ -454,3 +454,16 @@ fn progress_events_cover_the_documented_steps() {
         assert!(e.get("at").and_then(|v| v.as_str()).is_some_and(|t| t.ends_with('Z')));
     }
 }
+
+#[test]
+fn backups_in_the_same_second_get_distinct_names() {
+    let app = App::new();
+    let paths: Vec<_> = (0..3).map(|_| app.backup(1).path).collect();
+    let mut names: Vec<_> = paths.iter().map(|p| p.file_name().unwrap().to_owned()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 3, "{paths:?}");
+    for p in &paths {
+        tenant_kit::verify::verify_path(p).unwrap();
+    }
+}
