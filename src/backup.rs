@@ -115,6 +115,7 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
     // dropping it (error, cancel, panic) removes every trace.
     let work = tempfile::Builder::new()
         .prefix(".tenant_kit-backup-")
+        .permissions(crate::private_dir_permissions())
         .tempdir_in(&options.output_dir)
         .map_err(|e| Error::io(format!("output_dir {} is not writable: {e}", options.output_dir.display())))?;
 

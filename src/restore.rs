@@ -442,8 +442,9 @@ impl TableOps {
         let qt = quote(&entry.name);
         let col_list = columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
         let params = (0..columns.len()).map(|i| format!("?{}", i + 2)).collect::<Vec<_>>().join(", ");
-        let ours = sets.ours.member_predicate(&entry.name, &qt)?;
-        let others = sets.others.member_predicate(&entry.name, &qt)?;
+        // Evaluated for one row at a time: probes, not IN lists.
+        let ours = sets.ours.member_probe(&entry.name, &qt)?;
+        let others = sets.others.member_probe(&entry.name, &qt)?;
         let insert_sql = format!("INSERT INTO {qt} ({col_list}) VALUES ({params})");
         let (lookup_sql, write_sql) = if has_pk {
             let key_match = pk

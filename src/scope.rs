@@ -474,6 +474,14 @@ fn dependency_order(
     order
 }
 
+/// One statement adding rows of `target` because rows of `source` are
+/// members.
+struct Fill {
+    target: String,
+    source: String,
+    sql: String,
+}
+
 /// Whose rows a [`MemberSets`] describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -507,38 +515,62 @@ impl<'a> MemberSets<'a> {
         for (i, t) in scope.tables.iter().enumerate() {
             if let Membership::Derived { .. } = t.membership {
                 let table = sets.schema_table(&t.name)?;
+                // Each key column keeps the affinity of the column it copies:
+                // with a mismatch SQLite cannot use the set's index and every
+                // probe becomes a scan.
                 let key_cols = table.row_key();
-                let cols: Vec<String> = (0..key_cols.len()).map(|k| format!("k{k}")).collect();
+                let typed: Vec<String> = key_cols
+                    .iter()
+                    .enumerate()
+                    .map(|(k, col)| {
+                        let decl = if col == "rowid" {
+                            "INTEGER".to_string()
+                        } else {
+                            table.column(col).map(|c| c.decl_type.clone()).unwrap_or_default()
+                        };
+                        format!("k{k} {}", decl.replace(['(', ')', ','], " "))
+                    })
+                    .collect();
+                let names: Vec<String> = (0..key_cols.len()).map(|k| format!("k{k}")).collect();
                 conn.execute_batch(&format!(
-                    "DROP TABLE IF EXISTS temp.{name}; CREATE TEMP TABLE {name}({cols}, PRIMARY KEY({cols})) WITHOUT ROWID;",
+                    "DROP TABLE IF EXISTS temp.{name}; CREATE TEMP TABLE {name}({typed}, PRIMARY KEY({names})) WITHOUT ROWID;",
                     name = sets.set_name(i),
-                    cols = cols.join(", ")
+                    typed = typed.join(", "),
+                    names = names.join(", ")
                 ))?;
             }
         }
-        // Semi-naive fixpoint: rerun every reference until nothing new joins.
-        let statements: Vec<String> = scope
-            .tables
-            .iter()
-            .enumerate()
-            .map(|(i, t)| sets.fill_statements(i, t))
-            .collect::<Result<Vec<Vec<String>>>>()?
-            .into_iter()
-            .flatten()
-            .collect();
+        // Semi-naive fixpoint: a statement runs again only when the set it
+        // reads from grew since its last run, so each row is found about
+        // once. Statements fed by tenant-column tables go first.
+        let mut fills: Vec<Fill> = Vec::new();
+        for (i, t) in scope.tables.iter().enumerate() {
+            fills.extend(sets.fill_statements(i, t)?);
+        }
+        fills.sort_by_key(|f| scope.table(&f.source).is_some_and(|t| matches!(t.membership, Membership::Derived { .. })));
         let tenant = tenant_id.to_sql_value();
-        for _round in 0..64 {
-            let mut added = 0;
-            for sql in &statements {
-                let mut stmt = conn.prepare_cached(sql)?;
+        let mut version: BTreeMap<String, u64> = BTreeMap::new();
+        let mut seen: Vec<Option<u64>> = vec![None; fills.len()];
+        for _pass in 0..64 {
+            let mut ran = false;
+            for (i, fill) in fills.iter().enumerate() {
+                let current = version.get(&fill.source).copied().unwrap_or(0);
+                if seen[i] == Some(current) {
+                    continue;
+                }
+                seen[i] = Some(current);
+                ran = true;
+                let mut stmt = conn.prepare_cached(&fill.sql)?;
                 let params = tenant_params(&stmt, &tenant);
-                added += stmt.execute(&*params)?;
+                if stmt.execute(&*params)? > 0 {
+                    *version.entry(fill.target.clone()).or_default() += 1;
+                }
             }
-            if added == 0 {
+            if !ran {
                 return Ok(sets);
             }
         }
-        Err(Error::internal("membership did not converge after 64 rounds"))
+        Err(Error::internal("membership did not converge after 64 passes"))
     }
 
     fn schema_table(&self, name: &str) -> Result<&'a Table> {
@@ -547,52 +579,70 @@ impl<'a> MemberSets<'a> {
             .ok_or_else(|| Error::schema(format!("table {name:?} disappeared from the database")))
     }
 
-    fn fill_statements(&self, index: usize, t: &ScopedTable) -> Result<Vec<String>> {
+    /// One INSERT per reference that can make a row of `t` a member. Single
+    /// column references are written `c.col IN (SELECT …)` so SQLite walks
+    /// the child's index from the (small) parent set instead of scanning the
+    /// whole child table for every tenant.
+    fn fill_statements(&self, index: usize, t: &ScopedTable) -> Result<Vec<Fill>> {
         let Membership::Derived { owners, owned_by_children } = &t.membership else {
             return Ok(Vec::new());
         };
         let table = self.schema_table(&t.name)?;
         let key = table.row_key().iter().map(|k| format!("c.{}", quote(k))).collect::<Vec<_>>().join(", ");
         let head = format!("INSERT OR IGNORE INTO temp.{} SELECT {key} FROM {} AS c WHERE ", self.set_name(index), quote(&t.name));
+        let link = |c_cols: &[String], other_cols: &[String], other: &str, alias: &str| -> Result<String> {
+            let member = self.member_predicate(other, alias)?;
+            Ok(if let ([c], [o]) = (c_cols, other_cols) {
+                format!("c.{} IN (SELECT {alias}.{} FROM {} AS {alias} WHERE {member})", quote(c), quote(o), quote(other))
+            } else {
+                let join = c_cols
+                    .iter()
+                    .zip(other_cols)
+                    .map(|(c, o)| format!("{alias}.{} = c.{}", quote(o), quote(c)))
+                    .collect::<Vec<_>>()
+                    .join(" AND ");
+                format!("EXISTS (SELECT 1 FROM {} AS {alias} WHERE {join} AND {member})", quote(other))
+            })
+        };
         let mut out = Vec::new();
         for r in owners {
-            let join = r
-                .columns
-                .iter()
-                .zip(&r.parent_columns)
-                .map(|(c, p)| format!("p.{} = c.{}", quote(p), quote(c)))
-                .collect::<Vec<_>>()
-                .join(" AND ");
             let typed = match &r.polymorphic {
                 Some((type_col, class)) => format!("c.{} = {} AND ", quote(type_col), sql_string(class)),
                 None => String::new(),
             };
-            out.push(format!(
-                "{head}{typed}EXISTS (SELECT 1 FROM {} AS p WHERE {join} AND {})",
-                quote(&r.parent),
-                self.member_predicate(&r.parent, "p")?
-            ));
+            out.push(Fill {
+                target: t.name.clone(),
+                source: r.parent.clone(),
+                sql: format!("{head}{typed}{}", link(&r.columns, &r.parent_columns, &r.parent, "p")?),
+            });
         }
         for r in owned_by_children {
-            let join = r
-                .columns
-                .iter()
-                .zip(&r.parent_columns)
-                .map(|(c, p)| format!("x.{} = c.{}", quote(c), quote(p)))
-                .collect::<Vec<_>>()
-                .join(" AND ");
-            out.push(format!(
-                "{head}EXISTS (SELECT 1 FROM {} AS x WHERE {join} AND {})",
-                quote(&r.table),
-                self.member_predicate(&r.table, "x")?
-            ));
+            out.push(Fill {
+                target: t.name.clone(),
+                source: r.table.clone(),
+                sql: format!("{head}{}", link(&r.parent_columns, &r.columns, &r.table, "x")?),
+            });
         }
         Ok(out)
     }
 
     /// SQL condition true for member rows of `table` under `alias`; the
-    /// tenant id is parameter `?1`.
+    /// tenant id is parameter `?1`. Written `key IN (SELECT … FROM set)`,
+    /// which lets SQLite drive a query from the (small) member set: use it
+    /// in WHERE clauses that select many rows.
     pub fn member_predicate(&self, table: &str, alias: &str) -> Result<String> {
+        self.predicate(table, alias, false)
+    }
+
+    /// The same condition written as a correlated `EXISTS` probe of the
+    /// set's primary key: use it to test one row at a time (a result column
+    /// evaluated per row, an upsert's WHERE). An `IN (SELECT …)` there would
+    /// rebuild the whole list on every execution.
+    pub fn member_probe(&self, table: &str, alias: &str) -> Result<String> {
+        self.predicate(table, alias, true)
+    }
+
+    fn predicate(&self, table: &str, alias: &str, probe: bool) -> Result<String> {
         let (index, scoped) = self
             .scope
             .tables
@@ -609,12 +659,23 @@ impl<'a> MemberSets<'a> {
             Membership::TenantColumn => format!("{alias}.{} {test} ?1", quote(&self.scope.options.tenant_column)),
             Membership::Derived { .. } => {
                 let key = self.schema_table(table)?.row_key();
-                let lhs = key.iter().map(|k| format!("{alias}.{}", quote(k))).collect::<Vec<_>>().join(", ");
-                let ks = (0..key.len()).map(|k| format!("k{k}")).collect::<Vec<_>>().join(", ");
-                if key.len() == 1 {
-                    format!("{lhs} IN (SELECT {ks} FROM temp.{})", self.set_name(index))
+                let set = self.set_name(index);
+                if probe {
+                    let matches = key
+                        .iter()
+                        .enumerate()
+                        .map(|(k, col)| format!("s.k{k} = {alias}.{}", quote(col)))
+                        .collect::<Vec<_>>()
+                        .join(" AND ");
+                    format!("EXISTS (SELECT 1 FROM temp.{set} AS s WHERE {matches})")
                 } else {
-                    format!("({lhs}) IN (SELECT {ks} FROM temp.{})", self.set_name(index))
+                    let lhs = key.iter().map(|k| format!("{alias}.{}", quote(k))).collect::<Vec<_>>().join(", ");
+                    let ks = (0..key.len()).map(|k| format!("k{k}")).collect::<Vec<_>>().join(", ");
+                    if key.len() == 1 {
+                        format!("{lhs} IN (SELECT {ks} FROM temp.{set})")
+                    } else {
+                        format!("({lhs}) IN (SELECT {ks} FROM temp.{set})")
+                    }
                 }
             }
         })

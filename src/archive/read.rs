@@ -60,6 +60,7 @@ pub fn extract(archive: &Path, temp_parent: &Path, limits: Limits, progress: &mu
     let archive_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
     let dir = tempfile::Builder::new()
         .prefix(".tenant_kit-restore-")
+        .permissions(crate::private_dir_permissions())
         .tempdir_in(temp_parent)
         .map_err(|e| Error::io(format!("cannot create a temp dir in {}: {e}", temp_parent.display())))?;
 
