@@ -41,7 +41,8 @@ pub struct BackupOptions {
     pub relations: Vec<RelationHint>,
     #[serde(default)]
     pub polymorphic: BTreeMap<String, String>,
-    /// gzip level 0–9 (default 6, as `gzip -6`).
+    /// gzip level 0–9. Default 3: on the benchmark data it compresses
+    /// within 10% of level 6 in about two thirds of the time.
     #[serde(default = "default_level")]
     pub compression_level: u32,
     #[serde(default = "default_busy_timeout")]
@@ -52,7 +53,7 @@ fn default_tenant_column() -> String {
     "tenant_id".into()
 }
 fn default_level() -> u32 {
-    6
+    3
 }
 fn default_busy_timeout() -> u64 {
     db::DEFAULT_BUSY_TIMEOUT_MS
