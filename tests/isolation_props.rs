@@ -1,0 +1,221 @@
+//! Tenant isolation as a property: on random multi-tenant databases, a
+//! backup of tenant A holds no row of anyone else, and restoring A (with
+//! and without purge, and remapped into a new tenant C) leaves every other
+//! tenant's rows byte-identical.
+
+mod common;
+
+use common::snapshot;
+use proptest::prelude::*;
+use rusqlite::Connection;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::io::Read;
+use tenant_kit::progress::CollectProgress;
+
+const SCHEMA: &str = "
+    CREATE TABLE tenants (id integer PRIMARY KEY, name text);
+    CREATE TABLE projects (id integer PRIMARY KEY, tenant_id integer NOT NULL REFERENCES tenants, name text);
+    CREATE TABLE tasks (id integer PRIMARY KEY, tenant_id integer NOT NULL, project_id integer, parent_id integer, title text, v);
+    CREATE TABLE tags (id integer PRIMARY KEY, tenant_id integer NOT NULL, name text);
+    CREATE TABLE tags_tasks (tag_id integer, task_id integer);
+    CREATE TABLE active_storage_blobs (id integer PRIMARY KEY, key text NOT NULL UNIQUE, filename text, byte_size integer, checksum text);
+    CREATE TABLE active_storage_attachments (id integer PRIMARY KEY, name text, record_type text, record_id integer, blob_id integer REFERENCES active_storage_blobs);
+";
+
+#[derive(Debug, Clone)]
+struct TenantData {
+    projects: usize,
+    tasks: Vec<(usize, Option<usize>, i64)>, // (project index, parent task index, value)
+    tags: usize,
+    links: Vec<(usize, usize)>,               // (tag index, task index)
+    attachments: Vec<usize>,                  // task index per attachment
+}
+
+fn tenant_data() -> impl Strategy<Value = TenantData> {
+    (1usize..4, 0usize..8, 1usize..4).prop_flat_map(|(projects, tasks, tags)| {
+        let task = (0..projects, prop::option::of(0..tasks.max(1)), any::<i64>());
+        (
+            Just(projects),
+            prop::collection::vec(task, tasks),
+            Just(tags),
+            prop::collection::vec((0..tags, 0..tasks.max(1)), 0..6),
+            prop::collection::vec(0..tasks.max(1), 0..3),
+        )
+            .prop_map(|(projects, tasks, tags, links, attachments)| TenantData { projects, tasks, tags, links, attachments })
+    })
+}
+
+/// Build the database: ids interleave across tenants as in a live app.
+fn build(conn: &Connection, tenants: &[TenantData]) {
+    conn.execute_batch(SCHEMA).unwrap();
+    let mut next = 1i64;
+    let mut id = || {
+        next += 1;
+        next
+    };
+    for (t, _) in tenants.iter().enumerate() {
+        conn.execute("INSERT INTO tenants VALUES (?1, ?2)", rusqlite::params![t as i64 + 1, format!("T{t}")]).unwrap();
+    }
+    for (t, data) in tenants.iter().enumerate() {
+        let tenant = t as i64 + 1;
+        let projects: Vec<i64> = (0..data.projects)
+            .map(|p| {
+                let pid = id();
+                conn.execute("INSERT INTO projects VALUES (?1, ?2, ?3)", rusqlite::params![pid, tenant, format!("p{p}")]).unwrap();
+                pid
+            })
+            .collect();
+        let task_ids: Vec<i64> = data.tasks.iter().map(|_| id()).collect();
+        for (i, (p, parent, v)) in data.tasks.iter().enumerate() {
+            let parent_id = parent.and_then(|p| task_ids.get(p).copied());
+            conn.execute(
+                "INSERT INTO tasks VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                rusqlite::params![task_ids[i], tenant, projects[*p], parent_id, format!("task {i}"), v],
+            )
+            .unwrap();
+        }
+        let tag_ids: Vec<i64> = (0..data.tags)
+            .map(|g| {
+                let gid = id();
+                conn.execute("INSERT INTO tags VALUES (?1, ?2, ?3)", rusqlite::params![gid, tenant, format!("g{g}")]).unwrap();
+                gid
+            })
+            .collect();
+        if task_ids.is_empty() {
+            continue;
+        }
+        for (g, k) in &data.links {
+            if let Some(task) = task_ids.get(*k) {
+                conn.execute("INSERT INTO tags_tasks VALUES (?1, ?2)", rusqlite::params![tag_ids[*g], task]).unwrap();
+            }
+        }
+        for k in &data.attachments {
+            if let Some(task) = task_ids.get(*k) {
+                let bid = id();
+                conn.execute(
+                    "INSERT INTO active_storage_blobs VALUES (?1, ?2, 'f', 0, NULL)",
+                    rusqlite::params![bid, format!("key{bid:0>24}")],
+                )
+                .unwrap();
+                conn.execute(
+                    "INSERT INTO active_storage_attachments VALUES (?1, 'files', 'Task', ?2, ?3)",
+                    rusqlite::params![id(), task, bid],
+                )
+                .unwrap();
+            }
+        }
+    }
+}
+
+/// Every row that belongs to tenant `t`, by an oracle written for this
+/// schema (independent of tenant_kit's discovery).
+fn owner_of(conn: &Connection, table: &str, row: &serde_json::Value) -> Option<i64> {
+    let q = |sql: &str, p: i64| conn.query_row(sql, [p], |r| r.get::<_, i64>(0)).ok();
+    match table {
+        "tenants" => row["id"].as_i64(),
+        "tags_tasks" => q("SELECT tenant_id FROM tasks WHERE id = ?1", row["task_id"].as_i64()?),
+        "active_storage_attachments" => q("SELECT tenant_id FROM tasks WHERE id = ?1", row["record_id"].as_i64()?),
+        "active_storage_blobs" => q(
+            "SELECT t.tenant_id FROM active_storage_attachments a JOIN tasks t ON t.id = a.record_id WHERE a.blob_id = ?1",
+            row["id"].as_i64()?,
+        ),
+        _ => row["tenant_id"].as_i64(),
+    }
+}
+
+fn dump_of(path: &std::path::Path) -> Vec<(String, serde_json::Value)> {
+    let gz = flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap());
+    let mut tar = tar::Archive::new(gz);
+    for e in tar.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_str() == Some("dump.jsonl") {
+            let mut s = String::new();
+            e.read_to_string(&mut s).unwrap();
+            return s
+                .lines()
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    (v["table"].as_str().unwrap().to_string(), v["row"].clone())
+                })
+                .collect();
+        }
+    }
+    panic!("no dump");
+}
+
+/// Rows of every table except tenant `skip`'s, by the oracle.
+fn others(conn: &Connection, skip: &[i64]) -> BTreeMap<String, Vec<String>> {
+    let all = snapshot(conn);
+    let mut out = BTreeMap::new();
+    for (table, _) in all {
+        let mut stmt = conn.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
+        let cols: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
+        let mut rows: Vec<String> = stmt
+            .query_map([], |r| {
+                let mut obj = serde_json::Map::new();
+                for (i, c) in cols.iter().enumerate() {
+                    let v: rusqlite::types::Value = r.get(i)?;
+                    obj.insert(c.clone(), match v {
+                        rusqlite::types::Value::Integer(i) => json!(i),
+                        rusqlite::types::Value::Text(t) => json!(t),
+                        rusqlite::types::Value::Null => json!(null),
+                        other => json!(format!("{other:?}")),
+                    });
+                }
+                Ok(serde_json::Value::Object(obj))
+            })
+            .unwrap()
+            .map(|r| r.unwrap())
+            .filter(|row| !owner_of(conn, &table, row).is_some_and(|o| skip.contains(&o)))
+            .map(|row| row.to_string())
+            .collect();
+        rows.sort();
+        out.insert(table, rows);
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn backup_and_restore_never_cross_tenants(tenants in prop::collection::vec(tenant_data(), 2..4), pick in 0usize..3) {
+        let a = (pick % tenants.len()) as i64 + 1;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.sqlite3");
+        let conn = Connection::open(&db).unwrap();
+        build(&conn, &tenants);
+        let untouched = others(&conn, &[a]);
+
+        let backup: tenant_kit::backup::BackupOptions = serde_json::from_value(json!({
+            "database": db, "tenant_id": a, "output_dir": dir.path()
+        })).unwrap();
+        let report = tenant_kit::backup::backup(&backup, &mut CollectProgress::default()).unwrap();
+        for (table, row) in dump_of(&report.path) {
+            prop_assert_eq!(owner_of(&conn, &table, &row), Some(a), "{} {}", table, row);
+        }
+
+        for purge in [false, true] {
+            let options: tenant_kit::restore::RestoreOptions = serde_json::from_value(json!({
+                "database": db, "archive": report.path, "tenant_id": a, "purge": purge
+            })).unwrap();
+            tenant_kit::restore::restore(&options, &mut CollectProgress::default()).unwrap();
+            prop_assert_eq!(others(&conn, &[a]), untouched.clone());
+        }
+
+        // Purge A alone, then remap A's archive into a new tenant C.
+        let c = tenants.len() as i64 + 10;
+        let purge_only: tenant_kit::restore::RestoreOptions = serde_json::from_value(json!({
+            "database": db, "archive": report.path, "tenant_id": a, "purge": true, "restore": false
+        })).unwrap();
+        tenant_kit::restore::restore(&purge_only, &mut CollectProgress::default()).unwrap();
+        let remap: tenant_kit::restore::RestoreOptions = serde_json::from_value(json!({
+            "database": db, "archive": report.path, "tenant_id": c, "remap": true
+        })).unwrap();
+        tenant_kit::restore::restore(&remap, &mut CollectProgress::default()).unwrap();
+        prop_assert_eq!(others(&conn, &[a, c]), untouched);
+        let moved: i64 = conn.query_row("SELECT count(*) FROM tasks WHERE tenant_id = ?1", [c], |r| r.get(0)).unwrap();
+        prop_assert_eq!(moved as usize, tenants[(a - 1) as usize].tasks.len());
+    }
+}
