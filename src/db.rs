@@ -50,7 +50,7 @@ fn configure(conn: &Connection, busy_timeout_ms: u64) -> Result<()> {
     conn.busy_timeout(Duration::from_millis(busy_timeout_ms))?;
     // Membership sets and sorts may be large: keep them on disk, not in RAM.
     conn.pragma_update(None, "temp_store", "FILE")?;
-    conn.pragma_update(None, "cache_size", -16_000)?; // ~16 MiB
+    conn.pragma_update(None, "cache_size", -65_536)?; // 64 MiB: fewer cache spills (and fsyncs) inside a long restore transaction
     // Fail fast on a file that is not a database at all.
     conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0))
         .map_err(|e| Error::database(format!("not a usable SQLite database: {e}")))?;
