@@ -11,11 +11,13 @@ use serde::Serialize;
 /// Options JSON → typed options; every mistake is an argument error that
 /// names the option (serde's message does: "unknown field `foo`", …).
 pub fn parse_options<T: DeserializeOwned>(operation: &str, json: &str) -> Result<T> {
-    serde_json::from_str(json).map_err(|e| Error::argument(format!("{operation}: invalid options: {e}")))
+    serde_json::from_str(json)
+        .map_err(|e| Error::argument(format!("{operation}: invalid options: {e}")))
 }
 
 pub fn to_json<T: Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| Error::internal(format!("cannot serialise result: {e}")))
+    serde_json::to_string(value)
+        .map_err(|e| Error::internal(format!("cannot serialise result: {e}")))
 }
 
 /// `TenantKit.backup` / `tk_backup`. Returns the backup result as JSON.

@@ -5,15 +5,17 @@
 
 use crate::archive::write::{write_archive, BlobFile, HashingWriter};
 use crate::archive::{
-    self, BlobEntry, ColumnInfo, FileEntry, Manifest, ManifestError, SkippedTable, SourceInfo, TableEntry,
-    TenantInfo, DUMP_NAME,
+    self, BlobEntry, ColumnInfo, FileEntry, Manifest, ManifestError, SkippedTable, SourceInfo,
+    TableEntry, TenantInfo, DUMP_NAME,
 };
 use crate::clock::UtcTime;
 use crate::db;
 use crate::error::{Error, Result, ResultExt};
 use crate::progress::{report_failure, Event, Progress, Throttle};
 use crate::schema::{quote, Schema};
-use crate::scope::{is_blob_table, tenant_params, MemberSets, RelationHint, ScopeOptions, Side, TenantScope};
+use crate::scope::{
+    is_blob_table, tenant_params, MemberSets, RelationHint, ScopeOptions, Side, TenantScope,
+};
 use crate::value::write_json;
 use crate::TenantId;
 use md5::Md5;
@@ -108,7 +110,10 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
     progress.emit(
         Event::new("start")
             .with("operation", "backup")
-            .with("tenant_id", serde_json::to_value(&options.tenant_id).unwrap_or_default())
+            .with(
+                "tenant_id",
+                serde_json::to_value(&options.tenant_id).unwrap_or_default(),
+            )
             .with("database", options.database.display().to_string()),
     )?;
 
@@ -118,7 +123,12 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
         .prefix(".tenant_kit-backup-")
         .permissions(crate::private_dir_permissions())
         .tempdir_in(&options.output_dir)
-        .map_err(|e| Error::io(format!("output_dir {} is not writable: {e}", options.output_dir.display())))?;
+        .map_err(|e| {
+            Error::io(format!(
+                "output_dir {} is not writable: {e}",
+                options.output_dir.display()
+            ))
+        })?;
 
     let conn = db::open_read_only(&options.database, options.busy_timeout_ms)?;
     let journal_mode = db::journal_mode(&conn)?;
@@ -131,7 +141,13 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
     let snapshot_ms = snapshot_started.elapsed().as_millis() as u64;
     // A read transaction has nothing to commit; ending it frees the writers.
     let _ = conn.execute_batch("ROLLBACK");
-    let Snapshot { schema, scope, tables, dump, blob_rows } = snapshot?;
+    let Snapshot {
+        schema,
+        scope,
+        tables,
+        dump,
+        blob_rows,
+    } = snapshot?;
     drop(conn);
     progress.emit(
         Event::new("snapshot")
@@ -153,7 +169,9 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
             }
             if (done as u64 + 1) % 100 == 0 || done as u64 + 1 == total {
                 progress.emit(
-                    Event::new("blob_progress").with("processed", done as u64 + 1).with("total", total),
+                    Event::new("blob_progress")
+                        .with("processed", done as u64 + 1)
+                        .with("total", total),
                 )?;
             }
         }
@@ -195,7 +213,10 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
         skipped: scope
             .skipped
             .iter()
-            .map(|(name, reason)| SkippedTable { name: name.clone(), reason: reason.clone() })
+            .map(|(name, reason)| SkippedTable {
+                name: name.clone(),
+                reason: reason.clone(),
+            })
             .collect(),
         dump,
         blobs: blobs.iter().map(|(entry, _)| entry.clone()).collect(),
@@ -204,8 +225,15 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
 
     // ---- pack ----
     let temp_archive = work.path().join("archive.tar.gz");
-    let files: Vec<BlobFile<'_>> = blobs.iter().map(|(entry, path)| BlobFile { entry, path }).collect();
-    progress.emit(Event::new("archive_progress").with("blobs", 0u64).with("total", files.len() as u64))?;
+    let files: Vec<BlobFile<'_>> = blobs
+        .iter()
+        .map(|(entry, path)| BlobFile { entry, path })
+        .collect();
+    progress.emit(
+        Event::new("archive_progress")
+            .with("blobs", 0u64)
+            .with("total", files.len() as u64),
+    )?;
     let written = write_archive(
         &temp_archive,
         &manifest,
@@ -216,13 +244,22 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
         progress,
     )?;
     progress.check_interrupt()?;
-    let final_path = publish(&temp_archive, &options.output_dir, &options.tenant_id, &created)?;
+    let final_path = publish(
+        &temp_archive,
+        &options.output_dir,
+        &options.tenant_id,
+        &created,
+    )?;
     sync_dir(&options.output_dir);
     drop(work);
 
     let report = BackupReport {
         path: final_path.clone(),
-        tables: manifest.tables.iter().map(|t| (t.name.clone(), t.rows)).collect(),
+        tables: manifest
+            .tables
+            .iter()
+            .map(|t| (t.name.clone(), t.rows))
+            .collect(),
         rows: manifest.total_rows(),
         blobs: manifest.blobs.len() as u64,
         blob_bytes: manifest.blobs.iter().map(|b| b.size).sum(),
@@ -267,7 +304,10 @@ fn publish(temp: &Path, dir: &Path, tenant: &TenantId, created: &UtcTime) -> Res
             Err(e) => return Err(Error::io(format!("cannot create {}: {e}", path.display()))),
         }
     }
-    Err(Error::io(format!("no free archive name in {} for the next two minutes", dir.display())))
+    Err(Error::io(format!(
+        "no free archive name in {} for the next two minutes",
+        dir.display()
+    )))
 }
 
 fn started_unix_secs() -> i64 {
@@ -280,12 +320,25 @@ fn started_unix_secs() -> i64 {
 fn check_options(options: &BackupOptions) -> Result<()> {
     match std::fs::metadata(&options.output_dir) {
         Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(Error::argument(format!("output_dir {} is not a directory", options.output_dir.display()))),
-        Err(_) => return Err(Error::argument(format!("output_dir {} does not exist", options.output_dir.display()))),
+        Ok(_) => {
+            return Err(Error::argument(format!(
+                "output_dir {} is not a directory",
+                options.output_dir.display()
+            )))
+        }
+        Err(_) => {
+            return Err(Error::argument(format!(
+                "output_dir {} does not exist",
+                options.output_dir.display()
+            )))
+        }
     }
     if let Some(root) = &options.storage_root {
         if !root.is_dir() {
-            return Err(Error::argument(format!("storage_root {} is not a directory", root.display())));
+            return Err(Error::argument(format!(
+                "storage_root {} is not a directory",
+                root.display()
+            )));
         }
     }
     if options.compression_level > 9 {
@@ -324,8 +377,22 @@ fn read_snapshot(
     let scope = TenantScope::discover(conn, &schema, &options.scope_options(), &[])?;
     progress.emit(
         Event::new("scan_tables")
-            .with("tables", scope.tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>())
-            .with("skipped", scope.skipped.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>()),
+            .with(
+                "tables",
+                scope
+                    .tables
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .with(
+                "skipped",
+                scope
+                    .skipped
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>(),
+            ),
     )?;
     let sets = MemberSets::materialize(conn, &scope, &schema, &options.tenant_id, Side::Ours)?;
     let tenant = options.tenant_id.to_sql_value();
@@ -334,7 +401,11 @@ fn read_snapshot(
     // anywhere is almost certainly a wrong id.
     let mut counts = Vec::with_capacity(scope.tables.len());
     for t in &scope.tables {
-        let sql = format!("SELECT count(*) FROM {} AS a WHERE {}", quote(&t.name), sets.member_predicate(&t.name, "a")?);
+        let sql = format!(
+            "SELECT count(*) FROM {} AS a WHERE {}",
+            quote(&t.name),
+            sets.member_predicate(&t.name, "a")?
+        );
         let mut stmt = conn.prepare(&sql)?;
         let params = tenant_params(&stmt, &tenant);
         counts.push(stmt.query_row(&*params, |r| r.get::<_, i64>(0))? as u64);
@@ -354,8 +425,17 @@ fn read_snapshot(
     for (t, &total) in scope.tables.iter().zip(&counts) {
         let table = schema.table(&t.name).expect("scope tables exist");
         let columns: Vec<&str> = table.stored_columns().map(|c| c.name.as_str()).collect();
-        let select = columns.iter().map(|c| format!("a.{}", quote(c))).collect::<Vec<_>>().join(", ");
-        let order = table.row_key().iter().map(|k| format!("a.{}", quote(k))).collect::<Vec<_>>().join(", ");
+        let select = columns
+            .iter()
+            .map(|c| format!("a.{}", quote(c)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let order = table
+            .row_key()
+            .iter()
+            .map(|k| format!("a.{}", quote(k)))
+            .collect::<Vec<_>>()
+            .join(", ");
         let sql = format!(
             "SELECT {select} FROM {} AS a WHERE {} ORDER BY {order}",
             quote(&t.name),
@@ -385,7 +465,12 @@ fn read_snapshot(
             None
         };
 
-        progress.emit(Event::new("dump_progress").with("table", t.name.as_str()).with("processed", 0u64).with("total", total))?;
+        progress.emit(
+            Event::new("dump_progress")
+                .with("table", t.name.as_str())
+                .with("processed", 0u64)
+                .with("total", total),
+        )?;
         let mut throttle = Throttle::new(total);
         let mut stmt = conn.prepare(&sql)?;
         let params = tenant_params(&stmt, &tenant);
@@ -403,7 +488,8 @@ fn read_snapshot(
             if let Some((Some(k), checksum, size)) = blob_cols {
                 blob_rows.push(BlobRow {
                     key: row.get_ref(k)?.as_str().unwrap_or_default().to_string(),
-                    checksum: checksum.and_then(|i| row.get_ref(i).ok()?.as_str().ok().map(String::from)),
+                    checksum: checksum
+                        .and_then(|i| row.get_ref(i).ok()?.as_str().ok().map(String::from)),
                     byte_size: size.and_then(|i| row.get_ref(i).ok()?.as_i64().ok()),
                 });
             }
@@ -413,14 +499,25 @@ fn read_snapshot(
             }
             if throttle.due(written) {
                 progress.emit(
-                    Event::new("dump_progress").with("table", t.name.as_str()).with("processed", written).with("total", total),
+                    Event::new("dump_progress")
+                        .with("table", t.name.as_str())
+                        .with("processed", written)
+                        .with("total", total),
                 )?;
             }
         }
         if written != total {
-            return Err(Error::internal(format!("{}: counted {total} rows but read {written}", t.name)));
+            return Err(Error::internal(format!(
+                "{}: counted {total} rows but read {written}",
+                t.name
+            )));
         }
-        progress.emit(Event::new("dump_progress").with("table", t.name.as_str()).with("processed", written).with("total", total))?;
+        progress.emit(
+            Event::new("dump_progress")
+                .with("table", t.name.as_str())
+                .with("processed", written)
+                .with("total", total),
+        )?;
         tables.push(TableEntry {
             name: t.name.clone(),
             columns: columns.iter().map(|c| c.to_string()).collect(),
@@ -431,38 +528,55 @@ fn read_snapshot(
     }
     out.flush().at("writing dump.jsonl")?;
     let (buffered, sha256, size) = out.finish();
-    let file = buffered.into_inner().map_err(|e| Error::from(e.into_error()))?;
+    let file = buffered
+        .into_inner()
+        .map_err(|e| Error::from(e.into_error()))?;
     file.sync_all().at("syncing dump.jsonl")?;
     Ok(Snapshot {
         schema,
         scope,
         tables,
-        dump: FileEntry { name: DUMP_NAME.into(), size, sha256 },
+        dump: FileEntry {
+            name: DUMP_NAME.into(),
+            size,
+            sha256,
+        },
         blob_rows,
     })
 }
 
 /// Hash one blob's file; a missing or unreadable file becomes a manifest
 /// error (the backup still completes, as the app's job always did).
-fn hash_blob(root: &Path, row: &BlobRow) -> std::result::Result<(BlobEntry, PathBuf), ManifestError> {
+fn hash_blob(
+    root: &Path,
+    row: &BlobRow,
+) -> std::result::Result<(BlobEntry, PathBuf), ManifestError> {
     let problem = |kind: &str, message: String| ManifestError {
         kind: kind.into(),
         table: Some("active_storage_blobs".into()),
         key: Some(row.key.clone()),
         message,
     };
-    archive::check_blob_key(&row.key).map_err(|e| problem("invalid_blob_key", e.message().to_string()))?;
+    archive::check_blob_key(&row.key)
+        .map_err(|e| problem("invalid_blob_key", e.message().to_string()))?;
     let path = archive::disk_path(root, &row.key);
     let mut file = match File::open(&path) {
         Ok(f) => f,
-        Err(e) => return Err(problem("missing_blob_file", format!("{}: {e}", path.display()))),
+        Err(e) => {
+            return Err(problem(
+                "missing_blob_file",
+                format!("{}: {e}", path.display()),
+            ))
+        }
     };
     let mut sha = Sha256::new();
     let mut md5 = Md5::new();
     let mut size = 0u64;
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = file.read(&mut buf).map_err(|e| problem("unreadable_blob_file", e.to_string()))?;
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| problem("unreadable_blob_file", e.to_string()))?;
         if n == 0 {
             break;
         }
@@ -476,17 +590,28 @@ fn hash_blob(root: &Path, row: &BlobRow) -> std::result::Result<(BlobEntry, Path
         if expected != &md5_b64 {
             return Err(problem(
                 "blob_checksum_mismatch",
-                format!("file {} has MD5 {md5_b64}, the blob row says {expected}", path.display()),
+                format!(
+                    "file {} has MD5 {md5_b64}, the blob row says {expected}",
+                    path.display()
+                ),
             ));
         }
     }
     if let Some(expected) = row.byte_size {
         if expected != size as i64 {
-            return Err(problem("blob_size_mismatch", format!("file has {size} bytes, the blob row says {expected}")));
+            return Err(problem(
+                "blob_size_mismatch",
+                format!("file has {size} bytes, the blob row says {expected}"),
+            ));
         }
     }
     Ok((
-        BlobEntry { key: row.key.clone(), size, checksum: row.checksum.clone(), sha256: archive::hex(&sha.finalize()) },
+        BlobEntry {
+            key: row.key.clone(),
+            size,
+            checksum: row.checksum.clone(),
+            sha256: archive::hex(&sha.finalize()),
+        },
         path,
     ))
 }

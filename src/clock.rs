@@ -16,7 +16,9 @@ pub struct UtcTime {
 
 impl UtcTime {
     pub fn now() -> Self {
-        let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         Self::from_unix_millis(since.as_millis() as i64)
     }
 
@@ -46,7 +48,10 @@ impl UtcTime {
         let doy = (153 * mp + 2) / 5 + d - 1;
         let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
         let days = era * 146_097 + doe - 719_468;
-        days * 86_400 + i64::from(self.hour) * 3600 + i64::from(self.minute) * 60 + i64::from(self.second)
+        days * 86_400
+            + i64::from(self.hour) * 3600
+            + i64::from(self.minute) * 60
+            + i64::from(self.second)
     }
 
     /// `2026-11-27T22:11:00.123Z`
@@ -87,14 +92,23 @@ mod tests {
 
     #[test]
     fn formats_known_instants() {
-        assert_eq!(UtcTime::from_unix_millis(0).iso8601(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            UtcTime::from_unix_millis(0).iso8601(),
+            "1970-01-01T00:00:00.000Z"
+        );
         // 2026-11-27T22:11:00.5Z
         let t = UtcTime::from_unix_millis(1_795_817_460_500);
         assert_eq!(t.iso8601(), "2026-11-27T22:11:00.500Z");
         assert_eq!(t.compact(), "20261127221100");
         assert_eq!(t.unix_seconds(), 1_795_817_460);
-        assert_eq!(UtcTime::from_unix_millis(951_782_400_000).unix_seconds(), 951_782_400);
+        assert_eq!(
+            UtcTime::from_unix_millis(951_782_400_000).unix_seconds(),
+            951_782_400
+        );
         // Leap day.
-        assert_eq!(UtcTime::from_unix_millis(951_782_400_000).iso8601(), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            UtcTime::from_unix_millis(951_782_400_000).iso8601(),
+            "2000-02-29T00:00:00.000Z"
+        );
     }
 }

@@ -14,8 +14,14 @@ fn check_exists(path: &Path) -> Result<()> {
     }
     match std::fs::metadata(path) {
         Ok(m) if m.is_file() => Ok(()),
-        Ok(_) => Err(Error::argument(format!("database: {} is not a file", path.display()))),
-        Err(_) => Err(Error::argument(format!("database: {} does not exist", path.display()))),
+        Ok(_) => Err(Error::argument(format!(
+            "database: {} is not a file",
+            path.display()
+        ))),
+        Err(_) => Err(Error::argument(format!(
+            "database: {} does not exist",
+            path.display()
+        ))),
     }
 }
 
@@ -25,7 +31,9 @@ pub fn open_read_only(path: &Path, busy_timeout_ms: u64) -> Result<Connection> {
     check_exists(path)?;
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
     )
     .map_err(|e| Error::database(format!("cannot open {}: {e}", path.display())))?;
     configure(&conn, busy_timeout_ms)?;
@@ -38,7 +46,9 @@ pub fn open_read_write(path: &Path, busy_timeout_ms: u64) -> Result<Connection> 
     check_exists(path)?;
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
     )
     .map_err(|e| Error::database(format!("cannot open {}: {e}", path.display())))?;
     configure(&conn, busy_timeout_ms)?;
@@ -51,13 +61,17 @@ fn configure(conn: &Connection, busy_timeout_ms: u64) -> Result<()> {
     // Membership sets and sorts may be large: keep them on disk, not in RAM.
     conn.pragma_update(None, "temp_store", "FILE")?;
     conn.pragma_update(None, "cache_size", -65_536)?; // 64 MiB: fewer cache spills (and fsyncs) inside a long restore transaction
-    // Fail fast on a file that is not a database at all.
-    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0))
-        .map_err(|e| Error::database(format!("not a usable SQLite database: {e}")))?;
+                                                      // Fail fast on a file that is not a database at all.
+    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(|e| Error::database(format!("not a usable SQLite database: {e}")))?;
     Ok(())
 }
 
 /// `delete`, `wal`, `truncate`…
 pub fn journal_mode(conn: &Connection) -> Result<String> {
-    Ok(conn.query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))?.to_lowercase())
+    Ok(conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))?
+        .to_lowercase())
 }

@@ -54,7 +54,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into() }
+        Error {
+            kind,
+            message: message.into(),
+        }
     }
     pub fn argument(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Argument, message)
@@ -104,7 +107,9 @@ impl Error {
             .map(|s| s.to_string())
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".to_string());
-        Error::internal(format!("internal error (a bug in tenant_kit, please report it): {what}"))
+        Error::internal(format!(
+            "internal error (a bug in tenant_kit, please report it): {what}"
+        ))
     }
 }
 

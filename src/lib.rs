@@ -37,7 +37,9 @@ pub(crate) fn private_dir_permissions() -> std::fs::Permissions {
     }
     #[cfg(not(unix))]
     {
-        std::fs::metadata(".").map(|m| m.permissions()).expect("current dir is readable")
+        std::fs::metadata(".")
+            .map(|m| m.permissions())
+            .expect("current dir is readable")
     }
 }
 
@@ -81,7 +83,10 @@ impl TenantId {
     pub fn file_component(&self) -> String {
         match self {
             TenantId::Integer(i) => i.to_string(),
-            TenantId::Text(s) => s.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect(),
+            TenantId::Text(s) => s
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect(),
         }
     }
 }

@@ -8,7 +8,8 @@ pub fn underscore(camel: &str) -> String {
     let mut out = String::with_capacity(camel.len() + 4);
     for (i, &c) in chars.iter().enumerate() {
         if c.is_ascii_uppercase() {
-            let prev_lower = i > 0 && (chars[i - 1].is_ascii_lowercase() || chars[i - 1].is_ascii_digit());
+            let prev_lower =
+                i > 0 && (chars[i - 1].is_ascii_lowercase() || chars[i - 1].is_ascii_digit());
             let next_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
             let prev_upper = i > 0 && chars[i - 1].is_ascii_uppercase();
             if i > 0 && (prev_lower || (prev_upper && next_lower)) {
@@ -38,8 +39,18 @@ pub fn pluralize(word: &str) -> String {
         ("louse", "lice"),
     ];
     const UNCOUNTABLE: &[&str] = &[
-        "equipment", "information", "rice", "money", "species", "series", "fish", "sheep", "jeans",
-        "police", "data", "metadata",
+        "equipment",
+        "information",
+        "rice",
+        "money",
+        "species",
+        "series",
+        "fish",
+        "sheep",
+        "jeans",
+        "police",
+        "data",
+        "metadata",
     ];
     if word.is_empty() || UNCOUNTABLE.iter().any(|u| word.ends_with(u)) {
         return word.to_string();
@@ -79,7 +90,11 @@ pub fn pluralize(word: &str) -> String {
 /// Table Rails gives a model class name: `"Admin::Note"` → `"admin_notes"`,
 /// `"ActiveStorage::Blob"` → `"active_storage_blobs"`.
 pub fn table_for_class(class_name: &str) -> String {
-    let parts: Vec<String> = class_name.split("::").filter(|p| !p.is_empty()).map(underscore).collect();
+    let parts: Vec<String> = class_name
+        .split("::")
+        .filter(|p| !p.is_empty())
+        .map(underscore)
+        .collect();
     match parts.split_last() {
         Some((last, namespace)) => {
             let mut name = namespace.join("_");
@@ -111,7 +126,10 @@ mod tests {
             ("TimeEntry", "time_entries"),
             ("Admin::Note", "admin_notes"),
             ("ActiveStorage::Attachment", "active_storage_attachments"),
-            ("ActiveStorage::VariantRecord", "active_storage_variant_records"),
+            (
+                "ActiveStorage::VariantRecord",
+                "active_storage_variant_records",
+            ),
             ("Person", "people"),
             ("Company", "companies"),
             ("Day", "days"),
@@ -124,8 +142,14 @@ mod tests {
         ] {
             assert_eq!(table_for_class(class), table, "{class}");
         }
-        assert_eq!(table_for_reference("account_id").as_deref(), Some("accounts"));
-        assert_eq!(table_for_reference("category_id").as_deref(), Some("categories"));
+        assert_eq!(
+            table_for_reference("account_id").as_deref(),
+            Some("accounts")
+        );
+        assert_eq!(
+            table_for_reference("category_id").as_deref(),
+            Some("categories")
+        );
         assert_eq!(table_for_reference("name"), None);
     }
 }

@@ -134,7 +134,8 @@ mod tests {
 
     #[test]
     fn event_has_step_and_utc_time() {
-        let json: Value = serde_json::from_str(&Event::new("start").with("n", 3).to_json()).unwrap();
+        let json: Value =
+            serde_json::from_str(&Event::new("start").with("n", 3).to_json()).unwrap();
         assert_eq!(json["step"], "start");
         assert!(json["at"].as_str().unwrap().ends_with('Z'));
         assert_eq!(json["n"], 3);

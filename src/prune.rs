@@ -42,16 +42,21 @@ pub fn parse_archive_name(name: &str) -> Option<(&str, &str)> {
 
 pub fn prune(options: &PruneOptions) -> Result<PruneReport> {
     if options.keep_last.is_none() && options.older_than.is_none() {
-        return Err(Error::argument("prune needs keep_last:, older_than: or both"));
+        return Err(Error::argument(
+            "prune needs keep_last:, older_than: or both",
+        ));
     }
     if let Some(cutoff) = &options.older_than {
         if cutoff.len() != 14 || !cutoff.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(Error::argument("older_than must be a UTC stamp yyyymmddHHMMSS"));
+            return Err(Error::argument(
+                "older_than must be a UTC stamp yyyymmddHHMMSS",
+            ));
         }
     }
     let only = options.tenant_id.as_ref().map(|t| t.file_component());
-    let entries = std::fs::read_dir(&options.output_dir)
-        .map_err(|e| Error::argument(format!("output_dir {}: {e}", options.output_dir.display())))?;
+    let entries = std::fs::read_dir(&options.output_dir).map_err(|e| {
+        Error::argument(format!("output_dir {}: {e}", options.output_dir.display()))
+    })?;
 
     // tenant id → [(stamp, path)]
     let mut by_tenant: BTreeMap<String, Vec<(String, PathBuf)>> = BTreeMap::new();
@@ -59,7 +64,9 @@ pub fn prune(options: &PruneOptions) -> Result<PruneReport> {
         let entry = entry?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some((id, stamp)) = parse_archive_name(name) else { continue };
+        let Some((id, stamp)) = parse_archive_name(name) else {
+            continue;
+        };
         if only.as_deref().is_some_and(|o| o != id) {
             continue;
         }
@@ -67,18 +74,29 @@ pub fn prune(options: &PruneOptions) -> Result<PruneReport> {
         if !entry.file_type()?.is_file() {
             continue;
         }
-        by_tenant.entry(id.to_string()).or_default().push((stamp.to_string(), entry.path()));
+        by_tenant
+            .entry(id.to_string())
+            .or_default()
+            .push((stamp.to_string(), entry.path()));
     }
 
-    let mut report = PruneReport { deleted: Vec::new(), kept: Vec::new(), dry_run: options.dry_run };
+    let mut report = PruneReport {
+        deleted: Vec::new(),
+        kept: Vec::new(),
+        dry_run: options.dry_run,
+    };
     for (_, mut archives) in by_tenant {
         archives.sort_by(|a, b| b.0.cmp(&a.0)); // newest first
         for (rank, (stamp, path)) in archives.into_iter().enumerate() {
             let beyond_keep = options.keep_last.is_none_or(|n| rank as u64 >= n);
-            let too_old = options.older_than.as_ref().is_none_or(|cutoff| &stamp < cutoff);
+            let too_old = options
+                .older_than
+                .as_ref()
+                .is_none_or(|cutoff| &stamp < cutoff);
             if beyond_keep && too_old {
                 if !options.dry_run {
-                    std::fs::remove_file(&path).map_err(|e| Error::io(format!("deleting {}: {e}", path.display())))?;
+                    std::fs::remove_file(&path)
+                        .map_err(|e| Error::io(format!("deleting {}: {e}", path.display())))?;
                 }
                 report.deleted.push(path);
             } else {
@@ -97,7 +115,10 @@ mod tests {
 
     #[test]
     fn only_exact_names_are_archives() {
-        assert_eq!(parse_archive_name("tenant_12_20261127221100.tar.gz"), Some(("12", "20261127221100")));
+        assert_eq!(
+            parse_archive_name("tenant_12_20261127221100.tar.gz"),
+            Some(("12", "20261127221100"))
+        );
         assert_eq!(
             parse_archive_name("tenant_0b1c-77_20261127221100.tar.gz"),
             Some(("0b1c-77", "20261127221100"))

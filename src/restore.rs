@@ -11,7 +11,9 @@ use crate::db;
 use crate::error::{Error, Result, ResultExt};
 use crate::progress::{report_failure, Event, Progress, Throttle};
 use crate::schema::{quote, Schema, Table};
-use crate::scope::{is_blob_table, Membership, MemberSets, RelationHint, ScopeOptions, Side, TenantScope};
+use crate::scope::{
+    is_blob_table, MemberSets, Membership, RelationHint, ScopeOptions, Side, TenantScope,
+};
 use crate::value::SqlValue;
 use crate::verify::{check_dump, limits_with};
 use crate::TenantId;
@@ -131,7 +133,10 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
         Event::new("start")
             .with("operation", "restore")
             .with("archive", options.archive.display().to_string())
-            .with("tenant_id", serde_json::to_value(&options.tenant_id).unwrap_or_default())
+            .with(
+                "tenant_id",
+                serde_json::to_value(&options.tenant_id).unwrap_or_default(),
+            )
             .with("dry_run", options.dry_run)
             .with("purge", options.purge)
             .with("restore", options.restore)
@@ -169,13 +174,21 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
         .iter()
         .flat_map(|t| {
             t.polymorphic.iter().flat_map(move |(col, classes)| {
-                classes.iter().map(move |class| (t.name.clone(), col.clone(), class.clone()))
+                classes
+                    .iter()
+                    .map(move |class| (t.name.clone(), col.clone(), class.clone()))
             })
         })
         .collect();
     let scope = TenantScope::discover(&conn, &schema, &scope_options(options), &known_types)?;
     check_schema(&extracted, &schema, &scope)?;
-    let ctx = Context { options, schema: &schema, scope: &scope, extracted: &extracted, source };
+    let ctx = Context {
+        options,
+        schema: &schema,
+        scope: &scope,
+        extracted: &extracted,
+        source,
+    };
 
     // ---- 3. plan: read-only, outside the write lock ----
     conn.execute_batch("BEGIN")?;
@@ -185,8 +198,14 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
     progress.emit(
         Event::new("plan")
             .with("tables", plan.counts.len() as u64)
-            .with("insert", plan.counts.values().map(|c| c.insert).sum::<u64>())
-            .with("update", plan.counts.values().map(|c| c.update).sum::<u64>())
+            .with(
+                "insert",
+                plan.counts.values().map(|c| c.insert).sum::<u64>(),
+            )
+            .with(
+                "update",
+                plan.counts.values().map(|c| c.update).sum::<u64>(),
+            )
             .with("purge", plan.counts.values().map(|c| c.purge).sum::<u64>())
             .with("conflicts", plan.conflict_count),
     )?;
@@ -200,7 +219,10 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
         purged: BTreeMap::new(),
         conflicts: plan.conflicts.clone(),
         conflict_count: plan.conflict_count,
-        blobs: BlobCounts { total: manifest.blobs.len() as u64, ..Default::default() },
+        blobs: BlobCounts {
+            total: manifest.blobs.len() as u64,
+            ..Default::default()
+        },
         renamed_keys: BTreeMap::new(),
         tenant_row_created: false,
         lock_ms: 0,
@@ -209,7 +231,11 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
     };
     if options.dry_run {
         report.duration_ms = started.elapsed().as_millis() as u64;
-        progress.emit(Event::new("done").with("dry_run", true).with("conflicts", plan.conflict_count))?;
+        progress.emit(
+            Event::new("done")
+                .with("dry_run", true)
+                .with("conflicts", plan.conflict_count),
+        )?;
         return Ok(report);
     }
     if plan.conflict_count > 0 {
@@ -219,10 +245,18 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
     // ---- 4. apply: one write transaction ----
     let mut files = WrittenFiles::default();
     let lock_started = Instant::now();
-    let applied = apply(&conn, &ctx, &plan.blob_ids, &mut report, &mut files, progress);
+    let applied = apply(
+        &conn,
+        &ctx,
+        &plan.blob_ids,
+        &mut report,
+        &mut files,
+        progress,
+    );
     let applied = applied.and_then(|purged_keys| {
         progress.emit(Event::new("commit"))?;
-        conn.execute_batch("COMMIT").map_err(|e| Error::database(format!("commit failed: {e}")))?;
+        conn.execute_batch("COMMIT")
+            .map_err(|e| Error::database(format!("commit failed: {e}")))?;
         Ok(purged_keys)
     });
     report.lock_ms = lock_started.elapsed().as_millis() as u64;
@@ -238,7 +272,9 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
     // ---- 5. after commit: files of purged blobs nobody uses any more ----
     if let Some(root) = &options.storage_root {
         for key in purged_keys {
-            if archive::check_blob_key(&key).is_ok() && std::fs::remove_file(archive::disk_path(root, &key)).is_ok() {
+            if archive::check_blob_key(&key).is_ok()
+                && std::fs::remove_file(archive::disk_path(root, &key)).is_ok()
+            {
                 report.blobs.removed += 1;
             }
         }
@@ -266,11 +302,16 @@ fn scope_options(options: &RestoreOptions) -> ScopeOptions {
 
 fn check_options(options: &RestoreOptions) -> Result<()> {
     if !options.restore && !options.purge {
-        return Err(Error::argument("nothing to do: restore and purge are both false"));
+        return Err(Error::argument(
+            "nothing to do: restore and purge are both false",
+        ));
     }
     if let Some(root) = &options.storage_root {
         if !root.is_dir() {
-            return Err(Error::argument(format!("storage_root {} is not a directory", root.display())));
+            return Err(Error::argument(format!(
+                "storage_root {} is not a directory",
+                root.display()
+            )));
         }
     }
     if let TenantId::Text(s) = &options.tenant_id {
@@ -315,19 +356,26 @@ fn check_schema(extracted: &Extracted, schema: &Schema, scope: &TenantScope) -> 
             continue;
         };
         if scope.table(&entry.name).is_none() {
-            problems.push(format!("table {} is not tenant data in this database", entry.name));
+            problems.push(format!(
+                "table {} is not tenant data in this database",
+                entry.name
+            ));
             continue;
         }
         for c in &entry.columns {
             match table.column(c) {
                 None => problems.push(format!("column {}.{c} is missing", entry.name)),
-                Some(col) if col.generated => problems.push(format!("column {}.{c} is generated here", entry.name)),
+                Some(col) if col.generated => {
+                    problems.push(format!("column {}.{c} is generated here", entry.name))
+                }
                 Some(_) => {}
             }
         }
         for col in table.stored_columns() {
             let in_archive = entry.columns.iter().any(|c| c == &col.name);
-            let rowid_alias = col.pk_position > 0 && col.decl_type.eq_ignore_ascii_case("integer") && table.primary_key().len() == 1;
+            let rowid_alias = col.pk_position > 0
+                && col.decl_type.eq_ignore_ascii_case("integer")
+                && table.primary_key().len() == 1;
             if !in_archive && col.not_null && !col.has_default && !rowid_alias {
                 problems.push(format!(
                     "column {}.{} is NOT NULL without a default and the archive has no values for it",
@@ -339,7 +387,10 @@ fn check_schema(extracted: &Extracted, schema: &Schema, scope: &TenantScope) -> 
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(Error::schema(format!("the archive does not fit this database: {}", problems.join("; "))))
+        Err(Error::schema(format!(
+            "the archive does not fit this database: {}",
+            problems.join("; ")
+        )))
     }
 }
 
@@ -349,8 +400,16 @@ fn version_key(v: &str) -> (usize, &str) {
 }
 
 fn conflict_error(conflicts: &[Conflict], count: u64) -> Error {
-    let listed: Vec<String> = conflicts.iter().take(10).map(|c| format!("{} {} ({})", c.table, c.key, c.reason)).collect();
-    let more = if count > listed.len() as u64 { format!(" and {} more", count - listed.len() as u64) } else { String::new() };
+    let listed: Vec<String> = conflicts
+        .iter()
+        .take(10)
+        .map(|c| format!("{} {} ({})", c.table, c.key, c.reason))
+        .collect();
+    let more = if count > listed.len() as u64 {
+        format!(" and {} more", count - listed.len() as u64)
+    } else {
+        String::new()
+    };
     Error::conflict(format!(
         "the restore would touch rows of another tenant: {}{more}; nothing was changed",
         listed.join(", ")
@@ -410,7 +469,10 @@ impl TableOps {
         let pk_names = table.primary_key();
         let pk: Vec<usize> = pk_names.iter().filter_map(|c| pos(c)).collect();
         let has_pk = !pk_names.is_empty() && pk.len() == pk_names.len();
-        let scoped = ctx.scope.table(&entry.name).expect("checked by check_schema");
+        let scoped = ctx
+            .scope
+            .table(&entry.name)
+            .expect("checked by check_schema");
         let tenant_row = matches!(scoped.membership, Membership::TenantRow { .. });
         let derived = matches!(scoped.membership, Membership::Derived { .. });
 
@@ -421,7 +483,12 @@ impl TableOps {
             }
         }
         if let Some(tt) = ctx.scope.tenant_table() {
-            for r in ctx.scope.references.iter().filter(|r| r.table == entry.name && r.parent == tt.name) {
+            for r in ctx
+                .scope
+                .references
+                .iter()
+                .filter(|r| r.table == entry.name && r.parent == tt.name)
+            {
                 if let [col] = r.columns.as_slice() {
                     if let Some(p) = pos(col) {
                         let typed = match &r.polymorphic {
@@ -440,8 +507,15 @@ impl TableOps {
         }
 
         let qt = quote(&entry.name);
-        let col_list = columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
-        let params = (0..columns.len()).map(|i| format!("?{}", i + 2)).collect::<Vec<_>>().join(", ");
+        let col_list = columns
+            .iter()
+            .map(|c| quote(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let params = (0..columns.len())
+            .map(|i| format!("?{}", i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
         // Evaluated for one row at a time: probes, not IN lists.
         let ours = sets.ours.member_probe(&entry.name, &qt)?;
         let others = sets.others.member_probe(&entry.name, &qt)?;
@@ -458,7 +532,11 @@ impl TableOps {
                 .filter(|(i, _)| !pk.contains(i))
                 .map(|(_, c)| format!("{} = excluded.{}", quote(c), quote(c)))
                 .collect();
-            let conflict_target = pk_names.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
+            let conflict_target = pk_names
+                .iter()
+                .map(|c| quote(c))
+                .collect::<Vec<_>>()
+                .join(", ");
             let on_conflict = if updates.is_empty() {
                 // Key-only table: an existing member row is already right;
                 // touch it so changes() tells member from stranger.
@@ -516,7 +594,12 @@ impl TableOps {
             .optional()?)
     }
 
-    fn prepare(&self, ctx: &Context<'_>, line: &RowLine, renamed: &BTreeMap<String, String>) -> Result<Prepared> {
+    fn prepare(
+        &self,
+        ctx: &Context<'_>,
+        line: &RowLine,
+        renamed: &BTreeMap<String, String>,
+    ) -> Result<Prepared> {
         let mut values: Vec<SqlValue> = self
             .columns
             .iter()
@@ -631,7 +714,11 @@ fn plan(conn: &Connection, ctx: &Context<'_>, progress: &mut dyn Progress) -> Re
             if matches!(t.membership, Membership::TenantRow { .. }) {
                 continue;
             }
-            let sql = format!("SELECT count(*) FROM {} AS a WHERE {}", quote(&t.name), sets.ours.member_predicate(&t.name, "a")?);
+            let sql = format!(
+                "SELECT count(*) FROM {} AS a WHERE {}",
+                quote(&t.name),
+                sets.ours.member_predicate(&t.name, "a")?
+            );
             let mut stmt = conn.prepare(&sql)?;
             let params = crate::scope::tenant_params(&stmt, &target);
             let n: i64 = stmt.query_row(&*params, |r| r.get(0))?;
@@ -646,43 +733,53 @@ fn plan(conn: &Connection, ctx: &Context<'_>, progress: &mut dyn Progress) -> Re
     if ctx.options.restore {
         let mut ops: Option<TableOps> = None;
         let no_renames = BTreeMap::new();
-        check_dump(ctx.extracted, limits_with(ctx.options.max_line_bytes), progress, |entry, line| {
-            if ops.as_ref().map(|o| o.name != entry.name).unwrap_or(true) {
-                ops = Some(TableOps::new(ctx, &sets, entry)?);
-            }
-            let ops = ops.as_ref().expect("just set");
-            check_row_references(ctx, ops, line)?;
-            let row = ops.prepare(ctx, line, &no_renames)?;
-            if is_blob_table(&entry.name) {
-                if let Some(key) = line.row.get("key").and_then(|v| v.as_text()) {
-                    let id = match line.row.get("id") {
-                        Some(SqlValue::Integer(i)) => Some(*i),
-                        _ => None,
-                    };
-                    blob_ids.insert(key.to_string(), id);
+        check_dump(
+            ctx.extracted,
+            limits_with(ctx.options.max_line_bytes),
+            progress,
+            |entry, line| {
+                if ops.as_ref().map(|o| o.name != entry.name).unwrap_or(true) {
+                    ops = Some(TableOps::new(ctx, &sets, entry)?);
                 }
-            }
-            let c = counts.entry(entry.name.clone()).or_default();
-            let found = ops.lookup(conn, &bind_all(&target, &row.values))?;
-            match outcome(ops, found, ctx.options.purge) {
-                Outcome::Insert => c.insert += 1,
-                Outcome::Update => c.update += 1,
-                Outcome::Unchanged => c.unchanged += 1,
-                Outcome::Conflict => {
-                    conflict_count += 1;
-                    if conflicts.len() < MAX_LISTED_CONFLICTS {
-                        conflicts.push(Conflict {
-                            table: entry.name.clone(),
-                            key: ops.describe_key(&row.values),
-                            reason: "the key belongs to another tenant".into(),
-                        });
+                let ops = ops.as_ref().expect("just set");
+                check_row_references(ctx, ops, line)?;
+                let row = ops.prepare(ctx, line, &no_renames)?;
+                if is_blob_table(&entry.name) {
+                    if let Some(key) = line.row.get("key").and_then(|v| v.as_text()) {
+                        let id = match line.row.get("id") {
+                            Some(SqlValue::Integer(i)) => Some(*i),
+                            _ => None,
+                        };
+                        blob_ids.insert(key.to_string(), id);
                     }
                 }
-            }
-            Ok(())
-        })?;
+                let c = counts.entry(entry.name.clone()).or_default();
+                let found = ops.lookup(conn, &bind_all(&target, &row.values))?;
+                match outcome(ops, found, ctx.options.purge) {
+                    Outcome::Insert => c.insert += 1,
+                    Outcome::Update => c.update += 1,
+                    Outcome::Unchanged => c.unchanged += 1,
+                    Outcome::Conflict => {
+                        conflict_count += 1;
+                        if conflicts.len() < MAX_LISTED_CONFLICTS {
+                            conflicts.push(Conflict {
+                                table: entry.name.clone(),
+                                key: ops.describe_key(&row.values),
+                                reason: "the key belongs to another tenant".into(),
+                            });
+                        }
+                    }
+                }
+                Ok(())
+            },
+        )?;
     }
-    Ok(Plan { counts, conflicts, conflict_count, blob_ids })
+    Ok(Plan {
+        counts,
+        conflicts,
+        conflict_count,
+        blob_ids,
+    })
 }
 
 /// In tables whose rows belong to the tenant through a polymorphic
@@ -691,7 +788,9 @@ fn plan(conn: &Connection, ctx: &Context<'_>, progress: &mut dyn Progress) -> Re
 /// plain data. Blob rows must carry keys of ActiveStorage's alphabet.
 fn check_row_references(ctx: &Context<'_>, ops: &TableOps, line: &RowLine) -> Result<()> {
     for (column, value) in line.row.0.iter().filter(|_| ops.derived) {
-        let Some(stem) = column.strip_suffix("_type") else { continue };
+        let Some(stem) = column.strip_suffix("_type") else {
+            continue;
+        };
         let id_col = format!("{stem}_id");
         if !ops.columns.contains(&id_col) {
             continue;
@@ -707,7 +806,11 @@ fn check_row_references(ctx: &Context<'_>, ops: &TableOps, line: &RowLine) -> Re
         }
     }
     if is_blob_table(&ops.name) {
-        let key = line.row.get("key").and_then(|v| v.as_text()).unwrap_or_default();
+        let key = line
+            .row
+            .get("key")
+            .and_then(|v| v.as_text())
+            .unwrap_or_default();
         archive::check_blob_key(key).map_err(|e| e.context(format!("{} row", ops.name)))?;
     }
     Ok(())
@@ -777,8 +880,15 @@ fn fresh_blob_key(conn: &Connection, root: Option<&Path>) -> Result<String> {
     for _ in 0..100 {
         let mut bytes = [0u8; 28];
         getrandom(&mut bytes)?;
-        let key: String = bytes.iter().map(|b| ALPHABET[(*b as usize) % 36] as char).collect();
-        let taken: bool = conn.query_row("SELECT EXISTS (SELECT 1 FROM active_storage_blobs WHERE key = ?1)", [&key], |r| r.get(0))?;
+        let key: String = bytes
+            .iter()
+            .map(|b| ALPHABET[(*b as usize) % 36] as char)
+            .collect();
+        let taken: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM active_storage_blobs WHERE key = ?1)",
+            [&key],
+            |r| r.get(0),
+        )?;
         let on_disk = root.is_some_and(|r| archive::disk_path(r, &key).exists());
         if !taken && !on_disk {
             return Ok(key);
@@ -804,9 +914,16 @@ fn apply(
     files: &mut WrittenFiles,
     progress: &mut dyn Progress,
 ) -> Result<Vec<String>> {
-    conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| Error::database(format!("cannot take the write lock: {e}")))?;
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| Error::database(format!("cannot take the write lock: {e}")))?;
     conn.execute_batch("PRAGMA defer_foreign_keys = ON")?;
-    let sets = MemberSets::materialize(conn, ctx.scope, ctx.schema, &ctx.options.tenant_id, Side::Ours)?;
+    let sets = MemberSets::materialize(
+        conn,
+        ctx.scope,
+        ctx.schema,
+        &ctx.options.tenant_id,
+        Side::Ours,
+    )?;
     let target = ctx.target();
     let root = ctx.options.storage_root.as_deref();
 
@@ -814,7 +931,11 @@ fn apply(
     let mut purged_keys: BTreeSet<String> = BTreeSet::new();
     if ctx.options.purge {
         if let Some(blobs) = ctx.scope.tables.iter().find(|t| is_blob_table(&t.name)) {
-            let sql = format!("SELECT a.key FROM {} AS a WHERE {}", quote(&blobs.name), sets.member_predicate(&blobs.name, "a")?);
+            let sql = format!(
+                "SELECT a.key FROM {} AS a WHERE {}",
+                quote(&blobs.name),
+                sets.member_predicate(&blobs.name, "a")?
+            );
             let mut stmt = conn.prepare(&sql)?;
             let params = crate::scope::tenant_params(&stmt, &target);
             let keys = stmt.query_map(&*params, |r| r.get::<_, String>(0))?;
@@ -828,18 +949,26 @@ fn apply(
             }
             progress.check_interrupt()?;
             let qt = quote(&t.name);
-            let sql = format!("DELETE FROM {qt} WHERE {}", sets.member_predicate(&t.name, &qt)?);
+            let sql = format!(
+                "DELETE FROM {qt} WHERE {}",
+                sets.member_predicate(&t.name, &qt)?
+            );
             let mut stmt = conn.prepare(&sql)?;
             let params = crate::scope::tenant_params(&stmt, &target);
             let n = stmt.execute(&*params)? as u64;
             if n > 0 {
                 report.purged.insert(t.name.clone(), n);
             }
-            progress.emit(Event::new("purge_progress").with("table", t.name.as_str()).with("processed", n).with("total", n))?;
+            progress.emit(
+                Event::new("purge_progress")
+                    .with("table", t.name.as_str())
+                    .with("processed", n)
+                    .with("total", n),
+            )?;
         }
-        // Membership after the purge: what is left belongs to others.
-        drop(sets);
     }
+    // Membership after the purge (what is left belongs to others); the
+    // sets above are rebuilt under the same temp table names.
     let sets = Sets::materialize(conn, ctx)?;
 
     if ctx.options.restore {
@@ -849,9 +978,15 @@ fn apply(
         for blob in &manifest.blobs {
             progress.check_interrupt()?;
             let holder: Option<i64> = conn
-                .query_row("SELECT id FROM active_storage_blobs WHERE key = ?1", [&blob.key], |r| r.get(0))
+                .query_row(
+                    "SELECT id FROM active_storage_blobs WHERE key = ?1",
+                    [&blob.key],
+                    |r| r.get(0),
+                )
                 .optional()?;
-            let ours = holder.is_some() && holder == blob_rows.get(&blob.key).copied().flatten() && !ctx.options.remap;
+            let ours = holder.is_some()
+                && holder == blob_rows.get(&blob.key).copied().flatten()
+                && !ctx.options.remap;
             let mut key = blob.key.clone();
             if holder.is_some() && !ours {
                 key = fresh_blob_key(conn, root)?;
@@ -892,63 +1027,84 @@ fn apply(
         let mut created_tenant_row = false;
         // Rows of derived tables, checked for membership once all are in.
         let mut derived_rows: Vec<(String, Vec<SqlValue>)> = Vec::new();
-        check_dump(ctx.extracted, limits_with(ctx.options.max_line_bytes), &mut crate::progress::NoProgress, |entry, line| {
-            if ops.as_ref().map(|o| o.name != entry.name).unwrap_or(true) {
-                if let Some(prev) = &ops {
-                    let n = report.restored.get(&prev.name).copied().unwrap_or(0);
-                    progress.emit(Event::new("restore_progress").with("table", prev.name.as_str()).with("processed", n).with("total", n))?;
+        check_dump(
+            ctx.extracted,
+            limits_with(ctx.options.max_line_bytes),
+            &mut crate::progress::NoProgress,
+            |entry, line| {
+                if ops.as_ref().map(|o| o.name != entry.name).unwrap_or(true) {
+                    if let Some(prev) = &ops {
+                        let n = report.restored.get(&prev.name).copied().unwrap_or(0);
+                        progress.emit(
+                            Event::new("restore_progress")
+                                .with("table", prev.name.as_str())
+                                .with("processed", n)
+                                .with("total", n),
+                        )?;
+                    }
+                    ops = Some(TableOps::new(ctx, &sets, entry)?);
                 }
-                ops = Some(TableOps::new(ctx, &sets, entry)?);
-            }
-            let ops = ops.as_ref().expect("just set");
-            let row = ops.prepare(ctx, line, &renamed)?;
-            let params = bind_all(&target, &row.values);
-            if ops.tenant_row {
-                // Created when missing, never overwritten.
-                if ops.lookup(conn, &params)?.is_none() {
-                    conn.prepare_cached(&ops.insert_sql)?.execute(&*params)?;
-                    created_tenant_row = true;
-                    *report.restored.entry(entry.name.clone()).or_default() += 1;
+                let ops = ops.as_ref().expect("just set");
+                let row = ops.prepare(ctx, line, &renamed)?;
+                let params = bind_all(&target, &row.values);
+                if ops.tenant_row {
+                    // Created when missing, never overwritten.
+                    if ops.lookup(conn, &params)?.is_none() {
+                        conn.prepare_cached(&ops.insert_sql)?.execute(&*params)?;
+                        created_tenant_row = true;
+                        *report.restored.entry(entry.name.clone()).or_default() += 1;
+                    }
+                    return Ok(());
                 }
-                return Ok(());
-            }
-            let mut write = conn.prepare_cached(&ops.write_sql)?;
-            let changed = write
-                .execute(&*params)
-                .map_err(|e| Error::database(format!("{} {}: {e}", ops.name, ops.describe_key(&row.values))))?;
-            if ops.derived {
-                derived_rows.push((ops.name.clone(), row.values.clone()));
-            }
-            if changed == 0 && ops.has_pk {
-                conflicts.push(Conflict {
-                    table: ops.name.clone(),
-                    key: ops.describe_key(&row.values),
-                    reason: "the key belongs to another tenant".into(),
-                });
-                return Err(conflict_error(&conflicts, conflicts.len() as u64));
-            }
-            *report.restored.entry(entry.name.clone()).or_default() += changed as u64;
-            done += 1;
-            if done % 1024 == 0 {
-                progress.check_interrupt()?;
-            }
-            if throttle.due(done) {
-                progress.emit(
-                    Event::new("restore_progress")
-                        .with("table", entry.name.as_str())
-                        .with("processed", report.restored.get(&entry.name).copied().unwrap_or(0))
-                        .with("total", entry.rows),
-                )?;
-            }
-            Ok(())
-        })?;
+                let mut write = conn.prepare_cached(&ops.write_sql)?;
+                let changed = write.execute(&*params).map_err(|e| {
+                    Error::database(format!(
+                        "{} {}: {e}",
+                        ops.name,
+                        ops.describe_key(&row.values)
+                    ))
+                })?;
+                if ops.derived {
+                    derived_rows.push((ops.name.clone(), row.values.clone()));
+                }
+                if changed == 0 && ops.has_pk {
+                    conflicts.push(Conflict {
+                        table: ops.name.clone(),
+                        key: ops.describe_key(&row.values),
+                        reason: "the key belongs to another tenant".into(),
+                    });
+                    return Err(conflict_error(&conflicts, conflicts.len() as u64));
+                }
+                *report.restored.entry(entry.name.clone()).or_default() += changed as u64;
+                done += 1;
+                if done % 1024 == 0 {
+                    progress.check_interrupt()?;
+                }
+                if throttle.due(done) {
+                    progress.emit(
+                        Event::new("restore_progress")
+                            .with("table", entry.name.as_str())
+                            .with(
+                                "processed",
+                                report.restored.get(&entry.name).copied().unwrap_or(0),
+                            )
+                            .with("total", entry.rows),
+                    )?;
+                }
+                Ok(())
+            },
+        )?;
         if let Some(prev) = &ops {
             let n = report.restored.get(&prev.name).copied().unwrap_or(0);
-            progress.emit(Event::new("restore_progress").with("table", prev.name.as_str()).with("processed", n).with("total", n))?;
+            progress.emit(
+                Event::new("restore_progress")
+                    .with("table", prev.name.as_str())
+                    .with("processed", n)
+                    .with("total", n),
+            )?;
         }
         report.tenant_row_created = created_tenant_row;
         report.renamed_keys = renamed;
-        drop(sets);
         check_restored_membership(conn, ctx, &derived_rows)?;
     }
 
@@ -965,13 +1121,21 @@ fn apply(
 /// After writing, every derived row we restored must belong to the tenant
 /// through its parents: a join row pointing at another tenant's task, or an
 /// attachment of another tenant's record, is a conflict.
-fn check_restored_membership(conn: &Connection, ctx: &Context<'_>, rows: &[(String, Vec<SqlValue>)]) -> Result<()> {
+fn check_restored_membership(
+    conn: &Connection,
+    ctx: &Context<'_>,
+    rows: &[(String, Vec<SqlValue>)],
+) -> Result<()> {
     let sets = Sets::materialize(conn, ctx)?;
     let target = ctx.target();
     let mut ops: Option<TableOps> = None;
     for (table, values) in rows {
         if ops.as_ref().map(|o| &o.name != table).unwrap_or(true) {
-            let entry = ctx.extracted.manifest.table(table).expect("restored tables are in the manifest");
+            let entry = ctx
+                .extracted
+                .manifest
+                .table(table)
+                .expect("restored tables are in the manifest");
             ops = Some(TableOps::new(ctx, &sets, entry)?);
         }
         let ops = ops.as_ref().expect("just set");
@@ -991,12 +1155,16 @@ fn check_restored_membership(conn: &Connection, ctx: &Context<'_>, rows: &[(Stri
 fn foreign_key_violations(conn: &Connection, ctx: &Context<'_>) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for entry in &ctx.extracted.manifest.tables {
-        let mut stmt = conn.prepare("SELECT \"table\", rowid, parent FROM pragma_foreign_key_check(?1) LIMIT 10")?;
+        let mut stmt = conn.prepare(
+            "SELECT \"table\", rowid, parent FROM pragma_foreign_key_check(?1) LIMIT 10",
+        )?;
         let rows = stmt.query_map([&entry.name], |r| {
             Ok(format!(
                 "{} rowid {} -> {}",
                 r.get::<_, String>(0)?,
-                r.get::<_, Option<i64>>(1)?.map(|i| i.to_string()).unwrap_or_default(),
+                r.get::<_, Option<i64>>(1)?
+                    .map(|i| i.to_string())
+                    .unwrap_or_default(),
                 r.get::<_, String>(2)?
             ))
         })?;

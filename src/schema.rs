@@ -130,8 +130,16 @@ impl Schema {
             } else {
                 None
             };
-            let columns = if skip == Some(SkipReason::Virtual) { Vec::new() } else { read_columns(conn, name)? };
-            let foreign_keys = if skip.is_some() { Vec::new() } else { read_foreign_keys(conn, name)? };
+            let columns = if skip == Some(SkipReason::Virtual) {
+                Vec::new()
+            } else {
+                read_columns(conn, name)?
+            };
+            let foreign_keys = if skip.is_some() {
+                Vec::new()
+            } else {
+                read_foreign_keys(conn, name)?
+            };
             tables.push(Table {
                 name: name.clone(),
                 columns,
@@ -143,12 +151,19 @@ impl Schema {
         // Resolve `REFERENCES parent` (no column list) to the parent's key.
         let pks: Vec<(String, Vec<String>)> = tables
             .iter()
-            .map(|t| (t.name.clone(), t.primary_key().into_iter().map(String::from).collect()))
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    t.primary_key().into_iter().map(String::from).collect(),
+                )
+            })
             .collect();
         for table in &mut tables {
             for fk in &mut table.foreign_keys {
                 if fk.to.iter().all(|c| c.is_empty()) {
-                    if let Some((_, pk)) = pks.iter().find(|(n, _)| n.eq_ignore_ascii_case(&fk.table)) {
+                    if let Some((_, pk)) =
+                        pks.iter().find(|(n, _)| n.eq_ignore_ascii_case(&fk.table))
+                    {
                         fk.to = pk.clone();
                     }
                 }
@@ -165,7 +180,10 @@ impl Schema {
         } else {
             None
         };
-        Ok(Schema { tables, migration_version })
+        Ok(Schema {
+            tables,
+            migration_version,
+        })
     }
 
     pub fn table(&self, name: &str) -> Option<&Table> {
@@ -174,8 +192,11 @@ impl Schema {
 
     /// Case-insensitive lookup, as SQLite resolves identifiers.
     pub fn table_ci(&self, name: &str) -> Option<&Table> {
-        self.table(name)
-            .or_else(|| self.tables.iter().find(|t| t.name.eq_ignore_ascii_case(name)))
+        self.table(name).or_else(|| {
+            self.tables
+                .iter()
+                .find(|t| t.name.eq_ignore_ascii_case(name))
+        })
     }
 }
 
@@ -206,16 +227,21 @@ fn is_shadow_name(name: &str, vtab: &str) -> bool {
     name.len() > vtab.len() + 1
         && name[..vtab.len()].eq_ignore_ascii_case(vtab)
         && name.as_bytes()[vtab.len()] == b'_'
-        && SUFFIXES.iter().any(|s| name[vtab.len() + 1..].eq_ignore_ascii_case(s))
+        && SUFFIXES
+            .iter()
+            .any(|s| name[vtab.len() + 1..].eq_ignore_ascii_case(s))
 }
 
 /// `PRAGMA table_list` (SQLite 3.37+) names shadow tables outright.
 fn shadow_tables(conn: &Connection) -> Result<Vec<String>> {
-    let Ok(mut stmt) = conn.prepare("SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'shadow'")
+    let Ok(mut stmt) = conn
+        .prepare("SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'shadow'")
     else {
         return Ok(Vec::new()); // older SQLite: fall back to the naming rule
     };
-    let names = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    let names = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
     Ok(names)
 }
 
@@ -257,7 +283,14 @@ fn read_foreign_keys(conn: &Connection, table: &str) -> Result<Vec<ForeignKey>> 
                 fk.from.push(from);
                 fk.to.push(to);
             }
-            _ => fks.push((id, ForeignKey { from: vec![from], table: parent, to: vec![to] })),
+            _ => fks.push((
+                id,
+                ForeignKey {
+                    from: vec![from],
+                    table: parent,
+                    to: vec![to],
+                },
+            )),
         }
     }
     Ok(fks.into_iter().map(|(_, fk)| fk).collect())
@@ -291,14 +324,26 @@ mod tests {
         assert_eq!(notes.row_key(), vec!["uuid".to_string()]);
         assert_eq!(notes.foreign_keys[0].to, vec!["id".to_string()]);
         assert!(notes.column("n").unwrap().generated);
-        assert_eq!(schema.table("search").unwrap().skip, Some(SkipReason::Virtual));
-        assert_eq!(schema.table("search_data").unwrap().skip, Some(SkipReason::Shadow));
-        assert_eq!(schema.table("schema_migrations").unwrap().skip, Some(SkipReason::RailsMetadata));
+        assert_eq!(
+            schema.table("search").unwrap().skip,
+            Some(SkipReason::Virtual)
+        );
+        assert_eq!(
+            schema.table("search_data").unwrap().skip,
+            Some(SkipReason::Shadow)
+        );
+        assert_eq!(
+            schema.table("schema_migrations").unwrap().skip,
+            Some(SkipReason::RailsMetadata)
+        );
         assert_eq!(schema.migration_version.as_deref(), Some("20261115000000"));
     }
 
     #[test]
     fn quotes_hostile_names() {
-        assert_eq!(quote(r#"a"; DROP TABLE x; --"#), r#""a""; DROP TABLE x; --""#);
+        assert_eq!(
+            quote(r#"a"; DROP TABLE x; --"#),
+            r#""a""; DROP TABLE x; --""#
+        );
     }
 }

@@ -90,7 +90,10 @@ pub enum Membership {
     TenantColumn,
     /// The row references a member row (join tables, attachments, variant
     /// records), or is referenced by one (ActiveStorage blobs).
-    Derived { owners: Vec<Reference>, owned_by_children: Vec<Reference> },
+    Derived {
+        owners: Vec<Reference>,
+        owned_by_children: Vec<Reference>,
+    },
 }
 
 impl Membership {
@@ -98,7 +101,10 @@ impl Membership {
         match self {
             Membership::TenantRow { .. } => "tenant_row".into(),
             Membership::TenantColumn => "tenant_column".into(),
-            Membership::Derived { owners, owned_by_children } => {
+            Membership::Derived {
+                owners,
+                owned_by_children,
+            } => {
                 let mut via: Vec<String> = owners
                     .iter()
                     .map(|r| format!("{}.{} -> {}", r.table, r.columns.join(","), r.parent))
@@ -166,9 +172,16 @@ impl TenantScope {
         if let Some(t) = &tenant_table {
             let key = schema.table(t).map(|t| t.primary_key()).unwrap_or_default();
             let [key] = key.as_slice() else {
-                return Err(Error::schema(format!("tenants table {t:?} needs a single-column primary key")));
+                return Err(Error::schema(format!(
+                    "tenants table {t:?} needs a single-column primary key"
+                )));
             };
-            member.insert(t.clone(), Membership::TenantRow { key: key.to_string() });
+            member.insert(
+                t.clone(),
+                Membership::TenantRow {
+                    key: key.to_string(),
+                },
+            );
         }
         for t in &direct {
             if Some(&t.name) != tenant_table.as_ref() {
@@ -196,7 +209,13 @@ impl TenantScope {
                     Vec::new()
                 };
                 if !owners.is_empty() || !owned_by_children.is_empty() {
-                    member.insert(table.name.clone(), Membership::Derived { owners, owned_by_children });
+                    member.insert(
+                        table.name.clone(),
+                        Membership::Derived {
+                            owners,
+                            owned_by_children,
+                        },
+                    );
                     grew = true;
                 }
             }
@@ -208,7 +227,11 @@ impl TenantScope {
         // variant records): refresh the reference lists once more.
         let names: BTreeSet<String> = member.keys().cloned().collect();
         for (name, membership) in member.iter_mut() {
-            if let Membership::Derived { owners, owned_by_children } = membership {
+            if let Membership::Derived {
+                owners,
+                owned_by_children,
+            } = membership
+            {
                 *owners = references
                     .iter()
                     .filter(|r| &r.table == name && names.contains(&r.parent))
@@ -238,14 +261,20 @@ impl TenantScope {
             .iter()
             .filter_map(|t| match t.skip {
                 Some(reason) => Some((t.name.clone(), reason.describe().to_string())),
-                None if !names.contains(&t.name) => {
-                    Some((t.name.clone(), format!("no {column} column and no reference to tenant rows")))
-                }
+                None if !names.contains(&t.name) => Some((
+                    t.name.clone(),
+                    format!("no {column} column and no reference to tenant rows"),
+                )),
                 None => None,
             })
             .collect();
 
-        Ok(TenantScope { options: options.clone(), tables, skipped, references })
+        Ok(TenantScope {
+            options: options.clone(),
+            tables,
+            skipped,
+            references,
+        })
     }
 
     pub fn table(&self, name: &str) -> Option<&ScopedTable> {
@@ -253,7 +282,9 @@ impl TenantScope {
     }
 
     pub fn tenant_table(&self) -> Option<&ScopedTable> {
-        self.tables.iter().find(|t| matches!(t.membership, Membership::TenantRow { .. }))
+        self.tables
+            .iter()
+            .find(|t| matches!(t.membership, Membership::TenantRow { .. }))
     }
 
     /// (table, type column, class) of every polymorphic reference in use,
@@ -283,11 +314,17 @@ pub fn is_blob_table(name: &str) -> bool {
     name == "active_storage_blobs"
 }
 
-fn find_tenant_table(schema: &Schema, options: &ScopeOptions, direct: &[&Table]) -> Result<Option<String>> {
+fn find_tenant_table(
+    schema: &Schema,
+    options: &ScopeOptions,
+    direct: &[&Table],
+) -> Result<Option<String>> {
     if let Some(name) = &options.tenant_table {
         return match schema.table(name) {
             Some(t) if t.skip.is_none() => Ok(Some(t.name.clone())),
-            _ => Err(Error::argument(format!("tenant_table {name:?} does not exist"))),
+            _ => Err(Error::argument(format!(
+                "tenant_table {name:?} does not exist"
+            ))),
         };
     }
     let column = options.tenant_column.as_str();
@@ -332,8 +369,9 @@ fn collect_references(
     for hint in &options.relations {
         let child = usable(&hint.table)
             .ok_or_else(|| Error::argument(format!("relation hint: no table {:?}", hint.table)))?;
-        let parent = usable(&hint.references)
-            .ok_or_else(|| Error::argument(format!("relation hint: no table {:?}", hint.references)))?;
+        let parent = usable(&hint.references).ok_or_else(|| {
+            Error::argument(format!("relation hint: no table {:?}", hint.references))
+        })?;
         let parent_columns = if hint.primary_key.is_empty() {
             parent.primary_key().into_iter().map(String::from).collect()
         } else {
@@ -350,23 +388,31 @@ fn collect_references(
                 hint.table, hint.column
             )));
         }
-        push_unique(&mut refs, Reference {
-            table: child.name.clone(),
-            columns: hint.column.clone(),
-            parent: parent.name.clone(),
-            parent_columns,
-            polymorphic: None,
-        });
+        push_unique(
+            &mut refs,
+            Reference {
+                table: child.name.clone(),
+                columns: hint.column.clone(),
+                parent: parent.name.clone(),
+                parent_columns,
+                polymorphic: None,
+            },
+        );
     }
     for table in schema.tables.iter().filter(|t| t.skip.is_none()) {
         for column in &table.columns {
             if column.name == options.tenant_column {
                 continue;
             }
-            let Some(stem) = column.name.strip_suffix("_id") else { continue };
+            let Some(stem) = column.name.strip_suffix("_id") else {
+                continue;
+            };
             let type_column = format!("{stem}_type");
             if table.has_column(&type_column) {
-                let mut classes: BTreeSet<String> = distinct_types(conn, &table.name, &type_column)?.into_iter().collect();
+                let mut classes: BTreeSet<String> =
+                    distinct_types(conn, &table.name, &type_column)?
+                        .into_iter()
+                        .collect();
                 classes.extend(
                     known_types
                         .iter()
@@ -381,23 +427,30 @@ fn collect_references(
                         .unwrap_or_else(|| naming::table_for_class(&class_name));
                     if let Some(parent) = usable(&target) {
                         if let [pk] = parent.primary_key().as_slice() {
-                            push_unique(&mut refs, Reference {
-                                table: table.name.clone(),
-                                columns: vec![column.name.clone()],
-                                parent: parent.name.clone(),
-                                parent_columns: vec![pk.to_string()],
-                                polymorphic: Some((type_column.clone(), class_name.clone())),
-                            });
+                            push_unique(
+                                &mut refs,
+                                Reference {
+                                    table: table.name.clone(),
+                                    columns: vec![column.name.clone()],
+                                    parent: parent.name.clone(),
+                                    parent_columns: vec![pk.to_string()],
+                                    polymorphic: Some((type_column.clone(), class_name.clone())),
+                                },
+                            );
                         }
                     }
                 }
                 continue;
             }
-            let declared = refs.iter().any(|r| r.table == table.name && r.columns == [column.name.clone()]);
+            let declared = refs
+                .iter()
+                .any(|r| r.table == table.name && r.columns == [column.name.clone()]);
             if declared {
                 continue;
             }
-            let Some(parent) = naming::table_for_reference(&column.name).and_then(|t| usable(&t).cloned()) else {
+            let Some(parent) =
+                naming::table_for_reference(&column.name).and_then(|t| usable(&t).cloned())
+            else {
                 continue;
             };
             if let [pk] = parent.primary_key().as_slice() {
@@ -427,7 +480,9 @@ fn distinct_types(conn: &Connection, table: &str, column: &str) -> Result<Vec<St
         t = quote(table)
     );
     let mut stmt = conn.prepare(&sql)?;
-    let types = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    let types = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
     Ok(types)
 }
 
@@ -460,7 +515,12 @@ fn dependency_order(
         order.push(t.to_string());
     }
     while !remaining.is_empty() {
-        let unmet = |name: &str, order: &[String]| parents_of(name).iter().filter(|p| !order.contains(p)).count();
+        let unmet = |name: &str, order: &[String]| {
+            parents_of(name)
+                .iter()
+                .filter(|p| !order.contains(p))
+                .count()
+        };
         let next = remaining
             .iter()
             .position(|n| unmet(n, &order) == 0)
@@ -511,7 +571,11 @@ impl<'a> MemberSets<'a> {
         tenant_id: &crate::TenantId,
         side: Side,
     ) -> Result<MemberSets<'a>> {
-        let sets = MemberSets { scope, schema, side };
+        let sets = MemberSets {
+            scope,
+            schema,
+            side,
+        };
         for (i, t) in scope.tables.iter().enumerate() {
             if let Membership::Derived { .. } = t.membership {
                 let table = sets.schema_table(&t.name)?;
@@ -526,7 +590,10 @@ impl<'a> MemberSets<'a> {
                         let decl = if col == "rowid" {
                             "INTEGER".to_string()
                         } else {
-                            table.column(col).map(|c| c.decl_type.clone()).unwrap_or_default()
+                            table
+                                .column(col)
+                                .map(|c| c.decl_type.clone())
+                                .unwrap_or_default()
                         };
                         format!("k{k} {}", decl.replace(['(', ')', ','], " "))
                     })
@@ -547,7 +614,11 @@ impl<'a> MemberSets<'a> {
         for (i, t) in scope.tables.iter().enumerate() {
             fills.extend(sets.fill_statements(i, t)?);
         }
-        fills.sort_by_key(|f| scope.table(&f.source).is_some_and(|t| matches!(t.membership, Membership::Derived { .. })));
+        fills.sort_by_key(|f| {
+            scope
+                .table(&f.source)
+                .is_some_and(|t| matches!(t.membership, Membership::Derived { .. }))
+        });
         let tenant = tenant_id.to_sql_value();
         let mut version: BTreeMap<String, u64> = BTreeMap::new();
         let mut seen: Vec<Option<u64>> = vec![None; fills.len()];
@@ -570,7 +641,9 @@ impl<'a> MemberSets<'a> {
                 return Ok(sets);
             }
         }
-        Err(Error::internal("membership did not converge after 64 passes"))
+        Err(Error::internal(
+            "membership did not converge after 64 passes",
+        ))
     }
 
     fn schema_table(&self, name: &str) -> Result<&'a Table> {
@@ -584,16 +657,38 @@ impl<'a> MemberSets<'a> {
     /// the child's index from the (small) parent set instead of scanning the
     /// whole child table for every tenant.
     fn fill_statements(&self, index: usize, t: &ScopedTable) -> Result<Vec<Fill>> {
-        let Membership::Derived { owners, owned_by_children } = &t.membership else {
+        let Membership::Derived {
+            owners,
+            owned_by_children,
+        } = &t.membership
+        else {
             return Ok(Vec::new());
         };
         let table = self.schema_table(&t.name)?;
-        let key = table.row_key().iter().map(|k| format!("c.{}", quote(k))).collect::<Vec<_>>().join(", ");
-        let head = format!("INSERT OR IGNORE INTO temp.{} SELECT {key} FROM {} AS c WHERE ", self.set_name(index), quote(&t.name));
-        let link = |c_cols: &[String], other_cols: &[String], other: &str, alias: &str| -> Result<String> {
+        let key = table
+            .row_key()
+            .iter()
+            .map(|k| format!("c.{}", quote(k)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let head = format!(
+            "INSERT OR IGNORE INTO temp.{} SELECT {key} FROM {} AS c WHERE ",
+            self.set_name(index),
+            quote(&t.name)
+        );
+        let link = |c_cols: &[String],
+                    other_cols: &[String],
+                    other: &str,
+                    alias: &str|
+         -> Result<String> {
             let member = self.member_predicate(other, alias)?;
             Ok(if let ([c], [o]) = (c_cols, other_cols) {
-                format!("c.{} IN (SELECT {alias}.{} FROM {} AS {alias} WHERE {member})", quote(c), quote(o), quote(other))
+                format!(
+                    "c.{} IN (SELECT {alias}.{} FROM {} AS {alias} WHERE {member})",
+                    quote(c),
+                    quote(o),
+                    quote(other)
+                )
             } else {
                 let join = c_cols
                     .iter()
@@ -601,26 +696,37 @@ impl<'a> MemberSets<'a> {
                     .map(|(c, o)| format!("{alias}.{} = c.{}", quote(o), quote(c)))
                     .collect::<Vec<_>>()
                     .join(" AND ");
-                format!("EXISTS (SELECT 1 FROM {} AS {alias} WHERE {join} AND {member})", quote(other))
+                format!(
+                    "EXISTS (SELECT 1 FROM {} AS {alias} WHERE {join} AND {member})",
+                    quote(other)
+                )
             })
         };
         let mut out = Vec::new();
         for r in owners {
             let typed = match &r.polymorphic {
-                Some((type_col, class)) => format!("c.{} = {} AND ", quote(type_col), sql_string(class)),
+                Some((type_col, class)) => {
+                    format!("c.{} = {} AND ", quote(type_col), sql_string(class))
+                }
                 None => String::new(),
             };
             out.push(Fill {
                 target: t.name.clone(),
                 source: r.parent.clone(),
-                sql: format!("{head}{typed}{}", link(&r.columns, &r.parent_columns, &r.parent, "p")?),
+                sql: format!(
+                    "{head}{typed}{}",
+                    link(&r.columns, &r.parent_columns, &r.parent, "p")?
+                ),
             });
         }
         for r in owned_by_children {
             out.push(Fill {
                 target: t.name.clone(),
                 source: r.table.clone(),
-                sql: format!("{head}{}", link(&r.parent_columns, &r.columns, &r.table, "x")?),
+                sql: format!(
+                    "{head}{}",
+                    link(&r.parent_columns, &r.columns, &r.table, "x")?
+                ),
             });
         }
         Ok(out)
@@ -656,7 +762,10 @@ impl<'a> MemberSets<'a> {
         };
         Ok(match &scoped.membership {
             Membership::TenantRow { key } => format!("{alias}.{} {test} ?1", quote(key)),
-            Membership::TenantColumn => format!("{alias}.{} {test} ?1", quote(&self.scope.options.tenant_column)),
+            Membership::TenantColumn => format!(
+                "{alias}.{} {test} ?1",
+                quote(&self.scope.options.tenant_column)
+            ),
             Membership::Derived { .. } => {
                 let key = self.schema_table(table)?.row_key();
                 let set = self.set_name(index);
@@ -669,8 +778,15 @@ impl<'a> MemberSets<'a> {
                         .join(" AND ");
                     format!("EXISTS (SELECT 1 FROM temp.{set} AS s WHERE {matches})")
                 } else {
-                    let lhs = key.iter().map(|k| format!("{alias}.{}", quote(k))).collect::<Vec<_>>().join(", ");
-                    let ks = (0..key.len()).map(|k| format!("k{k}")).collect::<Vec<_>>().join(", ");
+                    let lhs = key
+                        .iter()
+                        .map(|k| format!("{alias}.{}", quote(k)))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let ks = (0..key.len())
+                        .map(|k| format!("k{k}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
                     if key.len() == 1 {
                         format!("{lhs} IN (SELECT {ks} FROM temp.{set})")
                     } else {
@@ -684,7 +800,10 @@ impl<'a> MemberSets<'a> {
 
 /// The tenant id as `?1` when the statement uses it (predicates over
 /// derived tables do not), so one call site fits every statement.
-pub fn tenant_params<'p>(stmt: &rusqlite::Statement<'_>, tenant: &'p crate::value::SqlValue) -> Vec<&'p dyn rusqlite::ToSql> {
+pub fn tenant_params<'p>(
+    stmt: &rusqlite::Statement<'_>,
+    tenant: &'p crate::value::SqlValue,
+) -> Vec<&'p dyn rusqlite::ToSql> {
     if stmt.parameter_count() == 0 {
         Vec::new()
     } else {

@@ -10,13 +10,19 @@ use std::time::Duration;
 /// after each step. Returns the number of steps done.
 pub fn busy_work(steps: u64, step_ms: u64, progress: &mut dyn Progress) -> Result<u64> {
     if steps > 100_000 || step_ms > 10_000 {
-        return Err(Error::argument("busy_work: steps <= 100000 and step_ms <= 10000"));
+        return Err(Error::argument(
+            "busy_work: steps <= 100000 and step_ms <= 10000",
+        ));
     }
     progress.emit(Event::new("start").with("total", steps))?;
     for step in 1..=steps {
         progress.check_interrupt()?;
         std::thread::sleep(Duration::from_millis(step_ms));
-        progress.emit(Event::new("tick").with("processed", step).with("total", steps))?;
+        progress.emit(
+            Event::new("tick")
+                .with("processed", step)
+                .with("total", steps),
+        )?;
     }
     progress.emit(Event::new("done"))?;
     Ok(steps)

@@ -193,7 +193,9 @@ impl<'de> Visitor<'de> for SqlValueVisitor {
             other => return Err(de::Error::custom(format!("unknown tagged value {other:?}"))),
         };
         if map.next_key::<de::IgnoredAny>()?.is_some() {
-            return Err(de::Error::custom(format!("tagged value {key:?} has extra keys")));
+            return Err(de::Error::custom(format!(
+                "tagged value {key:?} has extra keys"
+            )));
         }
         Ok(value)
     }
@@ -231,7 +233,10 @@ mod tests {
             (ValueRef::Real(1e300), "1e+300"),
             (ValueRef::Real(f64::INFINITY), r#"{"$real":"inf"}"#),
             (ValueRef::Text(b"0042"), r#""0042""#),
-            (ValueRef::Text("żółw \u{1F422}".as_bytes()), "\"żółw \u{1F422}\""),
+            (
+                ValueRef::Text("żółw \u{1F422}".as_bytes()),
+                "\"żółw \u{1F422}\"",
+            ),
             (ValueRef::Text(b"a\xffb"), r#"{"$text_base64":"Yf9i"}"#),
             (ValueRef::Blob(b"\0x\0"), r#"{"$base64":"AHgA"}"#),
         ];
@@ -241,7 +246,9 @@ mod tests {
             assert_eq!(back, SqlValue::from_ref(value), "{json}");
         }
         // -0.0 == 0.0 in PartialEq; check the sign survives too.
-        let SqlValue::Real(r) = decode("-0.0").unwrap() else { panic!() };
+        let SqlValue::Real(r) = decode("-0.0").unwrap() else {
+            panic!()
+        };
         assert!(r.is_sign_negative());
     }
 

@@ -43,7 +43,11 @@ pub struct VerifyReport {
 
 pub fn verify(options: &VerifyOptions, progress: &mut dyn Progress) -> Result<VerifyReport> {
     let result = (|| {
-        progress.emit(Event::new("start").with("operation", "verify").with("archive", options.archive.display().to_string()))?;
+        progress.emit(
+            Event::new("start")
+                .with("operation", "verify")
+                .with("archive", options.archive.display().to_string()),
+        )?;
         let limits = limits_with(options.max_line_bytes);
         let temp_parent = options.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
         let extracted = extract(&options.archive, &temp_parent, limits, progress)?;
@@ -64,7 +68,11 @@ pub fn verify(options: &VerifyOptions, progress: &mut dyn Progress) -> Result<Ve
             schema_version: m.source.schema_version.clone(),
             errors: m.errors.clone(),
         };
-        progress.emit(Event::new("done").with("rows", report.rows).with("blobs", report.blobs))?;
+        progress.emit(
+            Event::new("done")
+                .with("rows", report.rows)
+                .with("blobs", report.blobs),
+        )?;
         Ok(report)
     })();
     if let Err(e) = &result {
@@ -119,7 +127,9 @@ pub fn check_dump(
         if columns.is_empty() {
             columns = entry.columns.iter().map(String::as_str).collect();
         }
-        if line.row.0.len() != columns.len() || !line.row.0.iter().all(|(c, _)| columns.contains(c.as_str())) {
+        if line.row.0.len() != columns.len()
+            || !line.row.0.iter().all(|(c, _)| columns.contains(c.as_str()))
+        {
             return Err(Error::archive(format!(
                 "dump.jsonl line {}: the columns of {} differ from the manifest",
                 reader.line_no(),
@@ -148,7 +158,12 @@ pub fn check_dump(
             progress.check_interrupt()?;
         }
         if throttle.due(total) {
-            progress.emit(Event::new("verify").with("phase", "rows").with("processed", total).with("total", m.total_rows()))?;
+            progress.emit(
+                Event::new("verify")
+                    .with("phase", "rows")
+                    .with("processed", total)
+                    .with("total", m.total_rows()),
+            )?;
         }
     }
     for (i, entry) in m.tables.iter().enumerate().skip(table_index) {
@@ -157,7 +172,12 @@ pub fn check_dump(
             return Err(count_mismatch(entry, seen));
         }
     }
-    progress.emit(Event::new("verify").with("phase", "rows").with("processed", total).with("total", m.total_rows()))?;
+    progress.emit(
+        Event::new("verify")
+            .with("phase", "rows")
+            .with("processed", total)
+            .with("total", m.total_rows()),
+    )?;
     Ok(())
 }
 
@@ -166,7 +186,11 @@ fn count_mismatch(entry: &TableEntry, found: u64) -> Error {
         "table {}: manifest says {} rows, dump.jsonl has {}{}",
         entry.name,
         entry.rows,
-        if found > entry.rows { "more than that: " } else { "" },
+        if found > entry.rows {
+            "more than that: "
+        } else {
+            ""
+        },
         found
     ))
 }
@@ -174,7 +198,11 @@ fn count_mismatch(entry: &TableEntry, found: u64) -> Error {
 /// Convenience for callers with a plain path.
 pub fn verify_path(archive: &Path) -> Result<VerifyReport> {
     verify(
-        &VerifyOptions { archive: archive.to_path_buf(), tmp_dir: None, max_line_bytes: None },
+        &VerifyOptions {
+            archive: archive.to_path_buf(),
+            tmp_dir: None,
+            max_line_bytes: None,
+        },
         &mut crate::progress::NoProgress,
     )
 }

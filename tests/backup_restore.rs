@@ -39,12 +39,24 @@ fn backup_holds_every_row_of_the_tenant_and_nothing_else() {
     let report = app.backup(2);
     let lines = dump_lines(&report.path);
     let conn = app.conn();
-    for table in ["users", "teams", "projects", "tasks", "time_entries", "tags", "comments", "settings"] {
+    for table in [
+        "users",
+        "teams",
+        "projects",
+        "tasks",
+        "time_entries",
+        "tags",
+        "comments",
+        "settings",
+    ] {
         let mut in_dump: Vec<String> = lines
             .iter()
             .filter(|l| l["table"] == table)
             .map(|l| {
-                assert_eq!(l["row"]["tenant_id"], 2, "{table} row of another tenant: {l}");
+                assert_eq!(
+                    l["row"]["tenant_id"], 2,
+                    "{table} row of another tenant: {l}"
+                );
                 format!("{}", l["row"]["id"])
             })
             .collect();
@@ -54,13 +66,20 @@ fn backup_holds_every_row_of_the_tenant_and_nothing_else() {
     let count = |t: &str| lines.iter().filter(|l| l["table"] == t).count();
     assert_eq!(count("tenants"), 1);
     assert_eq!(count("tags_tasks"), 4);
-    assert_eq!(count("active_storage_attachments"), 3, "two files and the variant's image");
+    assert_eq!(
+        count("active_storage_attachments"),
+        3,
+        "two files and the variant's image"
+    );
     assert_eq!(count("active_storage_blobs"), 3);
     assert_eq!(count("active_storage_variant_records"), 1);
     for l in &lines {
         if l["table"] == "tags_tasks" {
             let task = l["row"]["task_id"].as_i64().unwrap();
-            assert!((2001..3000).contains(&task), "join row of another tenant: {l}");
+            assert!(
+                (2001..3000).contains(&task),
+                "join row of another tenant: {l}"
+            );
         }
         if l["table"] == "active_storage_blobs" {
             assert!(l["row"]["key"].as_str().unwrap().starts_with("t2"), "{l}");
@@ -73,20 +92,36 @@ fn backup_holds_every_row_of_the_tenant_and_nothing_else() {
     assert!(first("tasks") < first("tags_tasks"));
     assert!(first("active_storage_blobs") < first("active_storage_attachments"));
     // Never Rails or SQLite bookkeeping.
-    assert_eq!(count("schema_migrations") + count("ar_internal_metadata") + count("sqlite_sequence"), 0);
+    assert_eq!(
+        count("schema_migrations") + count("ar_internal_metadata") + count("sqlite_sequence"),
+        0
+    );
 
-    let manifest: serde_json::Value = serde_json::from_slice(&archive_entry(&report.path, "manifest.json")).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&archive_entry(&report.path, "manifest.json")).unwrap();
     assert_eq!(manifest["format"], "tenant_kit");
     assert_eq!(manifest["format_version"], "1.0");
     assert_eq!(manifest["tenant"]["id"], 2);
     assert_eq!(manifest["source"]["schema_version"], "20261115000000");
     assert_eq!(manifest["blobs"].as_array().unwrap().len(), 3);
-    let skipped: Vec<&str> = manifest["skipped"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert!(skipped.contains(&"schema_migrations") && skipped.contains(&"ar_internal_metadata"), "{skipped:?}");
+    let skipped: Vec<&str> = manifest["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        skipped.contains(&"schema_migrations") && skipped.contains(&"ar_internal_metadata"),
+        "{skipped:?}"
+    );
     for blob in manifest["blobs"].as_array().unwrap() {
         let key = blob["key"].as_str().unwrap();
         let in_archive = archive_entry(&report.path, &format!("blobs/{key}"));
-        assert_eq!(in_archive, file_bytes(&blob_path(&app.storage, key)), "blob {key} byte-equal");
+        assert_eq!(
+            in_archive,
+            file_bytes(&blob_path(&app.storage, key)),
+            "blob {key} byte-equal"
+        );
     }
     assert_eq!(report.errors, vec![]);
 }
@@ -95,13 +130,29 @@ fn backup_holds_every_row_of_the_tenant_and_nothing_else() {
 fn archive_is_private_named_by_tenant_and_time_and_verifies() {
     let app = App::new();
     let report = app.backup(1);
-    let name = report.path.file_name().unwrap().to_str().unwrap().to_string();
+    let name = report
+        .path
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     let (id, stamp) = tenant_kit::prune::parse_archive_name(&name).expect("archive name pattern");
     assert_eq!(id, "1");
     assert_eq!(stamp.len(), 14);
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&report.path).unwrap().permissions().mode() & 0o777, 0o600);
-    let entries: Vec<_> = std::fs::read_dir(&app.out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(
+        std::fs::metadata(&report.path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let entries: Vec<_> = std::fs::read_dir(&app.out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(entries.len(), 1, "no temp files left: {entries:?}");
     let verified = tenant_kit::verify::verify_path(&report.path).unwrap();
     assert_eq!(verified.rows, report.rows);
@@ -130,7 +181,8 @@ fn exact_values_round_trip_with_their_storage_class() {
     .unwrap();
     let before = app.snapshot();
     let report = app.backup(1);
-    app.restore(&report.path, 1, json!({"purge": true})).unwrap();
+    app.restore(&report.path, 1, json!({"purge": true}))
+        .unwrap();
     assert_eq!(app.snapshot(), before);
     let kinds: Vec<(String, String)> = conn
         .prepare("SELECT typeof(v), hex(v) FROM samples ORDER BY id")
@@ -142,7 +194,11 @@ fn exact_values_round_trip_with_their_storage_class() {
     assert_eq!(kinds[2].0, "real");
     assert_eq!(kinds[4].0, "text");
     assert_eq!(kinds[6], ("blob".into(), "00FF00".into()));
-    assert_eq!(kinds[8], ("text".into(), "61FF62".into()), "invalid UTF-8 text kept byte for byte");
+    assert_eq!(
+        kinds[8],
+        ("text".into(), "61FF62".into()),
+        "invalid UTF-8 text kept byte for byte"
+    );
 }
 
 #[test]
@@ -151,7 +207,9 @@ fn purge_and_restore_gives_back_the_same_database_and_files() {
     let before = app.snapshot();
     let files_before = app.storage_files();
     let report = app.backup(2);
-    let result = app.restore(&report.path, 2, json!({"purge": true})).unwrap();
+    let result = app
+        .restore(&report.path, 2, json!({"purge": true}))
+        .unwrap();
     assert_eq!(result.purged["tasks"], 6);
     assert_eq!(result.restored["tasks"], 6);
     assert!(result.lock_ms <= result.duration_ms);
@@ -196,7 +254,10 @@ fn restoring_twice_is_the_same_as_once() {
     let report = app.backup(1);
     app.restore(&report.path, 1, json!({})).unwrap();
     let second = app.restore(&report.path, 1, json!({})).unwrap();
-    assert_eq!(second.planned["tags_tasks"].unchanged, 4, "join rows are recognised, not duplicated");
+    assert_eq!(
+        second.planned["tags_tasks"].unchanged, 4,
+        "join rows are recognised, not duplicated"
+    );
     assert_eq!(app.snapshot(), before);
 }
 
@@ -206,7 +267,9 @@ fn dry_run_changes_no_byte_and_reports_the_plan() {
     let report = app.backup(1);
     let db_before = file_bytes(&app.db);
     let files_before = app.storage_files();
-    let result = app.restore(&report.path, 1, json!({"dry_run": true, "purge": true})).unwrap();
+    let result = app
+        .restore(&report.path, 1, json!({"dry_run": true, "purge": true}))
+        .unwrap();
     assert!(result.dry_run);
     assert_eq!(result.planned["tasks"].purge, 6);
     assert_eq!(result.planned["tasks"].insert, 6);
@@ -222,7 +285,10 @@ fn remap_into_an_empty_database_creates_the_tenant() {
     let target = App::new();
     // An empty database with the same schema.
     let empty = target.dir.path().join("empty.sqlite3");
-    Connection::open(&empty).unwrap().execute_batch(APP_SCHEMA).unwrap();
+    Connection::open(&empty)
+        .unwrap()
+        .execute_batch(APP_SCHEMA)
+        .unwrap();
     let storage = target.dir.path().join("empty-storage");
     std::fs::create_dir(&storage).unwrap();
     let options: tenant_kit::restore::RestoreOptions = serde_json::from_value(json!({
@@ -246,9 +312,17 @@ fn remap_into_an_empty_database_creates_the_tenant() {
         .collect::<rusqlite::Result<_>>()
         .unwrap();
     assert_eq!(tenants, vec![(7, "Tenant 1".to_string())]);
-    let wrong: i64 = conn.query_row("SELECT count(*) FROM tasks WHERE tenant_id != 7", [], |r| r.get(0)).unwrap();
+    let wrong: i64 = conn
+        .query_row("SELECT count(*) FROM tasks WHERE tenant_id != 7", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
     assert_eq!(wrong, 0);
-    let tasks: i64 = conn.query_row("SELECT count(*) FROM tasks WHERE tenant_id = 7", [], |r| r.get(0)).unwrap();
+    let tasks: i64 = conn
+        .query_row("SELECT count(*) FROM tasks WHERE tenant_id = 7", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
     assert_eq!(tasks, 6);
     assert_eq!(files_below(&storage).len(), 3);
 }
@@ -268,13 +342,20 @@ fn conflict_with_another_tenant_raises_and_changes_nothing() {
     .unwrap();
     let before = app.snapshot();
     let files_before = app.storage_files();
-    let dry = app.restore(&report.path, 1, json!({"dry_run": true})).unwrap();
+    let dry = app
+        .restore(&report.path, 1, json!({"dry_run": true}))
+        .unwrap();
     assert_eq!(dry.conflict_count, 1, "{:?}", dry.conflicts);
     assert_eq!(dry.conflicts[0].table, "tasks");
     assert!(dry.conflicts[0].key.contains("1001"), "{:?}", dry.conflicts);
-    let err = app.restore(&report.path, 1, json!({"purge": true})).unwrap_err();
+    let err = app
+        .restore(&report.path, 1, json!({"purge": true}))
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
-    assert!(err.message().contains("tasks") && err.message().contains("1001"), "{err}");
+    assert!(
+        err.message().contains("tasks") && err.message().contains("1001"),
+        "{err}"
+    );
     assert_eq!(app.snapshot(), before);
     assert_eq!(app.storage_files(), files_before);
 }
@@ -293,17 +374,41 @@ fn blob_key_taken_by_another_blob_gets_a_fresh_key() {
     let result = app.restore(&report.path, 1, json!({})).unwrap();
     let new_key = result.renamed_keys.get(&key).expect("renamed").clone();
     assert_ne!(new_key, key);
-    assert_eq!(file_bytes(&blob_path(&app.storage, &key)), b"someone else's file");
-    let restored: String = conn.query_row("SELECT key FROM active_storage_blobs WHERE id = 1001", [], |r| r.get(0)).unwrap();
+    assert_eq!(
+        file_bytes(&blob_path(&app.storage, &key)),
+        b"someone else's file"
+    );
+    let restored: String = conn
+        .query_row(
+            "SELECT key FROM active_storage_blobs WHERE id = 1001",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(restored, new_key);
-    assert_eq!(file_bytes(&blob_path(&app.storage, &new_key)), "file 1 of tenant 1\n".repeat(50).into_bytes());
+    assert_eq!(
+        file_bytes(&blob_path(&app.storage, &new_key)),
+        "file 1 of tenant 1\n".repeat(50).into_bytes()
+    );
 }
 
 #[test]
 fn cancelled_backup_leaves_no_archive_and_no_temp_files() {
     let app = App::new();
-    for step in ["scan_tables", "dump_progress", "archive_progress", "archive_created", "done"] {
-        let mut progress = |e: Event| if e.step() == step { Err(Error::cancelled()) } else { Ok(()) };
+    for step in [
+        "scan_tables",
+        "dump_progress",
+        "archive_progress",
+        "archive_created",
+        "done",
+    ] {
+        let mut progress = |e: Event| {
+            if e.step() == step {
+                Err(Error::cancelled())
+            } else {
+                Ok(())
+            }
+        };
         let err = tenant_kit::backup::backup(&app.backup_options(1), &mut progress).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Cancelled, "{step}");
         let left: Vec<_> = std::fs::read_dir(&app.out).unwrap().collect();
@@ -321,12 +426,22 @@ fn cancelled_restore_rolls_back_rows_and_files() {
     let before = app.snapshot();
     let files_before = app.storage_files();
     for step in ["purge_progress", "blobs", "restore_progress", "commit"] {
-        let mut progress = |e: Event| if e.step() == step { Err(Error::cancelled()) } else { Ok(()) };
+        let mut progress = |e: Event| {
+            if e.step() == step {
+                Err(Error::cancelled())
+            } else {
+                Ok(())
+            }
+        };
         let options = app.restore_options(&report.path, 1, json!({"purge": true}));
         let err = tenant_kit::restore::restore(&options, &mut progress).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Cancelled, "{step}");
         assert_eq!(app.snapshot(), before, "rows after cancel at {step}");
-        assert_eq!(app.storage_files(), files_before, "files after cancel at {step}");
+        assert_eq!(
+            app.storage_files(),
+            files_before,
+            "files after cancel at {step}"
+        );
     }
 }
 
@@ -358,11 +473,16 @@ fn schema_drift_is_listed_in_full() {
     .unwrap();
     let before = app.snapshot();
     for dry_run in [true, false] {
-        let err = app.restore(&report.path, 1, json!({"dry_run": dry_run})).unwrap_err();
+        let err = app
+            .restore(&report.path, 1, json!({"dry_run": dry_run}))
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Schema, "{err}");
         assert!(err.message().contains("tasks.notes"), "{err}");
         assert!(err.message().contains("time_entries"), "{err}");
-        assert!(!err.message().contains("users.locale"), "a column with a default is fine: {err}");
+        assert!(
+            !err.message().contains("users.locale"),
+            "a column with a default is fine: {err}"
+        );
     }
     assert_eq!(app.snapshot(), before);
 }
@@ -392,7 +512,10 @@ fn other_tenant_column_names_uuid_keys_and_no_foreign_keys() {
     assert_eq!(report.tables["accounts"], 1);
     assert_eq!(report.tables["documents"], 2);
     assert_eq!(report.tables["labels"], 1);
-    assert_eq!(report.tables["documents_labels"], 2, "join rows found by naming convention");
+    assert_eq!(
+        report.tables["documents_labels"], 2,
+        "join rows found by naming convention"
+    );
     let restore: tenant_kit::restore::RestoreOptions = serde_json::from_value(json!({
         "database": db, "archive": report.path, "tenant_id": "a-1", "tenant_column": "account_id", "purge": true
     }))
@@ -412,12 +535,21 @@ fn bad_arguments_are_clear_and_write_nothing() {
         json!({"database": app.db, "tenant_id": 1, "output_dir": app.out, "storage_root": app.dir.path().join("missing")}),
     ];
     for case in cases {
-        let options: tenant_kit::backup::BackupOptions = serde_json::from_value(case.clone()).unwrap();
-        let err = tenant_kit::backup::backup(&options, &mut CollectProgress::default()).unwrap_err();
+        let options: tenant_kit::backup::BackupOptions =
+            serde_json::from_value(case.clone()).unwrap();
+        let err =
+            tenant_kit::backup::backup(&options, &mut CollectProgress::default()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Argument, "{case}: {err}");
-        assert!(std::fs::read_dir(&app.out).unwrap().next().is_none(), "{case} wrote something");
+        assert!(
+            std::fs::read_dir(&app.out).unwrap().next().is_none(),
+            "{case} wrote something"
+        );
     }
-    let err = tenant_kit::api::backup_json(r#"{"database": "x", "tenant_id": 1, "output_dir": "y", "bogus": 1}"#, &mut CollectProgress::default()).unwrap_err();
+    let err = tenant_kit::api::backup_json(
+        r#"{"database": "x", "tenant_id": 1, "output_dir": "y", "bogus": 1}"#,
+        &mut CollectProgress::default(),
+    )
+    .unwrap_err();
     assert!(err.message().contains("bogus"), "{err}");
     #[cfg(unix)]
     {
@@ -427,8 +559,12 @@ fn bad_arguments_are_clear_and_write_nothing() {
         std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o500)).unwrap();
         // root ignores permissions; only check when they apply.
         if std::fs::File::create(ro.join("probe")).is_err() {
-            let options: tenant_kit::backup::BackupOptions = serde_json::from_value(json!({"database": app.db, "tenant_id": 1, "output_dir": ro})).unwrap();
-            let err = tenant_kit::backup::backup(&options, &mut CollectProgress::default()).unwrap_err();
+            let options: tenant_kit::backup::BackupOptions = serde_json::from_value(
+                json!({"database": app.db, "tenant_id": 1, "output_dir": ro}),
+            )
+            .unwrap();
+            let err =
+                tenant_kit::backup::backup(&options, &mut CollectProgress::default()).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Io, "{err}");
         }
     }
@@ -440,18 +576,41 @@ fn progress_events_cover_the_documented_steps() {
     let mut events = CollectProgress::default();
     let report = tenant_kit::backup::backup(&app.backup_options(1), &mut events).unwrap();
     let steps: Vec<String> = events.events.iter().map(|e| e.step().to_string()).collect();
-    for s in ["start", "scan_tables", "dump_progress", "archive_created", "done"] {
-        assert!(steps.contains(&s.to_string()), "backup step {s} missing: {steps:?}");
+    for s in [
+        "start",
+        "scan_tables",
+        "dump_progress",
+        "archive_created",
+        "done",
+    ] {
+        assert!(
+            steps.contains(&s.to_string()),
+            "backup step {s} missing: {steps:?}"
+        );
     }
     let mut events = CollectProgress::default();
     let options = app.restore_options(&report.path, 1, json!({"purge": true}));
     tenant_kit::restore::restore(&options, &mut events).unwrap();
     let steps: Vec<String> = events.events.iter().map(|e| e.step().to_string()).collect();
-    for s in ["start", "verify", "plan", "purge_progress", "restore_progress", "commit", "done"] {
-        assert!(steps.contains(&s.to_string()), "restore step {s} missing: {steps:?}");
+    for s in [
+        "start",
+        "verify",
+        "plan",
+        "purge_progress",
+        "restore_progress",
+        "commit",
+        "done",
+    ] {
+        assert!(
+            steps.contains(&s.to_string()),
+            "restore step {s} missing: {steps:?}"
+        );
     }
     for e in &events.events {
-        assert!(e.get("at").and_then(|v| v.as_str()).is_some_and(|t| t.ends_with('Z')));
+        assert!(e
+            .get("at")
+            .and_then(|v| v.as_str())
+            .is_some_and(|t| t.ends_with('Z')));
     }
 }
 
@@ -459,7 +618,10 @@ fn progress_events_cover_the_documented_steps() {
 fn backups_in_the_same_second_get_distinct_names() {
     let app = App::new();
     let paths: Vec<_> = (0..3).map(|_| app.backup(1).path).collect();
-    let mut names: Vec<_> = paths.iter().map(|p| p.file_name().unwrap().to_owned()).collect();
+    let mut names: Vec<_> = paths
+        .iter()
+        .map(|p| p.file_name().unwrap().to_owned())
+        .collect();
     names.sort();
     names.dedup();
     assert_eq!(names.len(), 3, "{paths:?}");

@@ -19,7 +19,9 @@ const CHILD_ENV: &str = "TENANT_KIT_CRASH_CHILD";
 /// callback, at the chosen step, announces itself and waits to be killed.
 #[test]
 fn crash_child() {
-    let Ok(config) = std::env::var(CHILD_ENV) else { return };
+    let Ok(config) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let config: serde_json::Value = serde_json::from_str(&config).unwrap();
     let step = config["step"].as_str().unwrap().to_string();
     let marker = PathBuf::from(config["marker"].as_str().unwrap());
@@ -55,7 +57,10 @@ fn run_and_kill(op: &str, step: &str, options: serde_json::Value, dir: &Path) {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("child ended before {op} reached {step}: {status}");
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "child never reached {step}");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "child never reached {step}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     child.kill().unwrap(); // SIGKILL on Unix
@@ -64,7 +69,9 @@ fn run_and_kill(op: &str, step: &str, options: serde_json::Value, dir: &Path) {
 
 fn integrity_ok(db: &Path) {
     let conn = Connection::open(db).unwrap();
-    let result: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let result: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(result, "ok");
 }
 
@@ -73,7 +80,13 @@ fn sigkill_during_restore_leaves_the_database_as_it_was() {
     let app = App::new();
     let archive = app.backup(1).path;
     let before = app.snapshot();
-    for step in ["plan", "purge_progress", "blobs", "restore_progress", "commit"] {
+    for step in [
+        "plan",
+        "purge_progress",
+        "blobs",
+        "restore_progress",
+        "commit",
+    ] {
         let options = json!({"database": app.db, "archive": archive, "tenant_id": 1, "storage_root": app.storage, "purge": true});
         run_and_kill("restore", step, options, app.dir.path());
         integrity_ok(&app.db);
@@ -88,7 +101,12 @@ fn sigkill_during_restore_leaves_the_database_as_it_was() {
 #[test]
 fn sigkill_during_backup_leaves_no_archive() {
     let app = App::new();
-    for step in ["scan_tables", "dump_progress", "snapshot", "archive_progress"] {
+    for step in [
+        "scan_tables",
+        "dump_progress",
+        "snapshot",
+        "archive_progress",
+    ] {
         let options = json!({"database": app.db, "tenant_id": 1, "output_dir": app.out, "storage_root": app.storage});
         run_and_kill("backup", step, options, app.dir.path());
         let archives: Vec<_> = std::fs::read_dir(&app.out)
@@ -109,13 +127,23 @@ fn restore_waits_for_a_busy_database_then_fails_without_changes() {
     let archive = app.backup(1).path;
     let before = app.snapshot();
     let blocker = Connection::open(&app.db).unwrap();
-    blocker.execute_batch("BEGIN IMMEDIATE; UPDATE tenants SET name = name WHERE id = 3;").unwrap();
+    blocker
+        .execute_batch("BEGIN IMMEDIATE; UPDATE tenants SET name = name WHERE id = 3;")
+        .unwrap();
     let started = Instant::now();
-    let err = app.restore(&archive, 1, json!({"purge": true, "busy_timeout_ms": 300})).unwrap_err();
+    let err = app
+        .restore(&archive, 1, json!({"purge": true, "busy_timeout_ms": 300}))
+        .unwrap_err();
     let waited = started.elapsed();
     assert_eq!(err.kind(), ErrorKind::Database, "{err}");
-    assert!(err.message().contains("lock") || err.message().contains("busy"), "{err}");
-    assert!(waited >= Duration::from_millis(300), "gave up after {waited:?}, before the busy timeout");
+    assert!(
+        err.message().contains("lock") || err.message().contains("busy"),
+        "{err}"
+    );
+    assert!(
+        waited >= Duration::from_millis(300),
+        "gave up after {waited:?}, before the busy timeout"
+    );
     blocker.execute_batch("ROLLBACK").unwrap();
     assert_eq!(app.snapshot(), before);
     app.restore(&archive, 1, json!({"purge": true})).unwrap();
@@ -125,7 +153,9 @@ fn restore_waits_for_a_busy_database_then_fails_without_changes() {
 fn wal_backup_does_not_block_writers_and_stays_consistent() {
     let app = App::new();
     let conn = app.conn();
-    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(mode, "wal");
     let options = app.backup_options(1);
     let (tx, rx) = std::sync::mpsc::channel::<()>();
@@ -164,7 +194,11 @@ fn wal_backup_does_not_block_writers_and_stays_consistent() {
     assert_eq!(report.journal_mode, "wal");
     let mut events = CollectProgress::default();
     tenant_kit::verify::verify(
-        &tenant_kit::verify::VerifyOptions { archive: report.path, tmp_dir: None, max_line_bytes: None },
+        &tenant_kit::verify::VerifyOptions {
+            archive: report.path,
+            tmp_dir: None,
+            max_line_bytes: None,
+        },
         &mut events,
     )
     .unwrap();

@@ -13,12 +13,17 @@ const CHILD_ENV: &str = "TENANT_KIT_FSIZE_CHILD";
 
 #[test]
 fn fsize_child() {
-    let Ok(config) = std::env::var(CHILD_ENV) else { return };
+    let Ok(config) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let config: serde_json::Value = serde_json::from_str(&config).unwrap();
     let limit = config["limit"].as_u64().unwrap();
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-        let rl = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+        let rl = libc::rlimit {
+            rlim_cur: limit,
+            rlim_max: limit,
+        };
         assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &rl), 0);
     }
     let options = config["options"].to_string();
@@ -36,7 +41,12 @@ fn fsize_child() {
     println!("OUTCOME {outcome}");
 }
 
-fn run_limited(op: &str, limit: u64, options: serde_json::Value, dir: &std::path::Path) -> serde_json::Value {
+fn run_limited(
+    op: &str,
+    limit: u64,
+    options: serde_json::Value,
+    dir: &std::path::Path,
+) -> serde_json::Value {
     let _ = dir;
     let config = json!({"op": op, "limit": limit, "options": options});
     let output = Command::new(std::env::current_exe().unwrap())
@@ -89,10 +99,20 @@ fn restore_on_a_full_disk_fails_clearly_and_changes_nothing() {
         let outcome = run_limited("restore", limit, options, app.dir.path());
         assert_eq!(outcome["ok"], false, "limit {limit}: {outcome}");
         let kind = outcome["kind"].as_str().unwrap();
-        assert!(["io", "database"].contains(&kind), "limit {limit}: {outcome}");
+        assert!(
+            ["io", "database"].contains(&kind),
+            "limit {limit}: {outcome}"
+        );
         assert_eq!(app.snapshot(), before, "limit {limit} changed the database");
-        assert_eq!(app.storage_files(), files_before, "limit {limit} changed the storage");
-        assert!(std::fs::read_dir(&tmp).unwrap().next().is_none(), "limit {limit} left temp files");
+        assert_eq!(
+            app.storage_files(),
+            files_before,
+            "limit {limit} changed the storage"
+        );
+        assert!(
+            std::fs::read_dir(&tmp).unwrap().next().is_none(),
+            "limit {limit} left temp files"
+        );
     }
     app.restore(&archive, 1, json!({"purge": true})).unwrap();
 }

@@ -38,7 +38,11 @@ impl Parts {
                 _ => blobs.push((name.strip_prefix("blobs/").unwrap().to_string(), bytes)),
             }
         }
-        Parts { manifest, dump, blobs }
+        Parts {
+            manifest,
+            dump,
+            blobs,
+        }
     }
 
     /// Make the manifest agree with the (mutated) dump, so that the checks
@@ -66,7 +70,10 @@ impl Parts {
 
     fn entries(&self) -> Vec<(String, Vec<u8>)> {
         let mut e = vec![
-            ("manifest.json".to_string(), serde_json::to_vec(&self.manifest).unwrap()),
+            (
+                "manifest.json".to_string(),
+                serde_json::to_vec(&self.manifest).unwrap(),
+            ),
             ("dump.jsonl".to_string(), self.dump.clone()),
         ];
         for (k, b) in &self.blobs {
@@ -129,28 +136,59 @@ struct Case {
 
 fn cases(valid: &Parts) -> Vec<Case> {
     let mut cases = Vec::new();
-    let mut add = |name: &'static str, archive: Vec<u8>, expect: &'static [ErrorKind]| cases.push(Case { name, archive, expect });
+    let mut add = |name: &'static str, archive: Vec<u8>, expect: &'static [ErrorKind]| {
+        cases.push(Case {
+            name,
+            archive,
+            expect,
+        })
+    };
     let ok = valid.entries();
     let archive_err: &'static [ErrorKind] = &[ErrorKind::Archive];
     let integrity: &'static [ErrorKind] = &[ErrorKind::Integrity];
     let either: &'static [ErrorKind] = &[ErrorKind::Archive, ErrorKind::Integrity];
 
-    for evil in ["../escape", "/etc/passwd", "blobs/../../x", "blobs/../manifest.json"] {
+    for evil in [
+        "../escape",
+        "/etc/passwd",
+        "blobs/../../x",
+        "blobs/../manifest.json",
+    ] {
         let mut e = regular(ok.clone());
-        e.push((header(evil, 4, tar::EntryType::Regular, None), b"evil".to_vec()));
+        e.push((
+            header(evil, 4, tar::EntryType::Regular, None),
+            b"evil".to_vec(),
+        ));
         add("traversal name", gzip(&tar_bytes(&e)), archive_err);
     }
     for kind in [tar::EntryType::Symlink, tar::EntryType::Link] {
         let mut e = regular(ok.clone());
-        e.insert(1, (header("dump.jsonl", 0, kind, Some("/etc/passwd")), Vec::new()));
+        e.insert(
+            1,
+            (
+                header("dump.jsonl", 0, kind, Some("/etc/passwd")),
+                Vec::new(),
+            ),
+        );
         add("link entry", gzip(&tar_bytes(&e)), archive_err);
         // A link followed by a regular file of the same name.
         let mut e = regular(ok.clone());
         let key = &valid.blobs[0].0;
-        e.insert(2, (header(&format!("blobs/{key}"), 0, kind, Some("/tmp")), Vec::new()));
+        e.insert(
+            2,
+            (
+                header(&format!("blobs/{key}"), 0, kind, Some("/tmp")),
+                Vec::new(),
+            ),
+        );
         add("link then file", gzip(&tar_bytes(&e)), archive_err);
     }
-    for kind in [tar::EntryType::Char, tar::EntryType::Block, tar::EntryType::Fifo, tar::EntryType::Directory] {
+    for kind in [
+        tar::EntryType::Char,
+        tar::EntryType::Block,
+        tar::EntryType::Fifo,
+        tar::EntryType::Directory,
+    ] {
         let mut e = regular(ok.clone());
         e.insert(1, (header("blobs", 0, kind, None), Vec::new()));
         add("special entry", gzip(&tar_bytes(&e)), archive_err);
@@ -163,17 +201,34 @@ fn cases(valid: &Parts) -> Vec<Case> {
     }
     {
         let mut e = regular(ok.clone());
-        e.push((header("blobs/notinmanifest", 3, tar::EntryType::Regular, None), b"abc".to_vec()));
+        e.push((
+            header("blobs/notinmanifest", 3, tar::EntryType::Regular, None),
+            b"abc".to_vec(),
+        ));
         add("entry not in manifest", gzip(&tar_bytes(&e)), archive_err);
         let mut e = regular(ok.clone());
-        e.push((header("README", 3, tar::EntryType::Regular, None), b"abc".to_vec()));
+        e.push((
+            header("README", 3, tar::EntryType::Regular, None),
+            b"abc".to_vec(),
+        ));
         add("extra member", gzip(&tar_bytes(&e)), archive_err);
     }
     {
         // PAX header claiming another size for the next entry.
         let pax_body = b"20 size=99999999999\n".to_vec();
         let mut e = regular(ok.clone());
-        e.insert(1, (header("PaxHeaders/dump.jsonl", pax_body.len() as u64, tar::EntryType::XHeader, None), pax_body));
+        e.insert(
+            1,
+            (
+                header(
+                    "PaxHeaders/dump.jsonl",
+                    pax_body.len() as u64,
+                    tar::EntryType::XHeader,
+                    None,
+                ),
+                pax_body,
+            ),
+        );
         add("pax size header", gzip(&tar_bytes(&e)), archive_err);
     }
     {
@@ -183,11 +238,21 @@ fn cases(valid: &Parts) -> Vec<Case> {
         p.manifest["dump"]["size"] = json!(1u64 << 31);
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         let mut t = Vec::new();
-        t.extend_from_slice(header("manifest.json", serde_json::to_vec(&p.manifest).unwrap().len() as u64, tar::EntryType::Regular, None).as_bytes());
+        t.extend_from_slice(
+            header(
+                "manifest.json",
+                serde_json::to_vec(&p.manifest).unwrap().len() as u64,
+                tar::EntryType::Regular,
+                None,
+            )
+            .as_bytes(),
+        );
         let m = serde_json::to_vec(&p.manifest).unwrap();
         t.extend_from_slice(&m);
         t.extend(std::iter::repeat_n(0u8, (512 - m.len() % 512) % 512));
-        t.extend_from_slice(header("dump.jsonl", 1 << 31, tar::EntryType::Regular, None).as_bytes());
+        t.extend_from_slice(
+            header("dump.jsonl", 1 << 31, tar::EntryType::Regular, None).as_bytes(),
+        );
         enc.write_all(&t).unwrap();
         // 256 MiB of the 2 GiB present: the reader must stop long before.
         let zeros = vec![0u8; 1 << 20];
@@ -225,41 +290,92 @@ fn cases(valid: &Parts) -> Vec<Case> {
         p.dump.extend_from_slice(b"");
         let last = p.dump.len() - 3;
         p.dump[last] ^= 1; // content changed, manifest hash not updated
-        add("dump hash mismatch", gzip(&tar_bytes(&regular(p.entries()))), integrity);
+        add(
+            "dump hash mismatch",
+            gzip(&tar_bytes(&regular(p.entries()))),
+            integrity,
+        );
         let mut p = valid.clone();
         p.blobs[0].1[0] ^= 1;
-        add("blob hash mismatch", gzip(&tar_bytes(&regular(p.entries()))), integrity);
+        add(
+            "blob hash mismatch",
+            gzip(&tar_bytes(&regular(p.entries()))),
+            integrity,
+        );
         let mut p = valid.clone();
         let rows = p.manifest["tables"][1]["rows"].as_u64().unwrap();
         p.manifest["tables"][1]["rows"] = json!(rows + 1);
-        add("count mismatch", gzip(&tar_bytes(&regular(p.entries()))), integrity);
+        add(
+            "count mismatch",
+            gzip(&tar_bytes(&regular(p.entries()))),
+            integrity,
+        );
         let mut p = valid.clone();
         p.manifest["format_version"] = json!("2.0");
-        add("unknown major version", gzip(&tar_bytes(&regular(p.entries()))), archive_err);
+        add(
+            "unknown major version",
+            gzip(&tar_bytes(&regular(p.entries()))),
+            archive_err,
+        );
         let mut p = valid.clone();
         p.manifest["format"] = json!("something_else");
-        add("not our format", gzip(&tar_bytes(&regular(p.entries()))), archive_err);
+        add(
+            "not our format",
+            gzip(&tar_bytes(&regular(p.entries()))),
+            archive_err,
+        );
     }
     {
         let mut p = valid.clone();
         p.edit_rows("tasks", |v| v["row"]["tenant_id"] = json!(2));
-        add("rows of another tenant", gzip(&tar_bytes(&regular(p.entries()))), archive_err);
+        add(
+            "rows of another tenant",
+            gzip(&tar_bytes(&regular(p.entries()))),
+            archive_err,
+        );
         let mut p = valid.clone();
-        p.edit_rows("tasks", |v| v["table"] = json!("tasks\"; DROP TABLE users; --"));
-        add("crafted table name", gzip(&tar_bytes(&regular(p.entries()))), either);
+        p.edit_rows("tasks", |v| {
+            v["table"] = json!("tasks\"; DROP TABLE users; --")
+        });
+        add(
+            "crafted table name",
+            gzip(&tar_bytes(&regular(p.entries()))),
+            either,
+        );
         let mut p = valid.clone();
-        let t = p.manifest["tables"].as_array().unwrap().iter().position(|t| t["name"] == "tasks").unwrap();
+        let t = p.manifest["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|t| t["name"] == "tasks")
+            .unwrap();
         p.manifest["tables"][t]["name"] = json!("tasks\"; DROP TABLE users; --");
-        p.edit_rows("tasks", |v| v["table"] = json!("tasks\"; DROP TABLE users; --"));
-        add("crafted table in manifest", gzip(&tar_bytes(&regular(p.entries()))), &[ErrorKind::Schema]);
+        p.edit_rows("tasks", |v| {
+            v["table"] = json!("tasks\"; DROP TABLE users; --")
+        });
+        add(
+            "crafted table in manifest",
+            gzip(&tar_bytes(&regular(p.entries()))),
+            &[ErrorKind::Schema],
+        );
         let mut p = valid.clone();
         let cols = p.manifest["tables"][t]["columns"].as_array_mut().unwrap();
         cols.push(json!("title\" = 'x'; --"));
         p.edit_rows("tasks", |v| v["row"]["title\" = 'x'; --"] = json!("x"));
-        add("crafted column", gzip(&tar_bytes(&regular(p.entries()))), &[ErrorKind::Schema]);
+        add(
+            "crafted column",
+            gzip(&tar_bytes(&regular(p.entries()))),
+            &[ErrorKind::Schema],
+        );
         let mut p = valid.clone();
-        p.edit_rows("active_storage_attachments", |v| v["row"]["record_type"] = json!("Nowhere::Thing"));
-        add("record_type maps nowhere", gzip(&tar_bytes(&regular(p.entries()))), archive_err);
+        p.edit_rows("active_storage_attachments", |v| {
+            v["row"]["record_type"] = json!("Nowhere::Thing")
+        });
+        add(
+            "record_type maps nowhere",
+            gzip(&tar_bytes(&regular(p.entries()))),
+            archive_err,
+        );
     }
     for bad_key in ["ab/cd/../../x", "..", "abc def", "abcd/ef", "ab\u{e9}cd"] {
         let mut p = valid.clone();
@@ -270,29 +386,61 @@ fn cases(valid: &Parts) -> Vec<Case> {
                 b["key"] = json!(bad_key);
             }
         }
-        add("bad blob key", gzip(&tar_bytes(&regular(p.entries()))), archive_err);
+        add(
+            "bad blob key",
+            gzip(&tar_bytes(&regular(p.entries()))),
+            archive_err,
+        );
     }
     {
         let mut p = valid.clone();
         p.dump = b"{\"table\":\"tasks\",\"row\":{\"title\":\"".to_vec();
         p.dump.extend(std::iter::repeat_n(b'a', 70 << 20));
         p.rehash_dump();
-        add("huge line without newline", gzip(&tar_bytes(&regular(p.entries()))), archive_err);
+        add(
+            "huge line without newline",
+            gzip(&tar_bytes(&regular(p.entries()))),
+            archive_err,
+        );
         for (what, line) in [
-            ("invalid json", "{\"table\": \"tasks\", \"row\": {\n".to_string()),
-            ("deep nesting", format!("{{\"table\":\"tasks\",\"row\":{{\"id\":{}1{}}}}}\n", "[".repeat(100_000), "]".repeat(100_000))),
-            ("integer beyond 64 bits", "{\"table\":\"tasks\",\"row\":{\"id\":123456789012345678901234567890}}\n".to_string()),
-            ("duplicate keys", "{\"table\":\"tasks\",\"row\":{\"id\":1,\"id\":2}}\n".to_string()),
+            (
+                "invalid json",
+                "{\"table\": \"tasks\", \"row\": {\n".to_string(),
+            ),
+            (
+                "deep nesting",
+                format!(
+                    "{{\"table\":\"tasks\",\"row\":{{\"id\":{}1{}}}}}\n",
+                    "[".repeat(100_000),
+                    "]".repeat(100_000)
+                ),
+            ),
+            (
+                "integer beyond 64 bits",
+                "{\"table\":\"tasks\",\"row\":{\"id\":123456789012345678901234567890}}\n"
+                    .to_string(),
+            ),
+            (
+                "duplicate keys",
+                "{\"table\":\"tasks\",\"row\":{\"id\":1,\"id\":2}}\n".to_string(),
+            ),
         ] {
             let mut p = valid.clone();
             let text = String::from_utf8(p.dump.clone()).unwrap();
             let mut lines: Vec<String> = text.lines().map(|l| format!("{l}\n")).collect();
-            let at = lines.iter().position(|l| l.contains("\"table\":\"tasks\"")).unwrap();
+            let at = lines
+                .iter()
+                .position(|l| l.contains("\"table\":\"tasks\""))
+                .unwrap();
             lines[at] = line;
             p.dump = lines.concat().into_bytes();
             p.rehash_dump();
             let _ = what;
-            add("malformed dump line", gzip(&tar_bytes(&regular(p.entries()))), archive_err);
+            add(
+                "malformed dump line",
+                gzip(&tar_bytes(&regular(p.entries()))),
+                archive_err,
+            );
         }
     }
     cases
@@ -323,9 +471,15 @@ fn hostile_archives_are_refused_and_change_nothing() {
         std::fs::write(&path, &case.archive).unwrap();
         for dry_run in [true, false] {
             let err = app
-                .restore(&path, 1, json!({"dry_run": dry_run, "purge": true, "tmp_dir": tmp}))
+                .restore(
+                    &path,
+                    1,
+                    json!({"dry_run": dry_run, "purge": true, "tmp_dir": tmp}),
+                )
                 .err()
-                .unwrap_or_else(|| panic!("case {i} ({}) was accepted (dry_run {dry_run})", case.name));
+                .unwrap_or_else(|| {
+                    panic!("case {i} ({}) was accepted (dry_run {dry_run})", case.name)
+                });
             assert!(
                 case.expect.contains(&err.kind()),
                 "case {i} ({}): expected {:?}, got {:?}: {err}",
@@ -333,18 +487,40 @@ fn hostile_archives_are_refused_and_change_nothing() {
                 case.expect,
                 err.kind()
             );
-            assert_eq!(file_bytes(&app.db), db_before, "case {i} ({}) changed the database", case.name);
-            assert_eq!(app.storage_files(), files_before, "case {i} ({}) changed the storage", case.name);
-            assert!(temp_dir_is_empty(&tmp), "case {i} ({}) left temp files", case.name);
+            assert_eq!(
+                file_bytes(&app.db),
+                db_before,
+                "case {i} ({}) changed the database",
+                case.name
+            );
+            assert_eq!(
+                app.storage_files(),
+                files_before,
+                "case {i} ({}) changed the storage",
+                case.name
+            );
+            assert!(
+                temp_dir_is_empty(&tmp),
+                "case {i} ({}) left temp files",
+                case.name
+            );
         }
         let verified = tenant_kit::verify::verify(
-            &tenant_kit::verify::VerifyOptions { archive: path.clone(), tmp_dir: Some(tmp.clone()), max_line_bytes: None },
+            &tenant_kit::verify::VerifyOptions {
+                archive: path.clone(),
+                tmp_dir: Some(tmp.clone()),
+                max_line_bytes: None,
+            },
             &mut tenant_kit::NoProgress,
         );
         // Some cases are well-formed archives that only this database
         // refuses (schema, record types); the rest verify() must refuse too.
         if !case.expect.contains(&ErrorKind::Schema) && case.name != "record_type maps nowhere" {
-            assert!(verified.is_err(), "verify accepted case {i} ({})", case.name);
+            assert!(
+                verified.is_err(),
+                "verify accepted case {i} ({})",
+                case.name
+            );
         }
         std::fs::remove_file(&path).unwrap();
     }

@@ -28,8 +28,8 @@ struct TenantData {
     projects: usize,
     tasks: Vec<(usize, Option<usize>, i64)>, // (project index, parent task index, value)
     tags: usize,
-    links: Vec<(usize, usize)>,               // (tag index, task index)
-    attachments: Vec<usize>,                  // task index per attachment
+    links: Vec<(usize, usize)>, // (tag index, task index)
+    attachments: Vec<usize>,    // task index per attachment
 }
 
 fn tenant_data() -> impl Strategy<Value = TenantData> {
@@ -42,7 +42,13 @@ fn tenant_data() -> impl Strategy<Value = TenantData> {
             prop::collection::vec((0..tags, 0..tasks.max(1)), 0..6),
             prop::collection::vec(0..tasks.max(1), 0..3),
         )
-            .prop_map(|(projects, tasks, tags, links, attachments)| TenantData { projects, tasks, tags, links, attachments })
+            .prop_map(|(projects, tasks, tags, links, attachments)| TenantData {
+                projects,
+                tasks,
+                tags,
+                links,
+                attachments,
+            })
     })
 }
 
@@ -55,14 +61,22 @@ fn build(conn: &Connection, tenants: &[TenantData]) {
         next
     };
     for (t, _) in tenants.iter().enumerate() {
-        conn.execute("INSERT INTO tenants VALUES (?1, ?2)", rusqlite::params![t as i64 + 1, format!("T{t}")]).unwrap();
+        conn.execute(
+            "INSERT INTO tenants VALUES (?1, ?2)",
+            rusqlite::params![t as i64 + 1, format!("T{t}")],
+        )
+        .unwrap();
     }
     for (t, data) in tenants.iter().enumerate() {
         let tenant = t as i64 + 1;
         let projects: Vec<i64> = (0..data.projects)
             .map(|p| {
                 let pid = id();
-                conn.execute("INSERT INTO projects VALUES (?1, ?2, ?3)", rusqlite::params![pid, tenant, format!("p{p}")]).unwrap();
+                conn.execute(
+                    "INSERT INTO projects VALUES (?1, ?2, ?3)",
+                    rusqlite::params![pid, tenant, format!("p{p}")],
+                )
+                .unwrap();
                 pid
             })
             .collect();
@@ -71,14 +85,25 @@ fn build(conn: &Connection, tenants: &[TenantData]) {
             let parent_id = parent.and_then(|p| task_ids.get(p).copied());
             conn.execute(
                 "INSERT INTO tasks VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                rusqlite::params![task_ids[i], tenant, projects[*p], parent_id, format!("task {i}"), v],
+                rusqlite::params![
+                    task_ids[i],
+                    tenant,
+                    projects[*p],
+                    parent_id,
+                    format!("task {i}"),
+                    v
+                ],
             )
             .unwrap();
         }
         let tag_ids: Vec<i64> = (0..data.tags)
             .map(|g| {
                 let gid = id();
-                conn.execute("INSERT INTO tags VALUES (?1, ?2, ?3)", rusqlite::params![gid, tenant, format!("g{g}")]).unwrap();
+                conn.execute(
+                    "INSERT INTO tags VALUES (?1, ?2, ?3)",
+                    rusqlite::params![gid, tenant, format!("g{g}")],
+                )
+                .unwrap();
                 gid
             })
             .collect();
@@ -87,7 +112,11 @@ fn build(conn: &Connection, tenants: &[TenantData]) {
         }
         for (g, k) in &data.links {
             if let Some(task) = task_ids.get(*k) {
-                conn.execute("INSERT INTO tags_tasks VALUES (?1, ?2)", rusqlite::params![tag_ids[*g], task]).unwrap();
+                conn.execute(
+                    "INSERT INTO tags_tasks VALUES (?1, ?2)",
+                    rusqlite::params![tag_ids[*g], task],
+                )
+                .unwrap();
             }
         }
         for k in &data.attachments {
@@ -156,12 +185,15 @@ fn others(conn: &Connection, skip: &[i64]) -> BTreeMap<String, Vec<String>> {
                 let mut obj = serde_json::Map::new();
                 for (i, c) in cols.iter().enumerate() {
                     let v: rusqlite::types::Value = r.get(i)?;
-                    obj.insert(c.clone(), match v {
-                        rusqlite::types::Value::Integer(i) => json!(i),
-                        rusqlite::types::Value::Text(t) => json!(t),
-                        rusqlite::types::Value::Null => json!(null),
-                        other => json!(format!("{other:?}")),
-                    });
+                    obj.insert(
+                        c.clone(),
+                        match v {
+                            rusqlite::types::Value::Integer(i) => json!(i),
+                            rusqlite::types::Value::Text(t) => json!(t),
+                            rusqlite::types::Value::Null => json!(null),
+                            other => json!(format!("{other:?}")),
+                        },
+                    );
                 }
                 Ok(serde_json::Value::Object(obj))
             })

@@ -66,7 +66,12 @@ pub struct DumpReader {
 impl DumpReader {
     pub fn open(path: &Path, max_line: usize) -> Result<DumpReader> {
         let file = File::open(path).map_err(|e| Error::io(format!("reopening dump.jsonl: {e}")))?;
-        Ok(DumpReader { input: BufReader::with_capacity(1 << 20, file), max_line, line_no: 0, buf: Vec::new() })
+        Ok(DumpReader {
+            input: BufReader::with_capacity(1 << 20, file),
+            max_line,
+            line_no: 0,
+            buf: Vec::new(),
+        })
     }
 
     pub fn line_no(&self) -> u64 {
@@ -89,9 +94,15 @@ impl DumpReader {
         self.line_no += 1;
         if self.buf.last() != Some(&b'\n') {
             return Err(if n as u64 >= limit {
-                Error::archive(format!("dump.jsonl line {}: longer than {} bytes", self.line_no, self.max_line))
+                Error::archive(format!(
+                    "dump.jsonl line {}: longer than {} bytes",
+                    self.line_no, self.max_line
+                ))
             } else {
-                Error::archive(format!("dump.jsonl line {}: missing final newline", self.line_no))
+                Error::archive(format!(
+                    "dump.jsonl line {}: missing final newline",
+                    self.line_no
+                ))
             });
         }
         let line: RowLine = serde_json::from_slice(&self.buf)
@@ -112,7 +123,10 @@ mod tests {
 
     #[test]
     fn parses_exact_rows_and_refuses_tricks() {
-        let line = parse(r#"{"table":"t","row":{"id":1,"r":2.0,"s":"1","b":{"$base64":"AA=="},"n":null}}"#).unwrap();
+        let line = parse(
+            r#"{"table":"t","row":{"id":1,"r":2.0,"s":"1","b":{"$base64":"AA=="},"n":null}}"#,
+        )
+        .unwrap();
         assert_eq!(line.row.get("id"), Some(&SqlValue::Integer(1)));
         assert_eq!(line.row.get("r"), Some(&SqlValue::Real(2.0)));
         assert_eq!(line.row.get("s"), Some(&SqlValue::Text(b"1".to_vec())));
@@ -123,7 +137,11 @@ mod tests {
         assert!(parse(r#"{"table":"t","row":{},"x":1}"#).is_err());
         assert!(parse(r#"{"table":"t","row":{"a":{"b":{"c":1}}}}"#).is_err());
         assert!(parse(r#"{"table":"t","row":{"a":[1]}}"#).is_err());
-        let deep = format!(r#"{{"table":"t","row":{{"a":{}1{}}}}}"#, "[".repeat(10_000), "]".repeat(10_000));
+        let deep = format!(
+            r#"{{"table":"t","row":{{"a":{}1{}}}}}"#,
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
         assert!(parse(&deep).is_err());
     }
 }

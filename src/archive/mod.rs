@@ -118,12 +118,23 @@ impl Manifest {
     pub fn parse(bytes: &[u8]) -> Result<Manifest> {
         let raw: serde_json::Value = serde_json::from_slice(bytes)
             .map_err(|e| Error::archive(format!("manifest.json is not valid JSON: {e}")))?;
-        let format = raw.get("format").and_then(|v| v.as_str()).unwrap_or_default();
+        let format = raw
+            .get("format")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
         if format != FORMAT_NAME {
-            return Err(Error::archive(format!("not a tenant_kit archive (format {format:?})")));
+            return Err(Error::archive(format!(
+                "not a tenant_kit archive (format {format:?})"
+            )));
         }
-        let version = raw.get("format_version").and_then(|v| v.as_str()).unwrap_or_default();
-        let major = version.split('.').next().and_then(|m| m.parse::<u64>().ok());
+        let version = raw
+            .get("format_version")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        let major = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse::<u64>().ok());
         if major != Some(SUPPORTED_MAJOR) {
             return Err(Error::archive(format!(
                 "unsupported archive format version {version:?} (this tenant_kit {} reads {SUPPORTED_MAJOR}.x)",
@@ -138,7 +149,10 @@ impl Manifest {
 
     fn check(&self) -> Result<()> {
         if self.dump.name != DUMP_NAME {
-            return Err(Error::archive(format!("manifest names dump {:?}, expected {DUMP_NAME}", self.dump.name)));
+            return Err(Error::archive(format!(
+                "manifest names dump {:?}, expected {DUMP_NAME}",
+                self.dump.name
+            )));
         }
         check_sha256(&self.dump.sha256, DUMP_NAME)?;
         let mut seen = std::collections::BTreeSet::new();
@@ -146,17 +160,26 @@ impl Manifest {
             check_blob_key(&blob.key)?;
             check_sha256(&blob.sha256, &blob.key)?;
             if !seen.insert(blob.key.as_str()) {
-                return Err(Error::archive(format!("manifest lists blob {:?} twice", blob.key)));
+                return Err(Error::archive(format!(
+                    "manifest lists blob {:?} twice",
+                    blob.key
+                )));
             }
         }
         let mut tables = std::collections::BTreeSet::new();
         for t in &self.tables {
             if !tables.insert(t.name.as_str()) {
-                return Err(Error::archive(format!("manifest lists table {:?} twice", t.name)));
+                return Err(Error::archive(format!(
+                    "manifest lists table {:?} twice",
+                    t.name
+                )));
             }
             let mut cols = std::collections::BTreeSet::new();
             if t.columns.is_empty() || !t.columns.iter().all(|c| cols.insert(c.as_str())) {
-                return Err(Error::archive(format!("manifest: table {:?} has empty or duplicate columns", t.name)));
+                return Err(Error::archive(format!(
+                    "manifest: table {:?} has empty or duplicate columns",
+                    t.name
+                )));
             }
         }
         if self.tenant.column.is_empty() {
@@ -179,10 +202,16 @@ impl Manifest {
 }
 
 fn check_sha256(hex: &str, what: &str) -> Result<()> {
-    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         Ok(())
     } else {
-        Err(Error::archive(format!("manifest: {what:?} has a malformed sha256")))
+        Err(Error::archive(format!(
+            "manifest: {what:?} has a malformed sha256"
+        )))
     }
 }
 
@@ -191,11 +220,16 @@ fn check_sha256(hex: &str, what: &str) -> Result<()> {
 /// long. Never `/`, `.` or anything that could leave the storage root.
 pub fn check_blob_key(key: &str) -> Result<()> {
     let ok = (4..=128).contains(&key.len())
-        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if ok {
         Ok(())
     } else {
-        Err(Error::archive(format!("blob key {:?} is outside ActiveStorage's alphabet", truncate(key))))
+        Err(Error::archive(format!(
+            "blob key {:?} is outside ActiveStorage's alphabet",
+            truncate(key)
+        )))
     }
 }
 
@@ -210,8 +244,10 @@ pub fn disk_path(root: &std::path::Path, key: &str) -> std::path::PathBuf {
 
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }

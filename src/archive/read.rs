@@ -52,9 +52,16 @@ pub struct Extracted {
 }
 
 /// Unpack and verify `archive` under a new temp dir inside `temp_parent`.
-pub fn extract(archive: &Path, temp_parent: &Path, limits: Limits, progress: &mut dyn Progress) -> Result<Extracted> {
+pub fn extract(
+    archive: &Path,
+    temp_parent: &Path,
+    limits: Limits,
+    progress: &mut dyn Progress,
+) -> Result<Extracted> {
     let file = File::open(archive).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => Error::argument(format!("archive {} does not exist", archive.display())),
+        io::ErrorKind::NotFound => {
+            Error::argument(format!("archive {} does not exist", archive.display()))
+        }
         _ => Error::io(format!("cannot open archive {}: {e}", archive.display())),
     })?;
     let archive_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -62,35 +69,64 @@ pub fn extract(archive: &Path, temp_parent: &Path, limits: Limits, progress: &mu
         .prefix(".tenant_kit-restore-")
         .permissions(crate::private_dir_permissions())
         .tempdir_in(temp_parent)
-        .map_err(|e| Error::io(format!("cannot create a temp dir in {}: {e}", temp_parent.display())))?;
+        .map_err(|e| {
+            Error::io(format!(
+                "cannot create a temp dir in {}: {e}",
+                temp_parent.display()
+            ))
+        })?;
 
     let compressed = BufReader::with_capacity(1 << 16, file);
-    let mut gz = Capped::new(GzDecoder::new(compressed), limits.max_manifest_bytes + 2 * ustar::BLOCK as u64);
+    let mut gz = Capped::new(
+        GzDecoder::new(compressed),
+        limits.max_manifest_bytes + 2 * ustar::BLOCK as u64,
+    );
 
     // 1. The manifest, first and small.
     let header = ustar::read_header(&mut gz)?.ok_or_else(|| Error::archive("archive is empty"))?;
     if header.name != MANIFEST_NAME {
-        return Err(Error::archive(format!("first entry must be {MANIFEST_NAME}, found {:?}", header.name)));
+        return Err(Error::archive(format!(
+            "first entry must be {MANIFEST_NAME}, found {:?}",
+            header.name
+        )));
     }
     if header.size > limits.max_manifest_bytes {
-        return Err(Error::archive(format!("{MANIFEST_NAME} is {} bytes, over the limit", header.size)));
+        return Err(Error::archive(format!(
+            "{MANIFEST_NAME} is {} bytes, over the limit",
+            header.size
+        )));
     }
     let mut manifest_bytes = vec![0u8; header.size as usize];
-    gz.read_exact(&mut manifest_bytes).map_err(ustar::truncated)?;
+    gz.read_exact(&mut manifest_bytes)
+        .map_err(ustar::truncated)?;
     skip_padding(&mut gz, header.size)?;
     let manifest = Manifest::parse(&manifest_bytes)?;
     if manifest.dump.size > limits.max_dump_bytes {
-        return Err(Error::archive(format!("dump.jsonl declares {} bytes, over the limit", manifest.dump.size)));
+        return Err(Error::archive(format!(
+            "dump.jsonl declares {} bytes, over the limit",
+            manifest.dump.size
+        )));
     }
-    if let Some(b) = manifest.blobs.iter().find(|b| b.size > limits.max_blob_bytes) {
-        return Err(Error::archive(format!("blob {} declares {} bytes, over the limit", b.key, b.size)));
+    if let Some(b) = manifest
+        .blobs
+        .iter()
+        .find(|b| b.size > limits.max_blob_bytes)
+    {
+        return Err(Error::archive(format!(
+            "blob {} declares {} bytes, over the limit",
+            b.key, b.size
+        )));
     }
 
     // From here on the stream may hold exactly what the manifest declares,
     // plus headers and tar's end padding: a bomb hits this cap.
     let entry_cost = |size: u64| ustar::BLOCK as u64 + size + ustar::padding(size) as u64;
     let budget = entry_cost(manifest.dump.size)
-        + manifest.blobs.iter().map(|b| entry_cost(b.size)).sum::<u64>()
+        + manifest
+            .blobs
+            .iter()
+            .map(|b| entry_cost(b.size))
+            .sum::<u64>()
         + 20 * ustar::BLOCK as u64 * 2;
     gz.extend_limit(budget);
 
@@ -111,7 +147,10 @@ pub fn extract(archive: &Path, temp_parent: &Path, limits: Limits, progress: &mu
     while let Some(header) = ustar::read_header(&mut gz)? {
         progress.check_interrupt()?;
         if !seen.insert(header.name.clone()) {
-            return Err(Error::archive(format!("entry {:?} appears twice", header.name)));
+            return Err(Error::archive(format!(
+                "entry {:?} appears twice",
+                header.name
+            )));
         }
         if header.name == DUMP_NAME {
             expect_size(&header.name, header.size, manifest.dump.size)?;
@@ -120,18 +159,26 @@ pub fn extract(archive: &Path, temp_parent: &Path, limits: Limits, progress: &mu
             let (sha, _) = copy_entry(&mut gz, &path, header.size, false, Some(&mut shape))?;
             shape.finish()?;
             if sha != manifest.dump.sha256 {
-                return Err(Error::integrity(format!("{DUMP_NAME}: SHA-256 {sha} does not match the manifest")));
+                return Err(Error::integrity(format!(
+                    "{DUMP_NAME}: SHA-256 {sha} does not match the manifest"
+                )));
             }
             dump_path = Some(path);
         } else if let Some(key) = header.name.strip_prefix(BLOB_PREFIX) {
             let Some(entry) = manifest.blob(key) else {
-                return Err(Error::archive(format!("entry {:?} is not named by the manifest", header.name)));
+                return Err(Error::archive(format!(
+                    "entry {:?} is not named by the manifest",
+                    header.name
+                )));
             };
             expect_size(&header.name, header.size, entry.size)?;
             let path = blob_dir.join(key); // key alphabet checked by Manifest::parse
             let (sha, md5) = copy_entry(&mut gz, &path, header.size, true, None)?;
             if sha != entry.sha256 {
-                return Err(Error::integrity(format!("{}: SHA-256 does not match the manifest", header.name)));
+                return Err(Error::integrity(format!(
+                    "{}: SHA-256 does not match the manifest",
+                    header.name
+                )));
             }
             if let Some(checksum) = &entry.checksum {
                 if md5.as_deref() != Some(checksum.as_str()) {
@@ -143,34 +190,55 @@ pub fn extract(archive: &Path, temp_parent: &Path, limits: Limits, progress: &mu
             }
             blobs.insert(key.to_string(), path);
         } else {
-            return Err(Error::archive(format!("unexpected entry {:?}", header.name)));
+            return Err(Error::archive(format!(
+                "unexpected entry {:?}",
+                header.name
+            )));
         }
         skip_padding(&mut gz, header.size)?;
     }
     let dump_path = dump_path.ok_or_else(|| Error::archive(format!("{DUMP_NAME} is missing")))?;
     if let Some(missing) = manifest.blobs.iter().find(|b| !blobs.contains_key(&b.key)) {
-        return Err(Error::archive(format!("blob {} named by the manifest is missing", missing.key)));
+        return Err(Error::archive(format!(
+            "blob {} named by the manifest is missing",
+            missing.key
+        )));
     }
 
     // 3. After tar's end marker: zero padding only, then the gzip trailer
     //    (CRC checked by the decoder at EOF), then nothing at all.
     let mut rest = Vec::new();
-    (&mut gz).take(64 * 1024).read_to_end(&mut rest).map_err(ustar::truncated)?;
+    (&mut gz)
+        .take(64 * 1024)
+        .read_to_end(&mut rest)
+        .map_err(ustar::truncated)?;
     if rest.len() >= 64 * 1024 || rest.iter().any(|&b| b != 0) {
-        return Err(Error::archive("unexpected data after the end of the tar archive"));
+        return Err(Error::archive(
+            "unexpected data after the end of the tar archive",
+        ));
     }
     let mut compressed = gz.into_inner().into_inner();
     if !compressed.fill_buf().map_err(ustar::truncated)?.is_empty() {
-        return Err(Error::archive("trailing bytes after the gzip stream (a second member or garbage)"));
+        return Err(Error::archive(
+            "trailing bytes after the gzip stream (a second member or garbage)",
+        ));
     }
-    Ok(Extracted { manifest, dump_path, blobs, archive_bytes, dir })
+    Ok(Extracted {
+        manifest,
+        dump_path,
+        blobs,
+        archive_bytes,
+        dir,
+    })
 }
 
 fn expect_size(name: &str, actual: u64, declared: u64) -> Result<()> {
     if actual == declared {
         Ok(())
     } else {
-        Err(Error::integrity(format!("{name}: {actual} bytes in the archive, {declared} in the manifest")))
+        Err(Error::integrity(format!(
+            "{name}: {actual} bytes in the archive, {declared} in the manifest"
+        )))
     }
 }
 
@@ -182,14 +250,20 @@ fn copy_entry<R: Read>(
     md5: bool,
     mut shape: Option<&mut LineShape>,
 ) -> Result<(String, Option<String>)> {
-    let mut out = File::options().write(true).create_new(true).open(path).at("writing temp file")?;
+    let mut out = File::options()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .at("writing temp file")?;
     let mut sha = Sha256::new();
     let mut md = md5.then(Md5::new);
     let mut left = size;
     let mut buf = vec![0u8; 1 << 16];
     while left > 0 {
         let want = left.min(buf.len() as u64) as usize;
-        input.read_exact(&mut buf[..want]).map_err(ustar::truncated)?;
+        input
+            .read_exact(&mut buf[..want])
+            .map_err(ustar::truncated)?;
         if let Some(shape) = shape.as_deref_mut() {
             shape.feed(&buf[..want])?;
         }
@@ -222,13 +296,20 @@ struct LineShape {
 
 impl LineShape {
     fn new(max_line: usize) -> Self {
-        LineShape { max_line, in_line: 0, line_no: 1 }
+        LineShape {
+            max_line,
+            in_line: 0,
+            line_no: 1,
+        }
     }
 
     fn feed(&mut self, mut bytes: &[u8]) -> Result<()> {
         while !bytes.is_empty() {
             if self.in_line == 0 && bytes[0] != b'{' {
-                return Err(Error::archive(format!("dump.jsonl line {}: not a JSON object", self.line_no)));
+                return Err(Error::archive(format!(
+                    "dump.jsonl line {}: not a JSON object",
+                    self.line_no
+                )));
             }
             match bytes.iter().position(|&b| b == b'\n') {
                 Some(end) => {
@@ -249,7 +330,10 @@ impl LineShape {
 
     fn check_len(&self, len: usize) -> Result<()> {
         if len > self.max_line {
-            Err(Error::archive(format!("dump.jsonl line {}: longer than {} bytes", self.line_no, self.max_line)))
+            Err(Error::archive(format!(
+                "dump.jsonl line {}: longer than {} bytes",
+                self.line_no, self.max_line
+            )))
         } else {
             Ok(())
         }
@@ -257,7 +341,10 @@ impl LineShape {
 
     fn finish(&self) -> Result<()> {
         if self.in_line != 0 {
-            return Err(Error::archive(format!("dump.jsonl line {}: missing final newline", self.line_no)));
+            return Err(Error::archive(format!(
+                "dump.jsonl line {}: missing final newline",
+                self.line_no
+            )));
         }
         Ok(())
     }
@@ -273,7 +360,11 @@ struct Capped<R> {
 
 impl<R> Capped<R> {
     fn new(inner: R, limit: u64) -> Self {
-        Capped { inner, limit, read: 0 }
+        Capped {
+            inner,
+            limit,
+            read: 0,
+        }
     }
     fn extend_limit(&mut self, more: u64) {
         self.limit = self.read.saturating_add(more);
@@ -287,7 +378,9 @@ impl<R: Read> Read for Capped<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let room = self.limit.saturating_sub(self.read);
         if room == 0 {
-            return Err(io::Error::other("archive expands beyond what its manifest declares"));
+            return Err(io::Error::other(
+                "archive expands beyond what its manifest declares",
+            ));
         }
         let want = buf.len().min(room.min(usize::MAX as u64) as usize);
         let n = self.inner.read(&mut buf[..want])?;

@@ -71,33 +71,74 @@ pub fn read_header<R: Read>(input: &mut R) -> Result<Option<EntryHeader>> {
         }
         return Ok(None);
     }
-    let stored = parse_octal(&h[148..156]).ok_or_else(|| Error::archive("tar: unreadable header checksum"))?;
+    let stored = parse_octal(&h[148..156])
+        .ok_or_else(|| Error::archive("tar: unreadable header checksum"))?;
     let computed: u64 = h
         .iter()
         .enumerate()
-        .map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u64::from(b) })
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u64::from(b)
+            }
+        })
         .sum();
     if stored != computed {
-        return Err(Error::archive("tar: header checksum mismatch (corrupt or not a tar archive)"));
+        return Err(Error::archive(
+            "tar: header checksum mismatch (corrupt or not a tar archive)",
+        ));
     }
     if &h[257..263] != b"ustar\0" {
-        return Err(Error::archive("tar: not a POSIX ustar header (GNU and old formats are refused)"));
+        return Err(Error::archive(
+            "tar: not a POSIX ustar header (GNU and old formats are refused)",
+        ));
     }
     let name_field = cstr(&h[0..100])?;
     let prefix = cstr(&h[345..500])?;
-    let name = if prefix.is_empty() { name_field.to_string() } else { format!("{prefix}/{name_field}") };
+    let name = if prefix.is_empty() {
+        name_field.to_string()
+    } else {
+        format!("{prefix}/{name_field}")
+    };
     match h[156] {
         b'0' | 0 => {}
-        b'1' => return Err(Error::archive(format!("tar: hard link entry {name:?} refused"))),
-        b'2' => return Err(Error::archive(format!("tar: symbolic link entry {name:?} refused"))),
-        b'3' | b'4' => return Err(Error::archive(format!("tar: device entry {name:?} refused"))),
-        b'5' => return Err(Error::archive(format!("tar: directory entry {name:?} refused"))),
+        b'1' => {
+            return Err(Error::archive(format!(
+                "tar: hard link entry {name:?} refused"
+            )))
+        }
+        b'2' => {
+            return Err(Error::archive(format!(
+                "tar: symbolic link entry {name:?} refused"
+            )))
+        }
+        b'3' | b'4' => {
+            return Err(Error::archive(format!(
+                "tar: device entry {name:?} refused"
+            )))
+        }
+        b'5' => {
+            return Err(Error::archive(format!(
+                "tar: directory entry {name:?} refused"
+            )))
+        }
         b'6' => return Err(Error::archive(format!("tar: FIFO entry {name:?} refused"))),
-        b'x' | b'g' => return Err(Error::archive(format!("tar: PAX extended header before {name:?} refused"))),
+        b'x' | b'g' => {
+            return Err(Error::archive(format!(
+                "tar: PAX extended header before {name:?} refused"
+            )))
+        }
         b'L' | b'K' => return Err(Error::archive("tar: GNU long name entry refused")),
-        other => return Err(Error::archive(format!("tar: entry type {:?} of {name:?} refused", other as char))),
+        other => {
+            return Err(Error::archive(format!(
+                "tar: entry type {:?} of {name:?} refused",
+                other as char
+            )))
+        }
     }
-    let size = parse_octal(&h[124..136]).ok_or_else(|| Error::archive(format!("tar: unreadable size of {name:?}")))?;
+    let size = parse_octal(&h[124..136])
+        .ok_or_else(|| Error::archive(format!("tar: unreadable size of {name:?}")))?;
     Ok(Some(EntryHeader { name, size }))
 }
 
@@ -164,6 +205,9 @@ mod tests {
         let err = read_header(&mut &link[..]).unwrap_err();
         assert!(err.message().contains("symbolic link"), "{err}");
         buf[0] = b'X';
-        assert!(read_header(&mut &buf[..]).unwrap_err().message().contains("checksum"));
+        assert!(read_header(&mut &buf[..])
+            .unwrap_err()
+            .message()
+            .contains("checksum"));
     }
 }

@@ -21,7 +21,11 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter { inner, hasher: Sha256::new(), bytes: 0 }
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
     }
     pub fn bytes(&self) -> u64 {
         self.bytes
@@ -74,17 +78,34 @@ pub fn write_archive(
     let hashed = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
     let mut gz = GzEncoder::new(hashed, Compression::new(level.min(9)));
 
-    let manifest_json = serde_json::to_vec_pretty(manifest).map_err(|e| Error::internal(e.to_string()))?;
+    let manifest_json =
+        serde_json::to_vec_pretty(manifest).map_err(|e| Error::internal(e.to_string()))?;
     append_bytes(&mut gz, MANIFEST_NAME, &manifest_json, mtime)?;
 
     let dump = File::open(dump_path).at("reopening dump.jsonl")?;
-    append_file(&mut gz, DUMP_NAME, dump, manifest.dump.size, &manifest.dump.sha256, mtime, progress)?;
+    append_file(
+        &mut gz,
+        DUMP_NAME,
+        dump,
+        manifest.dump.size,
+        &manifest.dump.sha256,
+        mtime,
+        progress,
+    )?;
 
     for (done, blob) in blobs.iter().enumerate() {
         progress.check_interrupt()?;
         let name = format!("{BLOB_PREFIX}{}", blob.entry.key);
         let file = File::open(blob.path).at(format!("reading blob {}", blob.entry.key))?;
-        append_file(&mut gz, &name, file, blob.entry.size, &blob.entry.sha256, mtime, progress)?;
+        append_file(
+            &mut gz,
+            &name,
+            file,
+            blob.entry.size,
+            &blob.entry.sha256,
+            mtime,
+            progress,
+        )?;
         if (done + 1) % 100 == 0 || done + 1 == blobs.len() {
             progress.emit(
                 Event::new("archive_progress")
@@ -96,7 +117,9 @@ pub fn write_archive(
     ustar::write_end(&mut gz)?;
     let hashed = gz.finish().at("finishing gzip stream")?;
     let (buffered, sha256, bytes) = hashed.finish();
-    let file = buffered.into_inner().map_err(|e| Error::from(e.into_error()))?;
+    let file = buffered
+        .into_inner()
+        .map_err(|e| Error::from(e.into_error()))?;
     file.sync_all().at("syncing archive to disk")?;
     Ok(Written { bytes, sha256 })
 }
@@ -140,7 +163,9 @@ fn append_file<W: Write>(
         }
     }
     if copied != size || super::hex(&hasher.finalize()) != sha256 {
-        return Err(Error::integrity(format!("{name} changed on disk while the backup was running")));
+        return Err(Error::integrity(format!(
+            "{name} changed on disk while the backup was running"
+        )));
     }
     ustar::write_padding(out, size)?;
     Ok(())

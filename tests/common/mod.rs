@@ -30,7 +30,12 @@ impl App {
         std::fs::create_dir_all(&out).unwrap();
         let conn = Connection::open(&db).unwrap();
         conn.execute_batch(APP_SCHEMA).unwrap();
-        let app = App { dir, db, storage, out };
+        let app = App {
+            dir,
+            db,
+            storage,
+            out,
+        };
         for tenant in 1..=3 {
             app.seed_tenant(&conn, tenant);
         }
@@ -68,7 +73,11 @@ impl App {
             conn.execute("INSERT INTO tags(id, tenant_id, name, created_at, updated_at) VALUES (?1, ?2, ?3, 'x', 'x')", rusqlite::params![base + n, t, format!("tag{n}")]).unwrap();
         }
         for (tag, task) in [(1, 1), (1, 2), (2, 2), (2, 3)] {
-            conn.execute("INSERT INTO tags_tasks(tag_id, task_id) VALUES (?1, ?2)", rusqlite::params![base + tag, base + task]).unwrap();
+            conn.execute(
+                "INSERT INTO tags_tasks(tag_id, task_id) VALUES (?1, ?2)",
+                rusqlite::params![base + tag, base + task],
+            )
+            .unwrap();
         }
         conn.execute("INSERT INTO comments(id, tenant_id, commentable_type, commentable_id, user_id, body, created_at, updated_at) VALUES (?1, ?2, 'Task', ?3, ?4, 'nice', 'x', 'x')", rusqlite::params![base + 1, t, base + 1, base + 1]).unwrap();
         conn.execute("INSERT INTO comments(id, tenant_id, commentable_type, commentable_id, user_id, body, created_at, updated_at) VALUES (?1, ?2, 'Project', ?3, ?4, NULL, 'x', 'x')", rusqlite::params![base + 2, t, base + 1, base + 1]).unwrap();
@@ -76,7 +85,9 @@ impl App {
         // Two attached files per tenant, one variant record with its own file.
         for n in 1..=2 {
             let key = blob_key(t, n);
-            let content = format!("file {n} of tenant {t}\n").repeat(50 * n as usize).into_bytes();
+            let content = format!("file {n} of tenant {t}\n")
+                .repeat(50 * n as usize)
+                .into_bytes();
             self.write_blob(conn, base + n, &key, &content);
             conn.execute("INSERT INTO active_storage_attachments(id, name, record_type, record_id, blob_id, created_at) VALUES (?1, 'files', 'Task', ?2, ?3, 'x')",
                 rusqlite::params![base + n, base + n, base + n]).unwrap();
@@ -98,7 +109,11 @@ impl App {
     }
 
     pub fn backup(&self, tenant: i64) -> tenant_kit::backup::BackupReport {
-        tenant_kit::backup::backup(&self.backup_options(tenant), &mut CollectProgress::default()).unwrap()
+        tenant_kit::backup::backup(
+            &self.backup_options(tenant),
+            &mut CollectProgress::default(),
+        )
+        .unwrap()
     }
 
     pub fn backup_options(&self, tenant: i64) -> tenant_kit::backup::BackupOptions {
@@ -108,7 +123,12 @@ impl App {
         .unwrap()
     }
 
-    pub fn restore_options(&self, archive: &Path, tenant: i64, extra: serde_json::Value) -> tenant_kit::restore::RestoreOptions {
+    pub fn restore_options(
+        &self,
+        archive: &Path,
+        tenant: i64,
+        extra: serde_json::Value,
+    ) -> tenant_kit::restore::RestoreOptions {
         let mut o = serde_json::json!({
             "database": self.db, "archive": archive, "tenant_id": tenant, "storage_root": self.storage,
         });
@@ -118,8 +138,16 @@ impl App {
         serde_json::from_value(o).unwrap()
     }
 
-    pub fn restore(&self, archive: &Path, tenant: i64, extra: serde_json::Value) -> tenant_kit::Result<tenant_kit::restore::RestoreReport> {
-        tenant_kit::restore::restore(&self.restore_options(archive, tenant, extra), &mut CollectProgress::default())
+    pub fn restore(
+        &self,
+        archive: &Path,
+        tenant: i64,
+        extra: serde_json::Value,
+    ) -> tenant_kit::Result<tenant_kit::restore::RestoreReport> {
+        tenant_kit::restore::restore(
+            &self.restore_options(archive, tenant, extra),
+            &mut CollectProgress::default(),
+        )
     }
 
     /// Every row of every table, with typeof() of every value, sorted.
@@ -194,7 +222,10 @@ pub fn files_below(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
             if e.file_type().unwrap().is_dir() {
                 stack.push(p);
             } else {
-                out.insert(p.strip_prefix(root).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
+                out.insert(
+                    p.strip_prefix(root).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                );
             }
         }
     }
@@ -204,7 +235,9 @@ pub fn files_below(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 /// Rows of one tenant's tables (by tenant column) from a snapshot-like view.
 pub fn tenant_rows(conn: &Connection, table: &str, tenant: i64) -> Vec<String> {
     let mut rows: Vec<String> = conn
-        .prepare(&format!("SELECT quote(id) FROM \"{table}\" WHERE tenant_id = ?1 ORDER BY id"))
+        .prepare(&format!(
+            "SELECT quote(id) FROM \"{table}\" WHERE tenant_id = ?1 ORDER BY id"
+        ))
         .unwrap()
         .query_map([tenant], |r| r.get(0))
         .unwrap()

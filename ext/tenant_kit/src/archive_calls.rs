@@ -5,15 +5,21 @@ use crate::gvl;
 use magnus::{function, Error as RbError, RModule, Ruby};
 
 fn backup(ruby: &Ruby, options_json: String) -> Result<String, RbError> {
-    gvl::run_without_gvl(ruby, |progress| tenant_kit::api::backup_json(&options_json, progress))
+    gvl::run_without_gvl(ruby, |progress| {
+        tenant_kit::api::backup_json(&options_json, progress)
+    })
 }
 
 fn restore(ruby: &Ruby, options_json: String) -> Result<String, RbError> {
-    gvl::run_without_gvl(ruby, |progress| tenant_kit::api::restore_json(&options_json, progress))
+    gvl::run_without_gvl(ruby, |progress| {
+        tenant_kit::api::restore_json(&options_json, progress)
+    })
 }
 
 fn verify(ruby: &Ruby, options_json: String) -> Result<String, RbError> {
-    gvl::run_without_gvl(ruby, |progress| tenant_kit::api::verify_json(&options_json, progress))
+    gvl::run_without_gvl(ruby, |progress| {
+        tenant_kit::api::verify_json(&options_json, progress)
+    })
 }
 
 fn prune(ruby: &Ruby, options_json: String) -> Result<String, RbError> {

@@ -31,6 +31,9 @@ pub fn to_ruby(ruby: &Ruby, error: &tenant_kit::Error) -> RbError {
     match class {
         Ok(class) => RbError::new(class, message),
         // lib/tenant_kit/errors.rb not loaded: still raise something useful.
-        Err(_) => RbError::new(ruby.exception_runtime_error(), format!("TenantKit::{name}: {message}")),
+        Err(_) => RbError::new(
+            ruby.exception_runtime_error(),
+            format!("TenantKit::{name}: {message}"),
+        ),
     }
 }

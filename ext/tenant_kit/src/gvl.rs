@@ -40,7 +40,9 @@ impl Progress for BlockProgress<'_> {
         match outcome {
             Ok(Ok(())) => Ok(()),
             Ok(Err(ruby_error)) => {
-                self._pin = with_gvl(|_| ruby_error.value().map(BoxValue::new)).ok().flatten();
+                self._pin = with_gvl(|_| ruby_error.value().map(BoxValue::new))
+                    .ok()
+                    .flatten();
                 self.parked = Some(ruby_error);
                 Err(tenant_kit::Error::cancelled())
             }
@@ -117,7 +119,8 @@ where
         Some(work) => work(progress),
         None => Err(tenant_kit::Error::internal("native work ran twice")),
     }));
-    call.outcome = Some(outcome.unwrap_or_else(|payload| Err(tenant_kit::Error::from_panic(&*payload))));
+    call.outcome =
+        Some(outcome.unwrap_or_else(|payload| Err(tenant_kit::Error::from_panic(&*payload))));
     std::ptr::null_mut()
 }
 
@@ -143,7 +146,10 @@ fn with_gvl<R, F: FnOnce(&Ruby) -> R>(f: F) -> tenant_kit::Result<R> {
         })));
         std::ptr::null_mut()
     }
-    let mut slot = Slot { f: Some(f), out: None };
+    let mut slot = Slot {
+        f: Some(f),
+        out: None,
+    };
     unsafe {
         rb_sys::rb_thread_call_with_gvl(
             Some(trampoline::<R, F>),
@@ -165,6 +171,9 @@ where
 {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(result) => result.map_err(|e| errors::to_ruby(ruby, &e)),
-        Err(payload) => Err(errors::to_ruby(ruby, &tenant_kit::Error::from_panic(&*payload))),
+        Err(payload) => Err(errors::to_ruby(
+            ruby,
+            &tenant_kit::Error::from_panic(&*payload),
+        )),
     }
 }

@@ -19,7 +19,9 @@ fn sqlite_version() -> String {
 
 /// Test-only: sleeps in steps without the GVL, yielding a `tick` per step.
 fn busy_work(ruby: &Ruby, steps: u64, step_ms: u64) -> Result<u64, RbError> {
-    gvl::run_without_gvl(ruby, |progress| tenant_kit::selftest::busy_work(steps, step_ms, progress))
+    gvl::run_without_gvl(ruby, |progress| {
+        tenant_kit::selftest::busy_work(steps, step_ms, progress)
+    })
 }
 
 /// Test-only: panics inside native code, with and without the GVL.

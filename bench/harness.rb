@@ -1,0 +1,509 @@
+# frozen_string_literal: true
+
+# The benchmark harness behind bench/run (see bench/README.md).
+#
+# 1. Generates the benchmark data once (cached under bench/data/, which is
+#    git-ignored; regenerated when the generator, the schema or the sizes
+#    change): "main", 3 tenants x ROWS tenant rows, and "3x", the same with
+#    tenant 1 three times larger.
+# 2. Runs every candidate in its own child process under GNU time (peak RSS
+#    of that process alone, `%M`), RUNS times, interleaved and rotated so no
+#    candidate always runs first; reports medians.
+#       backup:  (a) TenantKit.backup of tenant 1
+#                (b) bench/baseline/ruby_backup.rb, the same job in Ruby/AR
+#                (c) sqlite3 -json of the tenant's rows | gzip -6
+#                (d) TenantKit.backup of tenant 1 of the 3x database
+#       restore: (e) TenantKit.restore, purge + restore of tenant 1 from (a)'s archive
+#                (f) bench/baseline/ruby_restore.rb, the same in Ruby/AR
+#    Restores start from a fresh copy of the pristine database and storage.
+# 3. Checks each run cheaply: the backup's per-table counts equal the
+#    oracle's (spec/support/sample_app.rb); after a restore the tenant's
+#    per-table counts equal the original, tenant 2 is untouched, and the
+#    tenant's blob files exist with the right size and MD5.
+# 4. Prints a table with the targets of issues 3 and 4 and writes it to
+#    bench/results.md.
+
+require "json"
+require "optparse"
+require "fileutils"
+require "digest"
+require "open3"
+require "time"
+require "etc"
+require_relative "../spec/support/sample_app"
+
+module Bench
+  ROOT = File.expand_path("..", __dir__)
+  MIB = 1024.0
+
+  # Targets from issue 3 (backup) and issue 4 (restore).
+  BACKUP_SPEEDUP_VS_RUBY = 15.0
+  RESTORE_SPEEDUP_VS_RUBY = 10.0
+  BACKUP_RSS_LIMIT_MIB = 64
+  RESTORE_RSS_LIMIT_MIB = 128
+  FLAT_RSS_GROWTH = 1.25 # "flat": the 3x tenant's peak at most 25% above the 1x peak
+
+  CANDIDATES = {
+    "tk_backup" => "(a) TenantKit.backup",
+    "ruby_backup" => "(b) Ruby/AR backup baseline",
+    "sqlite_gzip" => "(c) sqlite3 -json \\| gzip -6",
+    "tk_backup_3x" => "(d) TenantKit.backup, 3x tenant",
+    "tk_restore" => "(e) TenantKit.restore, purge + restore",
+    "ruby_restore" => "(f) Ruby/AR restore baseline",
+  }.freeze
+  BACKUPS = %w[tk_backup ruby_backup sqlite_gzip tk_backup_3x].freeze
+  RESTORES = %w[tk_restore ruby_restore].freeze
+
+  class Harness
+    def initialize(argv)
+      @opts = { runs: 3, rows: 360_000, blob_bytes: 2 * 1024 * 1024, data: File.join(ROOT, "bench/data"),
+                results: File.join(ROOT, "bench/results.md"), only: CANDIDATES.keys }
+      OptionParser.new do |o|
+        o.banner = "usage: bench/run [options]"
+        o.on("--runs N", Integer, "timed runs per candidate (default 3)") { |v| @opts[:runs] = v }
+        o.on("--rows N", Integer, "tenant rows per tenant (default 360000)") { |v| @opts[:rows] = v }
+        o.on("--blob-bytes N", Integer, "bytes of files per tenant (default 2 MiB)") { |v| @opts[:blob_bytes] = v }
+        o.on("--only LIST", Array, "candidates: #{CANDIDATES.keys.join(',')}") { |v| @opts[:only] = v }
+        o.on("--data DIR", "data cache (default bench/data)") { |v| @opts[:data] = File.expand_path(v) }
+        o.on("--results FILE", "markdown output (default bench/results.md)") do |v|
+          @opts[:results] = File.expand_path(v)
+          @opts[:results_given] = true
+        end
+        o.on("--quick", "smoke test: 36000 rows, 1 run, results to bench/data/results-quick.md") do
+          @opts[:rows] = 36_000
+          @opts[:runs] = 1
+          @opts[:quick] = true
+        end
+      end.parse!(argv)
+      unknown = @opts[:only] - CANDIDATES.keys
+      abort "unknown candidates: #{unknown.join(', ')}" unless unknown.empty?
+      @opts[:results] = File.join(@opts[:data], "results-quick.md") if @opts[:quick] && !@opts[:results_given]
+      @work = File.join(@opts[:data], "work")
+      @runs = Hash.new { |h, k| h[k] = [] }
+      @archives = {}
+    end
+
+    def run
+      check_tools
+      @load_start = File.read("/proc/loadavg").split.first(3).join(" ")
+      @main = dataset("main", [@opts[:rows]] * 3, [@opts[:blob_bytes]] * 3)
+      @big = dataset("3x", [@opts[:rows] * 3, @opts[:rows], @opts[:rows]],
+                     [@opts[:blob_bytes] * 3, @opts[:blob_bytes], @opts[:blob_bytes]]) if selected?("tk_backup_3x")
+      FileUtils.rm_rf(@work)
+      FileUtils.mkdir_p(@work)
+      log "expected rows of tenant 1 (oracle): #{@main[:expected].values.sum} in #{@main[:expected].size} tables"
+      warm_page_cache
+      write_sqlite_queries
+
+      backups = BACKUPS.select { |c| selected?(c) }
+      @opts[:runs].times do |round|
+        backups.rotate(round).each { |c| measure(c, round) }
+      end
+      restores = RESTORES.select { |c| selected?(c) }
+      unless restores.empty?
+        choose_archive
+        @opts[:runs].times do |round|
+          restores.rotate(round).each { |c| measure(c, round) }
+        end
+      end
+      @load_end = File.read("/proc/loadavg").split.first(3).join(" ")
+      # The restore copies are as large as the database; the archives stay for a look.
+      FileUtils.rm_rf(Dir[File.join(@work, "restore*")])
+      report
+    end
+
+    private
+
+    def selected?(candidate)
+      @opts[:only].include?(candidate)
+    end
+
+    def log(message)
+      $stderr.puts "[bench #{Time.now.strftime('%H:%M:%S')}] #{message}"
+    end
+
+    def check_tools
+      out, status = Open3.capture2e("/usr/bin/time", "--version")
+      abort "GNU time (/usr/bin/time) is needed: apt-get install time" unless status.success? && out.include?("GNU")
+      abort "sqlite3 CLI is needed: apt-get install sqlite3" if selected?("sqlite_gzip") && !system("sqlite3 -version > /dev/null")
+    end
+
+    # --- data ----------------------------------------------------------------
+
+    # The generated database of `name`, from cache when its fingerprint
+    # (generator source, schema, sizes) matches.
+    def dataset(name, rows, blob_bytes)
+      params = { tenants: rows.size, rows_per_tenant: rows, blob_bytes: blob_bytes, seed: 1, journal_mode: "delete" }
+      fingerprint = Digest::SHA256.hexdigest(
+        [File.read(File.join(ROOT, "spec/support/sample_app.rb")), File.read(TenantKitSample::SCHEMA_PATH),
+         JSON.generate(params)].join("\0"),
+      )[0, 16]
+      dir = File.join(@opts[:data], "#{name}-#{rows.first}")
+      info_path = File.join(dir, "dataset.json")
+      info = File.exist?(info_path) && JSON.parse(File.read(info_path))
+      if info && info["fingerprint"] == fingerprint
+        log "using cached #{name} data in #{dir} (generated in #{info.dig('summary', 'seconds')} s)"
+      else
+        info = generate(dir, params, fingerprint)
+      end
+      db = File.join(dir, "app.sqlite3")
+      storage = File.join(dir, "storage")
+      {
+        name: name, dir: dir, db: db, storage: storage, summary: info["summary"], params: params,
+        expected: TenantKitSample.tenant_counts(db, 1), expected_t2: TenantKitSample.tenant_counts(db, 2),
+        db_bytes: File.size(db),
+      }
+    end
+
+    def generate(dir, params, fingerprint)
+      log "generating #{File.basename(dir)}: #{params[:tenants]} tenants x #{params[:rows_per_tenant].join('/')} rows " \
+          "(once; cached afterwards)..."
+      partial = "#{dir}.partial"
+      FileUtils.rm_rf([dir, partial])
+      FileUtils.mkdir_p(partial)
+      args = params.merge(path: File.join(partial, "app.sqlite3"), storage_root: File.join(partial, "storage"))
+      script = 'require "json"; a = JSON.parse(ARGV[0], symbolize_names: true); ' \
+               'puts JSON.generate(TenantKitSample.create(**a))'
+      cmd = ["ruby", *yjit_flag, "-I", File.join(ROOT, "spec/support"), "-r", "sample_app", "-e", script, JSON.generate(args)]
+      out, err, status = Open3.capture3(*cmd)
+      abort "data generation failed:\n#{err}" unless status.success?
+      summary = JSON.parse(out.lines.last)
+      summary["path"] = File.join(dir, "app.sqlite3")
+      summary["storage_root"] = File.join(dir, "storage")
+      File.write(File.join(partial, "dataset.json"),
+                 JSON.pretty_generate("fingerprint" => fingerprint, "params" => params, "summary" => summary))
+      File.rename(partial, dir)
+      log "generated in #{summary['seconds']} s: #{(File.size(File.join(dir, 'app.sqlite3')) / MIB / MIB).round} MiB database"
+      JSON.parse(File.read(File.join(dir, "dataset.json")))
+    end
+
+    def yjit_flag
+      @yjit_flag ||= system("ruby", "--yjit", "-e", "exit(RubyVM::YJIT.enabled? ? 0 : 1)", err: File::NULL) ? ["--yjit"] : []
+    end
+
+    # Read the databases once so that no candidate pays for a cold cache alone.
+    def warm_page_cache
+      [@main, @big].compact.each do |d|
+        File.open(d[:db], "rb") { |f| nil while f.read(1 << 20) }
+      end
+    end
+
+    # The oracle's SELECTs of tenant 1's rows, for sqlite3 -json.
+    def write_sqlite_queries
+      @queries = File.join(@work, "tenant_1_queries.sql")
+      sql = TenantKitSample.tenant_queries(@main[:db], 1).map do |_table, (query, binds)|
+        binds.reduce(query) { |q, v| q.sub("?", v.is_a?(String) ? "'#{v.gsub("'", "''")}'" : Integer(v).to_s) } + ";"
+      end
+      File.write(@queries, sql.join("\n") + "\n")
+    end
+
+    # --- runs -------------------------------------------------------------
+
+    def measure(candidate, round)
+      run = case candidate
+            when "tk_backup" then backup_run(candidate, @main, tenant_kit_cmd("backup"))
+            when "tk_backup_3x" then backup_run(candidate, @big, tenant_kit_cmd("backup"))
+            when "ruby_backup" then backup_run(candidate, @main, ruby_cmd("ruby_backup.rb", "--quiet"))
+            when "sqlite_gzip" then sqlite_run
+            when "tk_restore" then restore_run(candidate, tenant_kit_cmd("restore", "--purge"))
+            when "ruby_restore" then restore_run(candidate, ruby_cmd("ruby_restore.rb", "--purge", "--quiet"))
+            end
+      @runs[candidate] << run
+      status = run[:ok] ? "ok" : "FAILED: #{run[:error]}"
+      log format("%-13s run %d: %7.2f s (process %6.2f s), peak RSS %6.1f MiB  %s",
+                 candidate, round + 1, run[:seconds] || Float::NAN, run[:wall], (run[:peak_kb] || 0) / MIB, status)
+    end
+
+    def tenant_kit_cmd(mode, *extra)
+      ["ruby", File.join(ROOT, "bench/candidates/tenant_kit_job.rb"), mode, *extra]
+    end
+
+    def ruby_cmd(script, *extra)
+      ["ruby", File.join(ROOT, "bench/baseline", script), *extra]
+    end
+
+    # Run argv under GNU time; returns wall time, peak RSS and the child's
+    # `RESULT {json}` line.
+    def run_child(argv)
+      time_file = File.join(@work, "time.out")
+      started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      out, err, status = Open3.capture3("/usr/bin/time", "-f", "%e %M", "-o", time_file, *argv, chdir: ROOT)
+      wall = Process.clock_gettime(Process::CLOCK_MONOTONIC) - started
+      peak_kb = File.read(time_file).lines.last.split.last.to_i
+      line = out.lines.reverse.find { |l| l.start_with?("RESULT ") }
+      result = line && JSON.parse(line.delete_prefix("RESULT "))
+      error = status.success? ? nil : (err.lines.grep_v(/^\s+from /).last(3).join.strip[0, 400].then { |e| e.empty? ? "exit #{status.exitstatus}" : e })
+      { ok: status.success? && !result.nil?, wall: wall, peak_kb: peak_kb, child: result, error: error }
+    end
+
+    def fresh_dir(name)
+      dir = File.join(@work, name)
+      FileUtils.rm_rf(dir)
+      FileUtils.mkdir_p(dir)
+      dir
+    end
+
+    def backup_run(candidate, data, cmd)
+      out = fresh_dir("out_#{candidate}")
+      run = run_child(cmd + ["--database", data[:db], "--tenant-id", "1", "--output-dir", out, "--storage-root", data[:storage]])
+      child = run[:child] || {}
+      result = child["result"] || child # TenantKit candidates wrap the result
+      run[:seconds] = child["seconds"]
+      run[:rss_start_kb] = child["rss_start_kb"]
+      run[:events] = child["events"]
+      run[:lock] = child["lock"]
+      run[:bytes] = result["bytes"]
+      return run unless run[:ok]
+
+      problems = count_problems(normalize_counts(result["tables"]), data[:expected])
+      problems << "errors: #{result['errors'].inspect[0, 200]}" unless Array(result["errors"]).empty?
+      path = result["path"].to_s
+      problems << "no archive at #{path.inspect}" unless File.file?(path)
+      problems << format("archive mode %o, not 600", File.stat(path).mode & 0o777) if File.file?(path) && (File.stat(path).mode & 0o777) != 0o600
+      problems << "files left in the output dir: #{(Dir.children(out) - [File.basename(path)]).join(', ')}" unless (Dir.children(out) - [File.basename(path)]).empty?
+      fail_run(run, problems)
+      if run[:ok] && data.equal?(@main) && !@archives[candidate]
+        @archives[candidate] = File.join(@work, "archive_#{candidate}.tar.gz")
+        FileUtils.cp(path, @archives[candidate])
+      end
+      FileUtils.rm_rf(out)
+      run
+    end
+
+    def sqlite_run
+      out = fresh_dir("out_sqlite_gzip")
+      t1 = File.join(@work, "time_sqlite.out")
+      t2 = File.join(@work, "time_gzip.out")
+      target = File.join(out, "tenant_1.json.gz")
+      script = %(/usr/bin/time -f %M -o "$1" sqlite3 -json -readonly "$3" < "$4" | /usr/bin/time -f %M -o "$2" gzip -6 > "$5")
+      started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      _, err, status = Open3.capture3("bash", "-o", "pipefail", "-c", script, "bash", t1, t2, @main[:db], @queries, target)
+      wall = Process.clock_gettime(Process::CLOCK_MONOTONIC) - started
+      # The two processes run at the same time: their sum bounds the pipeline's peak.
+      peak = [t1, t2].sum { |f| File.read(f).lines.last.to_i }
+      run = { ok: status.success?, wall: wall, seconds: wall, peak_kb: peak, bytes: File.size?(target),
+              error: status.success? ? nil : err.strip[0, 400] }
+      FileUtils.rm_rf(out)
+      run
+    end
+
+    # The archive both restores read: TenantKit's own from (a) when there
+    # is one, else the Ruby baseline's (same format); made untimed if needed.
+    def choose_archive
+      unless @archives["tk_backup"] || @archives["ruby_backup"]
+        log "no archive yet: one untimed TenantKit.backup for the restores"
+        backup_run("tk_backup", @main, tenant_kit_cmd("backup"))
+        unless @archives["tk_backup"]
+          log "TenantKit.backup failed: using the Ruby baseline's archive instead"
+          backup_run("ruby_backup", @main, ruby_cmd("ruby_backup.rb", "--quiet"))
+        end
+      end
+      @restore_archive = @archives["tk_backup"] || @archives["ruby_backup"]
+      @restore_archive_from = @archives["tk_backup"] ? "TenantKit.backup (a)" : "the Ruby baseline (b)"
+      abort "no archive to restore from" unless @restore_archive
+      log "restores read #{@restore_archive} (from #{@restore_archive_from})"
+    end
+
+    def restore_run(candidate, cmd)
+      db = File.join(@work, "restore.sqlite3")
+      storage = File.join(@work, "restore_storage")
+      # Reset: a fresh copy of the pristine database and storage tree.
+      FileUtils.rm_rf([db, "#{db}-journal", "#{db}-wal", "#{db}-shm", storage])
+      FileUtils.cp(@main[:db], db)
+      FileUtils.cp_r(@main[:storage], storage)
+      run = run_child(cmd + ["--database", db, "--archive", @restore_archive, "--tenant-id", "1", "--storage-root", storage])
+      child = run[:child] || {}
+      run[:seconds] = child["seconds"]
+      run[:rss_start_kb] = child["rss_start_kb"]
+      run[:events] = child["events"]
+      run[:lock] = child["lock"] || {}
+      run[:lock] = run[:lock].merge("lock_seconds" => child["lock_seconds"]) if child["lock_seconds"]
+      return run unless run[:ok]
+
+      problems = count_problems(TenantKitSample.tenant_counts(db, 1), @main[:expected])
+      other = TenantKitSample.tenant_counts(db, 2)
+      problems << "tenant 2 changed" unless other == @main[:expected_t2]
+      bad_files = TenantKitSample.blob_files(db, storage, 1).reject { |f| f[:valid] }
+      problems << "#{bad_files.size} blob files missing or wrong (#{bad_files.first[:key]})" unless bad_files.empty?
+      fail_run(run, problems)
+      run
+    end
+
+    # TenantKit may give `{ "users" => 12 }` or `{ "users" => { "rows" => 12 } }`.
+    def normalize_counts(tables)
+      (tables || {}).to_h { |t, v| [t.to_s, v.is_a?(Hash) ? (v["rows"] || v["count"] || v["written"]) : v] }
+    end
+
+    def count_problems(got, expected)
+      keys = (got.keys | expected.keys).select { |t| got[t].to_i.positive? || expected[t].to_i.positive? }
+      keys.filter_map do |t|
+        "#{t}: #{got[t].to_i} rows, expected #{expected[t].to_i}" unless got[t].to_i == expected[t].to_i
+      end
+    end
+
+    def fail_run(run, problems)
+      return if problems.empty?
+
+      run[:ok] = false
+      run[:error] = "check failed: #{problems.first(4).join('; ')}#{problems.size > 4 ? ' ...' : ''}"
+    end
+
+    # --- report -------------------------------------------------------------
+
+    def median(values)
+      v = values.compact.sort
+      return nil if v.empty?
+
+      v.size.odd? ? v[v.size / 2] : (v[v.size / 2 - 1] + v[v.size / 2]) / 2.0
+    end
+
+    # { seconds:, min:, max:, wall:, peak_kb:, ... } over the successful runs.
+    def stats(candidate)
+      runs = @runs[candidate]
+      good = runs.select { |r| r[:ok] }
+      return { failed: runs.size, error: runs.map { |r| r[:error] }.compact.first } if good.empty?
+
+      {
+        runs: good.size, failed: runs.size - good.size, error: runs.map { |r| r[:error] }.compact.first,
+        seconds: median(good.map { |r| r[:seconds] }), min: good.map { |r| r[:seconds] }.min,
+        max: good.map { |r| r[:seconds] }.max, wall: median(good.map { |r| r[:wall] }),
+        peak_kb: good.map { |r| r[:peak_kb] }.max, rss_start_kb: median(good.map { |r| r[:rss_start_kb] }),
+        bytes: median(good.map { |r| r[:bytes] }), lock: good.map { |r| r[:lock] }.compact.first,
+        lock_seconds: median(good.map { |r| lock_seconds(r[:lock]) }), events: good.first[:events],
+      }
+    end
+
+    # Seconds from the first lock-like field; the unit comes from its name.
+    def lock_seconds(lock)
+      return nil if lock.nil? || lock.empty?
+
+      key, value = lock.find { |k, _| k.match?(/lock/i) } || lock.find { |k, _| k.match?(/snapshot|held|hold/i) } || lock.first
+      case key
+      when /_?ms\b|millis/i then value / 1000.0
+      when /_?us\b|micros/i then value / 1e6
+      when /_?ns\b|nanos/i then value / 1e9
+      else value.to_f
+      end
+    end
+
+    def fmt_s(value)
+      value ? format("%.2f s", value) : "–"
+    end
+
+    def fmt_mib(kb)
+      kb ? format("%.1f MiB", kb / MIB) : "–"
+    end
+
+    def ratio(slow, fast)
+      slow && fast && fast.positive? ? slow / fast : nil
+    end
+
+    def fmt_ratio(value)
+      value ? format("%.1f×", value) : "–"
+    end
+
+    def verdict(ok)
+      ok.nil? ? "n/a" : (ok ? "PASS" : "FAIL")
+    end
+
+    def notes(candidate, s)
+      notes = []
+      notes << "#{s[:failed]} of #{@opts[:runs]} runs failed: #{s[:error]}" if s[:failed].to_i.positive?
+      notes << "#{(s[:bytes] / MIB / MIB).round(1)} MiB output" if s[:bytes]
+      notes << "write lock #{fmt_s(s[:lock_seconds])}" if s[:lock_seconds] && candidate.include?("restore")
+      notes << "read snapshot (writers held off) #{fmt_s(s[:lock_seconds])}" if s[:lock_seconds] && candidate.include?("backup")
+      notes << "#{s[:events].values.sum} progress events" if s[:events]
+      notes << "RSS = sqlite3 + gzip" if candidate == "sqlite_gzip"
+      notes.join("; ")
+    end
+
+    def table(header, rows)
+      widths = header.each_index.map { |i| ([header[i]] + rows.map { |r| r[i].to_s }).map(&:length).max }
+      line = ->(cells) { "| " + cells.each_with_index.map { |c, i| c.to_s.ljust(widths[i]) }.join(" | ") + " |" }
+      [line[header], "|" + widths.map { |w| "-" * (w + 2) }.join("|") + "|", *rows.map(&line)].join("\n")
+    end
+
+    def report
+      s = CANDIDATES.keys.select { |c| selected?(c) }.to_h { |c| [c, stats(c)] }
+      m = @main[:summary]["tenants"]["1"]
+      rows = s.map do |c, st|
+        [CANDIDATES[c], fmt_s(st[:seconds]), st[:min] ? "#{format('%.2f', st[:min])}–#{format('%.2f', st[:max])}" : "–",
+         fmt_s(st[:wall]), fmt_mib(st[:peak_kb]), fmt_mib(st[:rss_start_kb]), notes(c, st)]
+      end
+      results = table(["candidate", "time (median)", "min–max", "process", "peak RSS", "RSS before call", "notes"], rows)
+
+      tk = s["tk_backup"] || {}
+      rb = s["ruby_backup"] || {}
+      sq = s["sqlite_gzip"] || {}
+      big = s["tk_backup_3x"] || {}
+      tr = s["tk_restore"] || {}
+      rr = s["ruby_restore"] || {}
+      vs_ruby = ratio(rb[:seconds], tk[:seconds])
+      vs_sqlite = ratio(sq[:seconds], tk[:seconds])
+      restore_vs_ruby = ratio(rr[:seconds], tr[:seconds])
+      flat = tk[:peak_kb] && big[:peak_kb] ? big[:peak_kb] < BACKUP_RSS_LIMIT_MIB * MIB && big[:peak_kb] <= tk[:peak_kb] * FLAT_RSS_GROWTH : nil
+      target_rows = [
+        ["backup ≥ #{BACKUP_SPEEDUP_VS_RUBY.to_i}× faster than the Ruby/AR baseline", fmt_ratio(vs_ruby),
+         verdict(vs_ruby && vs_ruby >= BACKUP_SPEEDUP_VS_RUBY)],
+        ["backup not slower than sqlite3 -json \\| gzip -6", "#{fmt_ratio(vs_sqlite)} (#{fmt_s(tk[:seconds])} vs #{fmt_s(sq[:seconds])})",
+         verdict(vs_sqlite && vs_sqlite >= 1.0)],
+        ["backup peak RSS < #{BACKUP_RSS_LIMIT_MIB} MiB", fmt_mib(tk[:peak_kb]),
+         verdict(tk[:peak_kb] && tk[:peak_kb] < BACKUP_RSS_LIMIT_MIB * MIB)],
+        ["backup RSS flat at 3× tenant size (< #{BACKUP_RSS_LIMIT_MIB} MiB, ≤ #{FLAT_RSS_GROWTH}× of 1×)",
+         "#{fmt_mib(big[:peak_kb])} vs #{fmt_mib(tk[:peak_kb])}; time #{fmt_s(big[:seconds])} vs #{fmt_s(tk[:seconds])}",
+         verdict(flat)],
+        ["restore ≥ #{RESTORE_SPEEDUP_VS_RUBY.to_i}× faster than the Ruby/AR baseline", fmt_ratio(restore_vs_ruby),
+         verdict(restore_vs_ruby && restore_vs_ruby >= RESTORE_SPEEDUP_VS_RUBY)],
+        ["restore peak RSS < #{RESTORE_RSS_LIMIT_MIB} MiB", fmt_mib(tr[:peak_kb]),
+         verdict(tr[:peak_kb] && tr[:peak_kb] < RESTORE_RSS_LIMIT_MIB * MIB)],
+        ["restore write-lock time (reported next to the total)",
+         "#{fmt_s(tr[:lock_seconds])} of #{fmt_s(tr[:seconds])} (Ruby: #{fmt_s(rr[:lock_seconds])} of #{fmt_s(rr[:seconds])})",
+         tr[:seconds] ? (tr[:lock_seconds] ? "reported" : "NOT REPORTED") : "n/a"],
+      ]
+      targets = table(%w[target measured status], target_rows)
+
+      md = <<~MD
+        ## Benchmark results
+
+        #{Time.now.utc.strftime('%Y-%m-%d %H:%M UTC')}, `bench/run#{@opts[:quick] ? ' --quick' : ''}`, #{@opts[:runs]} timed run(s) per candidate, interleaved; medians.
+
+        #{environment}
+
+        Data: 3 tenants × #{@opts[:rows]} tenant rows (seed 1, journal_mode delete), #{(@main[:db_bytes] / MIB / MIB).round} MiB database.
+        Tenant 1: #{@main[:expected].values.sum} rows in #{@main[:expected].count { |_, v| v.positive? }} tables (#{m['tags_tasks']} `tags_tasks` join rows, #{m['attachments']} attachments, #{m['variant_records']} variant records), #{m['blobs']} blob files of #{(m['blob_bytes'] / MIB / MIB).round(1)} MiB.#{@big ? "\n3× data: tenant 1 has #{@big[:expected].values.sum} rows and #{(@big[:summary]['tenants']['1']['blob_bytes'] / MIB / MIB).round(1)} MiB of files (#{(@big[:db_bytes] / MIB / MIB).round} MiB database)." : ''}
+        Restores: purge + restore of tenant 1 into a fresh copy of the database, from the archive of #{@restore_archive_from || 'n/a'}.
+
+        #{results}
+
+        "time" is the job alone, timed inside the child process (for the Ruby
+        candidates after `require`, as inside a running Rails app); "process" is
+        the whole child process including Ruby's start. Peak RSS is the child's
+        maximum resident set (GNU time `%M`); "RSS before call" is the same
+        process just before the job started. Each run was checked: backup row
+        counts against the sample app's oracle; after each restore the tenant's
+        row counts, tenant 2 untouched and every blob file's size and MD5.
+
+        #{targets}
+      MD
+      puts
+      puts md
+      FileUtils.mkdir_p(File.dirname(@opts[:results]))
+      File.write(@opts[:results], md)
+      log "written to #{@opts[:results]}"
+      failed = s.values.sum { |st| st[:failed].to_i }
+      exit(failed.zero? ? 0 : 1)
+    end
+
+    def environment
+      cpu = File.read("/proc/cpuinfo")[/^model name\s*:\s*(.+)$/, 1] rescue "unknown CPU"
+      sqlite = `sqlite3 -version 2>/dev/null`.split.first
+      rev = `git -C #{ROOT} rev-parse --short HEAD 2>/dev/null`.strip
+      dirty = `git -C #{ROOT} status --porcelain 2>/dev/null`.strip.empty? ? "" : " + uncommitted changes"
+      "Machine: #{Etc.nprocessors} CPUs (#{cpu}), #{(File.read('/proc/meminfo')[/MemTotal:\s+(\d+)/, 1].to_i / MIB / MIB).round} GiB, " \
+        "Linux #{Etc.uname[:release]}; ruby #{RUBY_VERSION}; SQLite #{sqlite}; tenant_kit at #{rev.empty? ? '?' : rev}#{dirty}. " \
+        "Load average #{@load_start} at start, #{@load_end} at end (other work on the machine skews times)."
+    end
+  end
+end
+
+Bench::Harness.new(ARGV).run if $PROGRAM_NAME == __FILE__
