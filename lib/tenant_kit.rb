@@ -31,7 +31,7 @@ module TenantKit
     # Progress events (Hashes with :step and :at) go to the block; raising or
     # breaking in it cancels the backup and leaves no archive behind.
     def backup(database:, tenant_id:, output_dir:, storage_root: nil, tenant_column: "tenant_id",
-               tenant_table: nil, relations: [], polymorphic: {}, compression_level: 3,
+               tenant_table: nil, relations: [], polymorphic: {}, compression_level: 2,
                busy_timeout: 5, &block)
       options = {
         database: Arguments.path(:database, database),

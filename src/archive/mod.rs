@@ -1,6 +1,7 @@
 //! Archive format, version 1: a `.tar.gz` holding `manifest.json` (first),
 //! `dump.jsonl` and `blobs/<key>` files. See README "Archive format".
 
+pub mod deflate;
 pub mod dump;
 pub mod read;
 pub mod ustar;

@@ -2,11 +2,10 @@
 //! The manifest goes first so readers can check every later entry against
 //! it as it streams past.
 
+use super::deflate::{gzip_header, DeflatedDump, RawDeflate};
 use super::{ustar, BlobEntry, Manifest, BLOB_PREFIX, DUMP_NAME, MANIFEST_NAME};
 use crate::error::{Error, Result, ResultExt};
 use crate::progress::{Event, Progress};
-use flate2::write::GzEncoder;
-use flate2::Compression;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
@@ -54,16 +53,27 @@ pub struct BlobFile<'a> {
     pub path: &'a Path,
 }
 
+/// The compressed dump: the deflate piece's file and what it holds.
+pub struct DumpPiece<'a> {
+    pub path: &'a Path,
+    pub deflated: &'a DeflatedDump,
+}
+
 /// What was written: size and SHA-256 of the archive file itself.
 pub struct Written {
     pub bytes: u64,
     pub sha256: String,
 }
 
+/// Pack the archive. The dump arrives already compressed (`dump_piece`, a
+/// deflate piece made while the rows were read, see deflate.rs); the
+/// manifest entry and the dump's tar header are compressed in front of it,
+/// the blobs and the end marker behind it, and the three pieces form one
+/// gzip member.
 pub fn write_archive(
     dest: &Path,
     manifest: &Manifest,
-    dump_path: &Path,
+    dump: DumpPiece<'_>,
     blobs: &[BlobFile<'_>],
     level: u32,
     mtime: u64,
@@ -75,30 +85,32 @@ pub fn write_archive(
         .mode_0600()
         .open(dest)
         .at(format!("creating {}", dest.display()))?;
-    let hashed = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
-    let mut gz = GzEncoder::new(hashed, Compression::new(level.min(9)));
+    let mut out = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+    out.write_all(&gzip_header(mtime, level))?;
 
+    // Piece 1: manifest.json and the header of dump.jsonl.
     let manifest_json =
         serde_json::to_vec_pretty(manifest).map_err(|e| Error::internal(e.to_string()))?;
-    append_bytes(&mut gz, MANIFEST_NAME, &manifest_json, mtime)?;
+    let mut head = RawDeflate::new(&mut out, level);
+    append_bytes(&mut head, MANIFEST_NAME, &manifest_json, mtime)?;
+    ustar::write_header(&mut head, DUMP_NAME, manifest.dump.size, mtime)?;
+    let (_, mut crc, mut len) = head.finish(false)?;
 
-    let dump = File::open(dump_path).at("reopening dump.jsonl")?;
-    append_file(
-        &mut gz,
-        DUMP_NAME,
-        dump,
-        manifest.dump.size,
-        &manifest.dump.sha256,
-        mtime,
-        progress,
-    )?;
+    // Piece 2: the dump, compressed while it was written.
+    let mut piece = File::open(dump.path).at("reopening the compressed dump")?;
+    std::io::copy(&mut piece, &mut out).at("writing the archive")?;
+    crc.combine(&dump.deflated.crc);
+    len += dump.deflated.size;
 
+    // Piece 3: the dump's padding, the blobs, the end marker.
+    let mut tail = RawDeflate::new(&mut out, level);
+    ustar::write_padding(&mut tail, manifest.dump.size)?;
     for (done, blob) in blobs.iter().enumerate() {
         progress.check_interrupt()?;
         let name = format!("{BLOB_PREFIX}{}", blob.entry.key);
         let file = File::open(blob.path).at(format!("reading blob {}", blob.entry.key))?;
         append_file(
-            &mut gz,
+            &mut tail,
             &name,
             file,
             blob.entry.size,
@@ -114,9 +126,16 @@ pub fn write_archive(
             )?;
         }
     }
-    ustar::write_end(&mut gz)?;
-    let hashed = gz.finish().at("finishing gzip stream")?;
-    let (buffered, sha256, bytes) = hashed.finish();
+    ustar::write_end(&mut tail)?;
+    let (_, tail_crc, tail_len) = tail.finish(true).at("finishing gzip stream")?;
+    crc.combine(&tail_crc);
+    len += tail_len;
+
+    // The gzip trailer: CRC-32 and size (mod 2^32) of everything.
+    out.write_all(&crc.finalize().to_le_bytes())?;
+    out.write_all(&(len as u32).to_le_bytes())?;
+    out.flush().at("writing the archive")?;
+    let (buffered, sha256, bytes) = out.finish();
     let file = buffered
         .into_inner()
         .map_err(|e| Error::from(e.into_error()))?;

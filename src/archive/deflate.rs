@@ -1,0 +1,257 @@
+//! Compressing dump.jsonl while it is being written.
+//!
+//! A gzip member is one deflate stream, and deflate streams can be spliced:
+//! a piece that ends with a sync flush stops on a byte boundary without a
+//! final block, so independently compressed pieces can follow each other.
+//! The backup uses that to compress the dump on a second thread *while* rows
+//! are read (the tar header in front of it, which needs the dump's size, is
+//! compressed afterwards as its own piece), and the gzip trailer's CRC-32 is
+//! combined from the pieces' CRCs. The result is one ordinary gzip member
+//! any gunzip reads.
+
+use crate::error::{Error, Result};
+use flate2::{Compress, Compression, FlushCompress};
+use sha2::{Digest, Sha256};
+use std::io::{self, Write};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
+
+/// A `Write` that raw-deflates into `out`, counting and CRC-ing its input.
+pub struct RawDeflate<W: Write> {
+    compress: Compress,
+    out: W,
+    buf: Vec<u8>,
+    crc: crc32fast::Hasher,
+    len: u64,
+}
+
+impl<W: Write> RawDeflate<W> {
+    pub fn new(out: W, level: u32) -> Self {
+        RawDeflate {
+            compress: Compress::new(Compression::new(level.min(9)), false),
+            out,
+            buf: Vec::with_capacity(256 << 10),
+            crc: crc32fast::Hasher::new(),
+            len: 0,
+        }
+    }
+
+    fn run(&mut self, mut input: &[u8], flush: FlushCompress) -> io::Result<()> {
+        loop {
+            self.buf.clear();
+            let before = self.compress.total_in();
+            self.compress
+                .compress_vec(input, &mut self.buf, flush)
+                .map_err(io::Error::other)?;
+            let used = (self.compress.total_in() - before) as usize;
+            input = &input[used..];
+            self.out.write_all(&self.buf)?;
+            // Done when all input is taken and the output did not fill up
+            // (a full buffer may mean more flush output is pending).
+            if input.is_empty() && self.buf.len() < self.buf.capacity() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// End this piece. `last`: with the final block (end of the stream);
+    /// otherwise a sync flush, so another piece may follow.
+    pub fn finish(mut self, last: bool) -> io::Result<(W, crc32fast::Hasher, u64)> {
+        let flush = if last {
+            FlushCompress::Finish
+        } else {
+            FlushCompress::Sync
+        };
+        self.run(&[], flush)?;
+        Ok((self.out, self.crc, self.len))
+    }
+}
+
+impl<W: Write> Write for RawDeflate<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.run(data, FlushCompress::None)?;
+        self.crc.update(data);
+        self.len += data.len() as u64;
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The dump, compressed: where the deflate piece is and what it holds.
+pub struct DeflatedDump {
+    pub crc: crc32fast::Hasher,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// Feeds dump bytes to a compressor thread in 1 MiB chunks.
+pub struct DumpCompressor {
+    sender: Option<SyncSender<Vec<u8>>>,
+    chunk: Vec<u8>,
+    worker: Option<JoinHandle<io::Result<DeflatedDump>>>,
+}
+
+const CHUNK: usize = 1 << 20;
+
+impl DumpCompressor {
+    /// Start compressing into `out` (the `dump.deflate` piece).
+    pub fn start<W: Write + Send + 'static>(out: W, level: u32) -> DumpCompressor {
+        let (sender, receiver) = sync_channel::<Vec<u8>>(4);
+        let worker = std::thread::Builder::new()
+            .name("tenant_kit-deflate".into())
+            .spawn(move || compress_chunks(receiver, out, level))
+            .expect("spawning the compressor thread");
+        DumpCompressor {
+            sender: Some(sender),
+            chunk: Vec::with_capacity(CHUNK),
+            worker: Some(worker),
+        }
+    }
+
+    /// Wait for the worker after it hung up on us: its error is the real one.
+    fn worker_error(&mut self) -> Error {
+        self.sender = None;
+        match self.worker.take().map(|w| w.join()) {
+            Some(Ok(Err(e))) => Error::io(format!("writing dump.jsonl: {e}")),
+            Some(Err(_)) => Error::internal("the compressor thread panicked"),
+            _ => Error::internal("the compressor thread stopped"),
+        }
+    }
+
+    fn send(&mut self) -> Result<()> {
+        let full = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK));
+        let sent = self
+            .sender
+            .as_ref()
+            .map(|s| s.send(full).is_ok())
+            .unwrap_or(false);
+        if sent {
+            Ok(())
+        } else {
+            Err(self.worker_error())
+        }
+    }
+
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        self.chunk.extend_from_slice(bytes);
+        if self.chunk.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Result<DeflatedDump> {
+        if !self.chunk.is_empty() {
+            self.send()?;
+        }
+        self.sender = None; // hang up: the worker flushes and returns
+        match self.worker.take().map(|w| w.join()) {
+            Some(Ok(Ok(done))) => Ok(done),
+            Some(Ok(Err(e))) => Err(Error::io(format!("writing dump.jsonl: {e}"))),
+            _ => Err(Error::internal("the compressor thread panicked")),
+        }
+    }
+}
+
+impl Drop for DumpCompressor {
+    fn drop(&mut self) {
+        // On an error path: stop the worker before its file goes away.
+        self.sender = None;
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+fn compress_chunks<W: Write>(
+    chunks: Receiver<Vec<u8>>,
+    out: W,
+    level: u32,
+) -> io::Result<DeflatedDump> {
+    let mut deflate = RawDeflate::new(out, level);
+    let mut sha = Sha256::new();
+    for chunk in chunks {
+        sha.update(&chunk);
+        deflate.write_all(&chunk)?;
+    }
+    let (mut out, crc, size) = deflate.finish(false)?;
+    out.flush()?;
+    Ok(DeflatedDump {
+        crc,
+        size,
+        sha256: super::hex(&sha.finalize()),
+    })
+}
+
+/// The 10-byte gzip member header (no name, no extra fields).
+pub fn gzip_header(mtime: u64, level: u32) -> [u8; 10] {
+    let m = (mtime.min(u64::from(u32::MAX)) as u32).to_le_bytes();
+    let xfl = match level {
+        9 => 2,     // slowest
+        0..=1 => 4, // fastest
+        _ => 0,
+    };
+    [0x1f, 0x8b, 8, 0, m[0], m[1], m[2], m[3], xfl, 3]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+
+    /// An in-memory file the compressor thread can own a handle to.
+    #[derive(Clone, Default)]
+    struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for SharedBuf {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn spliced_pieces_make_one_valid_gzip_member() {
+        let head = b"header bytes ".repeat(100);
+        let middle: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let tail = b" and the end".repeat(50);
+
+        let piece = SharedBuf::default();
+        let mut c = DumpCompressor::start(piece.clone(), 6);
+        for part in middle.chunks(70_000) {
+            c.write_all(part).unwrap();
+        }
+        let dump = c.finish().unwrap();
+
+        let mut out = gzip_header(0, 6).to_vec();
+        let mut first = RawDeflate::new(Vec::new(), 6);
+        first.write_all(&head).unwrap();
+        let (bytes, mut crc, mut len) = first.finish(false).unwrap();
+        out.extend(bytes);
+        out.extend(piece.0.lock().unwrap().iter());
+        crc.combine(&dump.crc);
+        len += dump.size;
+        let mut last = RawDeflate::new(Vec::new(), 6);
+        last.write_all(&tail).unwrap();
+        let (bytes, tail_crc, tail_len) = last.finish(true).unwrap();
+        out.extend(bytes);
+        crc.combine(&tail_crc);
+        len += tail_len;
+        out.extend(crc.finalize().to_le_bytes());
+        out.extend((len as u32).to_le_bytes());
+
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&out[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        let expected: Vec<u8> = [head.as_slice(), middle.as_slice(), tail.as_slice()].concat();
+        assert_eq!(back, expected);
+        assert_eq!(dump.size, middle.len() as u64);
+    }
+}
