@@ -36,7 +36,7 @@ pub struct BackupOptions {
     pub output_dir: PathBuf,
     #[serde(default)]
     pub storage_root: Option<PathBuf>,
-    #[serde(default = "default_tenant_column")]
+    #[serde(default = "crate::scope::default_tenant_column")]
     pub tenant_column: String,
     #[serde(default)]
     pub tenant_table: Option<String>,
@@ -49,18 +49,12 @@ pub struct BackupOptions {
     /// larger, and keeps pace with reading the rows.
     #[serde(default = "default_level")]
     pub compression_level: u32,
-    #[serde(default = "default_busy_timeout")]
+    #[serde(default = "crate::db::default_busy_timeout_ms")]
     pub busy_timeout_ms: u64,
 }
 
-fn default_tenant_column() -> String {
-    "tenant_id".into()
-}
 fn default_level() -> u32 {
     2
-}
-fn default_busy_timeout() -> u64 {
-    db::DEFAULT_BUSY_TIMEOUT_MS
 }
 
 impl BackupOptions {
@@ -477,12 +471,12 @@ fn read_snapshot(
             None
         };
 
-        progress.emit(
-            Event::new("dump_progress")
-                .with("table", t.name.as_str())
-                .with("processed", 0u64)
-                .with("total", total),
-        )?;
+        progress.emit(Event::table_progress(
+            "dump_progress",
+            t.name.as_str(),
+            0u64,
+            total,
+        ))?;
         let mut throttle = Throttle::new(total);
         let mut stmt = conn.prepare(&sql)?;
         let params = tenant_params(&stmt, &tenant);
@@ -510,12 +504,12 @@ fn read_snapshot(
                 progress.check_interrupt()?;
             }
             if throttle.due(written) {
-                progress.emit(
-                    Event::new("dump_progress")
-                        .with("table", t.name.as_str())
-                        .with("processed", written)
-                        .with("total", total),
-                )?;
+                progress.emit(Event::table_progress(
+                    "dump_progress",
+                    t.name.as_str(),
+                    written,
+                    total,
+                ))?;
             }
         }
         if written != total {
@@ -524,12 +518,12 @@ fn read_snapshot(
                 t.name
             )));
         }
-        progress.emit(
-            Event::new("dump_progress")
-                .with("table", t.name.as_str())
-                .with("processed", written)
-                .with("total", total),
-        )?;
+        progress.emit(Event::table_progress(
+            "dump_progress",
+            t.name.as_str(),
+            written,
+            total,
+        ))?;
         tables.push(TableEntry {
             name: t.name.clone(),
             columns: columns.iter().map(|c| c.to_string()).collect(),

@@ -8,6 +8,11 @@ use std::time::Duration;
 /// How long we wait for another connection's lock before giving up.
 pub const DEFAULT_BUSY_TIMEOUT_MS: u64 = 5_000;
 
+/// serde default for the `busy_timeout_ms` option.
+pub fn default_busy_timeout_ms() -> u64 {
+    DEFAULT_BUSY_TIMEOUT_MS
+}
+
 fn check_exists(path: &Path) -> Result<()> {
     if path.as_os_str().is_empty() {
         return Err(Error::argument("database: path is empty"));
@@ -64,7 +69,7 @@ fn configure(conn: &Connection, busy_timeout_ms: u64, cache_kib: i64) -> Result<
     // Membership sets and sorts may be large: keep them on disk, not in RAM.
     conn.pragma_update(None, "temp_store", "FILE")?;
     conn.pragma_update(None, "cache_size", -cache_kib)?;
-                                                      // Fail fast on a file that is not a database at all.
+    // Fail fast on a file that is not a database at all.
     conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
         r.get::<_, i64>(0)
     })

@@ -29,6 +29,15 @@ impl Event {
         self
     }
 
+    /// The per-table progress events (`dump_progress`, `purge_progress`,
+    /// `restore_progress`): `table`, `processed` and `total`.
+    pub fn table_progress(step: &str, table: &str, processed: u64, total: u64) -> Self {
+        Event::new(step)
+            .with("table", table)
+            .with("processed", processed)
+            .with("total", total)
+    }
+
     pub fn step(&self) -> &str {
         self.fields["step"].as_str().unwrap_or_default()
     }

@@ -40,7 +40,7 @@ pub struct RestoreOptions {
     pub restore: bool,
     #[serde(default)]
     pub remap: bool,
-    #[serde(default = "default_tenant_column")]
+    #[serde(default = "crate::scope::default_tenant_column")]
     pub tenant_column: String,
     #[serde(default)]
     pub tenant_table: Option<String>,
@@ -48,7 +48,7 @@ pub struct RestoreOptions {
     pub relations: Vec<RelationHint>,
     #[serde(default)]
     pub polymorphic: BTreeMap<String, String>,
-    #[serde(default = "default_busy_timeout")]
+    #[serde(default = "crate::db::default_busy_timeout_ms")]
     pub busy_timeout_ms: u64,
     /// Where the archive is unpacked while checking (default: system temp).
     #[serde(default)]
@@ -59,12 +59,6 @@ pub struct RestoreOptions {
 
 fn yes() -> bool {
     true
-}
-fn default_tenant_column() -> String {
-    "tenant_id".into()
-}
-fn default_busy_timeout() -> u64 {
-    db::DEFAULT_BUSY_TIMEOUT_MS
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -959,12 +953,12 @@ fn apply(
             if n > 0 {
                 report.purged.insert(t.name.clone(), n);
             }
-            progress.emit(
-                Event::new("purge_progress")
-                    .with("table", t.name.as_str())
-                    .with("processed", n)
-                    .with("total", n),
-            )?;
+            progress.emit(Event::table_progress(
+                "purge_progress",
+                t.name.as_str(),
+                n,
+                n,
+            ))?;
         }
     }
     // Membership after the purge (what is left belongs to others); the
@@ -1034,13 +1028,7 @@ fn apply(
             |entry, line| {
                 if ops.as_ref().map(|o| o.name != entry.name).unwrap_or(true) {
                     if let Some(prev) = &ops {
-                        let n = report.restored.get(&prev.name).copied().unwrap_or(0);
-                        progress.emit(
-                            Event::new("restore_progress")
-                                .with("table", prev.name.as_str())
-                                .with("processed", n)
-                                .with("total", n),
-                        )?;
+                        table_restored(progress, report, &prev.name)?;
                     }
                     ops = Some(TableOps::new(ctx, &sets, entry)?);
                 }
@@ -1095,13 +1083,7 @@ fn apply(
             },
         )?;
         if let Some(prev) = &ops {
-            let n = report.restored.get(&prev.name).copied().unwrap_or(0);
-            progress.emit(
-                Event::new("restore_progress")
-                    .with("table", prev.name.as_str())
-                    .with("processed", n)
-                    .with("total", n),
-            )?;
+            table_restored(progress, report, &prev.name)?;
         }
         report.tenant_row_created = created_tenant_row;
         report.renamed_keys = renamed;
@@ -1116,6 +1098,12 @@ fn apply(
         )));
     }
     Ok(purged_keys.into_iter().collect())
+}
+
+/// The last `restore_progress` event of a table: all of its rows are in.
+fn table_restored(progress: &mut dyn Progress, report: &RestoreReport, table: &str) -> Result<()> {
+    let n = report.restored.get(table).copied().unwrap_or(0);
+    progress.emit(Event::table_progress("restore_progress", table, n, n))
 }
 
 /// After writing, every derived row we restored must belong to the tenant

@@ -58,10 +58,15 @@ pub struct ScopeOptions {
     pub polymorphic: BTreeMap<String, String>,
 }
 
+/// Rails' usual tenant column; apps with `account_id` say so.
+pub fn default_tenant_column() -> String {
+    "tenant_id".into()
+}
+
 impl Default for ScopeOptions {
     fn default() -> Self {
         ScopeOptions {
-            tenant_column: "tenant_id".into(),
+            tenant_column: default_tenant_column(),
             tenant_table: None,
             relations: Vec::new(),
             polymorphic: BTreeMap::new(),
