@@ -3,7 +3,11 @@
 # Settings resolution, native against ActiveRecord, side by side in one run
 # (issue 6). Run from the repo root after `script/compile`:
 #
-#   ruby bench/settings_bench.rb [--users 10000] [--single 20000] [--runs 3]
+#   ruby bench/settings_bench.rb [--users 10000] [--single 20000] [--runs 3] [--keep PATH]
+#
+# (--keep copies the generated database, with the lookup index, to PATH for
+# further experiments.) Every timed section starts after GC.start. The
+# native batch is timed 3x per round (it is cheap), ActiveRecord once.
 #
 # Builds a real SQLite file (tests/fixtures/app_schema.sql) with one tenant
 # of 10,000 users and a realistic mix of settings rows: tenant-level and

@@ -114,7 +114,7 @@ module TenantKit
     # Effective settings of one target: `{ "key" => value }`. `id: nil`
     # resolves the class level (defaults < tenant < class).
     def resolve(tenant_id:, klass:, id: nil)
-      call("resolve", tenant_id, klass, id: check_id(:id, id, nil_ok: true)).fetch("settings")
+      @native.resolve(request("resolve", tenant_id, klass, id: check_id(:id, id, nil_ok: true)))
     end
 
     # Value and source of every key: `{ "key" => { value:, source: } }`,
@@ -137,8 +137,7 @@ module TenantKit
       ids = ids.to_ary.map { |id| check_id(:ids, id) }
       return {} if ids.empty?
 
-      results = call("resolve_many", tenant_id, klass, ids: ids).fetch("results")
-      results.each_with_object({}) { |entry, out| out[entry["id"]] = entry["settings"] }
+      @native.resolve_many(request("resolve_many", tenant_id, klass, ids: ids))
     end
 
     # Create the missing rows of one level (class level for `id: nil`,
@@ -167,9 +166,13 @@ module TenantKit
 
     private
 
+    def request(op, tenant_id, klass, **target)
+      JSON.generate(op: op, tenant_id: check_id(:tenant_id, tenant_id), klass: self.class.klass_for(klass), **target)
+    end
+
+    # explain and build_settings_for: JSON both ways.
     def call(op, tenant_id, klass, **target)
-      request = { op: op, tenant_id: check_id(:tenant_id, tenant_id), klass: self.class.klass_for(klass), **target }
-      JSON.parse(@native.call(JSON.generate(request)))
+      JSON.parse(@native.call(request(op, tenant_id, klass, **target)))
     end
 
     def check_id(name, value, nil_ok: false)
@@ -181,6 +184,7 @@ module TenantKit
         value
       when nil
         return nil if nil_ok
+        raise ArgumentError, "ids must hold Integers or Strings (got nil)" if name == :ids
 
         raise ArgumentError, "#{name} is required (got nil)"
       else
