@@ -1,0 +1,54 @@
+# frozen_string_literal: true
+
+require "fileutils"
+
+module TenantKit
+  module Rails
+    # The body of the app's BackupTenantJob:
+    #
+    #   class BackupTenantJob < ApplicationJob
+    #     queue_as :default
+    #     include TenantKit::Rails::BackupJob
+    #   end
+    #
+    #   BackupTenantJob.perform_later(tenant: tenant, user: current_user, background_job: job)
+    #
+    # Backs the tenant up into `output_dir` (default Rails.root/tmp/tenant_backups)
+    # logging progress into background_job.job_progress (a BackgroundJob row
+    # is created when none is given), then sends
+    # `TenantMailer.with(tenant:, user:, background_job:, archive_path:, result:).backup_created`,
+    # or on failure `TenantMailer.with(tenant:, user:, background_job:, error:, error_class:).backup_failed`.
+    module BackupJob
+      extend ActiveSupport::Concern
+      include Job
+
+      def perform(tenant:, user: nil, background_job: nil)
+        tenant_id = tenant_id_of(tenant)
+        output_dir = (tenant_kit_setting(:output_dir) || default_output_dir).to_s
+        result, record, error = tenant_kit_run(:backup, background_job, tenant_id) do |on_event|
+          FileUtils.mkdir_p(output_dir) unless File.exist?(output_dir)
+          options = app_options.merge(tenant_kit_setting(:backup_options) || {})
+          TenantKit.backup(**options, tenant_id: tenant_id, output_dir: output_dir, &on_event)
+        end
+        if error
+          tenant_kit_mail(:backup_failed, tenant: tenant, user: user, background_job: record,
+                                          error: error.message, error_class: error.class.name)
+        else
+          tenant_kit_mail(:backup_created, tenant: tenant, user: user, background_job: record,
+                                           archive_path: result.path, result: result.to_h)
+        end
+        tenant_kit_reraise(error)
+        result
+      end
+
+      private
+
+      def default_output_dir
+        root = defined?(::Rails.root) && ::Rails.root
+        raise ArgumentError, "#{self.class.name}: set `tenant_kit output_dir: ...`" unless root
+
+        root.join("tmp", "tenant_backups")
+      end
+    end
+  end
+end

@@ -1,0 +1,5 @@
+# frozen_string_literal: true
+
+class RestoreTenantJob < ApplicationJob
+  include TenantKit::Rails::RestoreJob
+end
