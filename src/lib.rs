@@ -11,6 +11,8 @@ pub mod backup;
 pub mod clock;
 pub mod db;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod naming;
 pub mod progress;
 pub mod prune;

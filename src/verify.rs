@@ -97,7 +97,7 @@ pub fn check_dump(
     extracted: &Extracted,
     limits: Limits,
     progress: &mut dyn Progress,
-    mut each_row: impl FnMut(&TableEntry, &RowLine) -> Result<()>,
+    mut each_row: impl FnMut(&TableEntry, RowLine) -> Result<()>,
 ) -> Result<()> {
     let m = &extracted.manifest;
     let mut reader = DumpReader::open(&extracted.dump_path, limits.max_line_bytes)?;
@@ -127,8 +127,17 @@ pub fn check_dump(
         if columns.is_empty() {
             columns = entry.columns.iter().map(String::as_str).collect();
         }
-        if line.row.0.len() != columns.len()
-            || !line.row.0.iter().all(|(c, _)| columns.contains(c.as_str()))
+        // Our own backups write the manifest's column order: compare in
+        // place, and fall back to the set for other orders.
+        let same_order = line
+            .row
+            .0
+            .iter()
+            .map(|(c, _)| c.as_str())
+            .eq(entry.columns.iter().map(String::as_str));
+        if !same_order
+            && (line.row.0.len() != columns.len()
+                || !line.row.0.iter().all(|(c, _)| columns.contains(c.as_str())))
         {
             return Err(Error::archive(format!(
                 "dump.jsonl line {}: the columns of {} differ from the manifest",
@@ -152,7 +161,7 @@ pub fn check_dump(
         if in_table > entry.rows {
             return Err(count_mismatch(entry, in_table));
         }
-        each_row(entry, &line)?;
+        each_row(entry, line)?;
         total += 1;
         if total % 1024 == 0 {
             progress.check_interrupt()?;

@@ -42,11 +42,22 @@ impl<'de> Visitor<'de> for RowVisitor {
         f.write_str("an object of column values")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Row, A::Error> {
-        let mut cells: Vec<(String, SqlValue)> = Vec::new();
-        let mut seen = HashSet::new();
+        let mut cells: Vec<(String, SqlValue)> = Vec::with_capacity(16);
+        // Rows are narrow: a scan of the keys so far beats hashing them;
+        // wide rows get a set so a hostile line stays linear.
+        let mut seen: Option<HashSet<String>> = None;
         while let Some(key) = map.next_key::<String>()? {
-            if !seen.insert(key.clone()) {
+            let repeated = match &mut seen {
+                Some(set) => !set.insert(key.clone()),
+                None => cells.iter().any(|(c, _)| *c == key),
+            };
+            if repeated {
                 return Err(de::Error::custom(format!("column {key:?} appears twice")));
+            }
+            if seen.is_none() && cells.len() >= 32 {
+                let mut set: HashSet<String> = cells.iter().map(|(c, _)| c.clone()).collect();
+                set.insert(key.clone());
+                seen = Some(set);
             }
             let value: SqlValue = map.next_value()?;
             cells.push((key, value));
@@ -105,10 +116,14 @@ impl DumpReader {
                 ))
             });
         }
-        let line: RowLine = serde_json::from_slice(&self.buf)
-            .map_err(|e| Error::archive(format!("dump.jsonl line {}: {e}", self.line_no)))?;
-        Ok(Some(line))
+        parse_line(&self.buf, self.line_no).map(Some)
     }
+}
+
+/// Parse one line of dump.jsonl (`line_no` names it in errors).
+pub fn parse_line(bytes: &[u8], line_no: u64) -> Result<RowLine> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::archive(format!("dump.jsonl line {line_no}: {e}")))
 }
 
 use std::io::Read as _;
