@@ -10,6 +10,7 @@
 use crate::error::{Error, Result};
 use crate::naming;
 use crate::schema::{quote, Schema, Table};
+use crate::value::SqlValue;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -539,8 +540,8 @@ fn dependency_order(
     order
 }
 
-/// One statement adding rows of `target` because rows of `source` are
-/// members.
+/// One statement adding rows of `target` because rows of `source` grew:
+/// member rows (a fill) or rows whose membership matters (a closure step).
 struct Fill {
     target: String,
     source: String,
@@ -555,6 +556,254 @@ pub enum Side {
     /// Rows of any other tenant (tenant column different or NULL). A row
     /// that is in neither set (an orphaned blob) belongs to nobody.
     Others,
+}
+
+/// Create (or empty) a temp table keyed like `table`'s rows: `k0, k1, …`
+/// for the columns of [`Table::row_key`], WITHOUT ROWID.
+fn create_key_table(conn: &Connection, name: &str, table: &Table) -> Result<()> {
+    // Each key column keeps the affinity of the column it copies: with a
+    // mismatch SQLite cannot use the table's index and every probe becomes
+    // a scan.
+    let key_cols = table.row_key();
+    let typed: Vec<String> = key_cols
+        .iter()
+        .enumerate()
+        .map(|(k, col)| {
+            let decl = if col == "rowid" {
+                "INTEGER".to_string()
+            } else {
+                table
+                    .column(col)
+                    .map(|c| c.decl_type.clone())
+                    .unwrap_or_default()
+            };
+            format!("k{k} {}", decl.replace(['(', ')', ','], " "))
+        })
+        .collect();
+    conn.execute_batch(&format!(
+        "DROP TABLE IF EXISTS temp.{name}; CREATE TEMP TABLE {name}({typed}, PRIMARY KEY({names})) WITHOUT ROWID;",
+        typed = typed.join(", "),
+        names = key_names(key_cols.len())
+    ))?;
+    Ok(())
+}
+
+/// `k0, k1, …` for a key of `n` columns.
+fn key_names(n: usize) -> String {
+    (0..n)
+        .map(|k| format!("k{k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `alias.k0 = row.key0 AND …`: a key table's row matching a table's row.
+fn key_match(key: &[String], keys_alias: &str, row_alias: &str) -> String {
+    key.iter()
+        .enumerate()
+        .map(|(k, col)| format!("{keys_alias}.k{k} = {row_alias}.{}", quote(col)))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// Run statements to a fixpoint, semi-naively: a statement runs again only
+/// when the table it reads from grew since its last run, so each row is
+/// found about once. The caller orders the statements (cheap seeds first).
+fn run_to_fixpoint(conn: &Connection, fills: &[Fill], tenant: &SqlValue) -> Result<()> {
+    let mut version: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut seen: Vec<Option<u64>> = vec![None; fills.len()];
+    for _pass in 0..64 {
+        let mut ran = false;
+        for (i, fill) in fills.iter().enumerate() {
+            let current = version.get(fill.source.as_str()).copied().unwrap_or(0);
+            if seen[i] == Some(current) {
+                continue;
+            }
+            seen[i] = Some(current);
+            ran = true;
+            let mut stmt = conn.prepare_cached(&fill.sql)?;
+            let params = tenant_params(&stmt, tenant);
+            if stmt.execute(&*params)? > 0 {
+                *version.entry(fill.target.as_str()).or_default() += 1;
+            }
+        }
+        if !ran {
+            return Ok(());
+        }
+    }
+    Err(Error::internal(
+        "membership did not converge after 64 passes",
+    ))
+}
+
+/// Rows of derived tables whose membership a caller asks about (the rows a
+/// restore is about to overwrite, or has just written), in temp tables
+/// `tk_cand_<i>` keyed like the member sets. Asking about a few rows costs
+/// in proportion to those rows, not to the database: see
+/// [`MemberSets::materialize_within`].
+pub struct Candidates<'a> {
+    scope: &'a TenantScope,
+    schema: &'a Schema,
+}
+
+impl<'a> Candidates<'a> {
+    /// Empty candidate tables, one per derived table.
+    pub fn create(
+        conn: &Connection,
+        scope: &'a TenantScope,
+        schema: &'a Schema,
+    ) -> Result<Candidates<'a>> {
+        let candidates = Candidates { scope, schema };
+        for (i, t) in scope.tables.iter().enumerate() {
+            if let Membership::Derived { .. } = t.membership {
+                create_key_table(
+                    conn,
+                    &candidates.set_name(i),
+                    schema_table(schema, &t.name)?,
+                )?;
+            }
+        }
+        Ok(candidates)
+    }
+
+    /// `INSERT OR IGNORE INTO <candidates of table> ` followed by a SELECT
+    /// of the table's row key ([`Table::row_key`]); None for tables whose
+    /// membership needs no set (tenant column, tenants row).
+    pub fn insert_into(&self, table: &str) -> Option<String> {
+        let (i, t) = self
+            .scope
+            .tables
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.name == table)?;
+        matches!(t.membership, Membership::Derived { .. })
+            .then(|| format!("INSERT OR IGNORE INTO temp.{} ", self.set_name(i)))
+    }
+
+    fn set_name(&self, index: usize) -> String {
+        format!("tk_cand_{index}")
+    }
+
+    /// Add every row the candidates' membership depends on: the parents they
+    /// reference and, for tables owned by their children (blobs), the
+    /// children that reference them, transitively. Membership computed
+    /// over this closure is exact for the rows in it.
+    fn close(&self, conn: &Connection) -> Result<()> {
+        let mut steps = Vec::new();
+        for (i, t) in self.scope.tables.iter().enumerate() {
+            let Membership::Derived {
+                owners,
+                owned_by_children,
+            } = &t.membership
+            else {
+                continue;
+            };
+            let key = schema_table(self.schema, &t.name)?.row_key();
+            let rows_of_t = format!(
+                "SELECT {{cols}} FROM {} AS t JOIN temp.{} AS k ON {}",
+                quote(&t.name),
+                self.set_name(i),
+                key_match(&key, "k", "t")
+            );
+            // Parents this table's candidates reference.
+            for r in owners {
+                let Some(j) = self.derived_index(&r.parent) else {
+                    continue;
+                };
+                let typed = match &r.polymorphic {
+                    Some((type_col, class)) => {
+                        format!(" WHERE t.{} = {}", quote(type_col), sql_string(class))
+                    }
+                    None => String::new(),
+                };
+                steps.push(Fill {
+                    target: r.parent.clone(),
+                    source: t.name.clone(),
+                    sql: self.closure_step(
+                        j,
+                        &r.parent,
+                        &r.parent_columns,
+                        &r.columns,
+                        &rows_of_t,
+                        &typed,
+                    )?,
+                });
+            }
+            // Children that own this table's candidates.
+            for r in owned_by_children {
+                let Some(j) = self.derived_index(&r.table) else {
+                    continue;
+                };
+                steps.push(Fill {
+                    target: r.table.clone(),
+                    source: t.name.clone(),
+                    sql: self.closure_step(
+                        j,
+                        &r.table,
+                        &r.columns,
+                        &r.parent_columns,
+                        &rows_of_t,
+                        "",
+                    )?,
+                });
+            }
+        }
+        run_to_fixpoint(conn, &steps, &SqlValue::Null)
+    }
+
+    /// Add to candidates `j` (of `table`) the rows whose `cols` equal the
+    /// `from_cols` of the rows selected by `rows_of_t` (alias `t`).
+    fn closure_step(
+        &self,
+        j: usize,
+        table: &str,
+        cols: &[String],
+        from_cols: &[String],
+        rows_of_t: &str,
+        filter: &str,
+    ) -> Result<String> {
+        let key = schema_table(self.schema, table)?.row_key();
+        let select_key = key
+            .iter()
+            .map(|k| format!("x.{}", quote(k)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let head = format!(
+            "INSERT OR IGNORE INTO temp.{} SELECT {select_key} FROM {} AS x WHERE ",
+            self.set_name(j),
+            quote(table)
+        );
+        Ok(if let ([c], [f]) = (cols, from_cols) {
+            let inner = rows_of_t.replace("{cols}", &format!("t.{}", quote(f)));
+            format!("{head}x.{} IN ({inner}{filter})", quote(c))
+        } else {
+            let join = cols
+                .iter()
+                .zip(from_cols)
+                .map(|(c, f)| format!("x.{} = t.{}", quote(c), quote(f)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let inner = rows_of_t.replace("{cols}", "1");
+            let and = if filter.is_empty() {
+                " WHERE "
+            } else {
+                " AND "
+            };
+            format!("{head}EXISTS ({inner}{filter}{and}{join})")
+        })
+    }
+
+    fn derived_index(&self, table: &str) -> Option<usize> {
+        self.scope
+            .tables
+            .iter()
+            .position(|t| t.name == table && matches!(t.membership, Membership::Derived { .. }))
+    }
+}
+
+fn schema_table<'s>(schema: &'s Schema, name: &str) -> Result<&'s Table> {
+    schema
+        .table(name)
+        .ok_or_else(|| Error::schema(format!("table {name:?} disappeared from the database")))
 }
 
 /// Materialised membership: for every derived table, a temp table of the
@@ -576,6 +825,32 @@ impl<'a> MemberSets<'a> {
         tenant_id: &crate::TenantId,
         side: Side,
     ) -> Result<MemberSets<'a>> {
+        Self::build(conn, scope, schema, tenant_id, side, None)
+    }
+
+    /// The same sets, but only for the candidates' rows (and what their
+    /// membership depends on): exact for those rows, silent about the
+    /// rest. Extends the candidates to that closure.
+    pub fn materialize_within(
+        conn: &Connection,
+        scope: &'a TenantScope,
+        schema: &'a Schema,
+        tenant_id: &crate::TenantId,
+        side: Side,
+        candidates: &Candidates<'_>,
+    ) -> Result<MemberSets<'a>> {
+        candidates.close(conn)?;
+        Self::build(conn, scope, schema, tenant_id, side, Some(candidates))
+    }
+
+    fn build(
+        conn: &Connection,
+        scope: &'a TenantScope,
+        schema: &'a Schema,
+        tenant_id: &crate::TenantId,
+        side: Side,
+        within: Option<&Candidates<'_>>,
+    ) -> Result<MemberSets<'a>> {
         let sets = MemberSets {
             scope,
             schema,
@@ -583,85 +858,53 @@ impl<'a> MemberSets<'a> {
         };
         for (i, t) in scope.tables.iter().enumerate() {
             if let Membership::Derived { .. } = t.membership {
-                let table = sets.schema_table(&t.name)?;
-                // Each key column keeps the affinity of the column it copies:
-                // with a mismatch SQLite cannot use the set's index and every
-                // probe becomes a scan.
-                let key_cols = table.row_key();
-                let typed: Vec<String> = key_cols
-                    .iter()
-                    .enumerate()
-                    .map(|(k, col)| {
-                        let decl = if col == "rowid" {
-                            "INTEGER".to_string()
-                        } else {
-                            table
-                                .column(col)
-                                .map(|c| c.decl_type.clone())
-                                .unwrap_or_default()
-                        };
-                        format!("k{k} {}", decl.replace(['(', ')', ','], " "))
-                    })
-                    .collect();
-                let names: Vec<String> = (0..key_cols.len()).map(|k| format!("k{k}")).collect();
-                conn.execute_batch(&format!(
-                    "DROP TABLE IF EXISTS temp.{name}; CREATE TEMP TABLE {name}({typed}, PRIMARY KEY({names})) WITHOUT ROWID;",
-                    name = sets.set_name(i),
-                    typed = typed.join(", "),
-                    names = names.join(", ")
-                ))?;
+                create_key_table(conn, &sets.set_name(i), sets.schema_table(&t.name)?)?;
             }
         }
-        // Semi-naive fixpoint: a statement runs again only when the set it
-        // reads from grew since its last run, so each row is found about
-        // once. Statements fed by tenant-column tables go first.
         let mut fills: Vec<Fill> = Vec::new();
         for (i, t) in scope.tables.iter().enumerate() {
-            fills.extend(sets.fill_statements(i, t)?);
+            fills.extend(sets.fill_statements(i, t, within)?);
         }
+        // Statements fed by tenant-column tables go first.
         fills.sort_by_key(|f| {
             scope
                 .table(&f.source)
                 .is_some_and(|t| matches!(t.membership, Membership::Derived { .. }))
         });
-        let tenant = tenant_id.to_sql_value();
-        let mut version: BTreeMap<String, u64> = BTreeMap::new();
-        let mut seen: Vec<Option<u64>> = vec![None; fills.len()];
-        for _pass in 0..64 {
-            let mut ran = false;
-            for (i, fill) in fills.iter().enumerate() {
-                let current = version.get(&fill.source).copied().unwrap_or(0);
-                if seen[i] == Some(current) {
-                    continue;
-                }
-                seen[i] = Some(current);
-                ran = true;
-                let mut stmt = conn.prepare_cached(&fill.sql)?;
-                let params = tenant_params(&stmt, &tenant);
-                if stmt.execute(&*params)? > 0 {
-                    *version.entry(fill.target.clone()).or_default() += 1;
-                }
-            }
-            if !ran {
-                return Ok(sets);
-            }
+        run_to_fixpoint(conn, &fills, &tenant_id.to_sql_value())?;
+        Ok(sets)
+    }
+
+    /// A handle without sets: good for the tables whose membership is a
+    /// condition on the row (tenant column, tenants row) only.
+    pub fn unmaterialized(
+        scope: &'a TenantScope,
+        schema: &'a Schema,
+        side: Side,
+    ) -> MemberSets<'a> {
+        MemberSets {
+            scope,
+            schema,
+            side,
         }
-        Err(Error::internal(
-            "membership did not converge after 64 passes",
-        ))
     }
 
     fn schema_table(&self, name: &str) -> Result<&'a Table> {
-        self.schema
-            .table(name)
-            .ok_or_else(|| Error::schema(format!("table {name:?} disappeared from the database")))
+        schema_table(self.schema, name)
     }
 
-    /// One INSERT per reference that can make a row of `t` a member. Single
-    /// column references are written `c.col IN (SELECT …)` so SQLite walks
-    /// the child's index from the (small) parent set instead of scanning the
-    /// whole child table for every tenant.
-    fn fill_statements(&self, index: usize, t: &ScopedTable) -> Result<Vec<Fill>> {
+    /// One INSERT per reference that can make a row of `t` a member. Over
+    /// the whole table, single column references are written
+    /// `c.col IN (SELECT …)` so SQLite walks the child's index from the
+    /// (small) parent set instead of scanning the whole child table for
+    /// every tenant. Within candidates, the candidates drive instead, each
+    /// probing its parent or children.
+    fn fill_statements(
+        &self,
+        index: usize,
+        t: &ScopedTable,
+        within: Option<&Candidates<'_>>,
+    ) -> Result<Vec<Fill>> {
         let Membership::Derived {
             owners,
             owned_by_children,
@@ -670,42 +913,54 @@ impl<'a> MemberSets<'a> {
             return Ok(Vec::new());
         };
         let table = self.schema_table(&t.name)?;
-        let key = table
-            .row_key()
+        let row_key = table.row_key();
+        let key = row_key
             .iter()
             .map(|k| format!("c.{}", quote(k)))
             .collect::<Vec<_>>()
             .join(", ");
-        let head = format!(
-            "INSERT OR IGNORE INTO temp.{} SELECT {key} FROM {} AS c WHERE ",
-            self.set_name(index),
-            quote(&t.name)
-        );
+        let head = match within {
+            None => format!(
+                "INSERT OR IGNORE INTO temp.{} SELECT {key} FROM {} AS c WHERE ",
+                self.set_name(index),
+                quote(&t.name)
+            ),
+            // CROSS JOIN keeps the candidates as the outer loop.
+            Some(candidates) => format!(
+                "INSERT OR IGNORE INTO temp.{} SELECT {key} FROM temp.{} AS k CROSS JOIN {} AS c ON {} WHERE ",
+                self.set_name(index),
+                candidates.set_name(index),
+                quote(&t.name),
+                key_match(&row_key, "k", "c")
+            ),
+        };
         let link = |c_cols: &[String],
                     other_cols: &[String],
                     other: &str,
                     alias: &str|
          -> Result<String> {
-            let member = self.member_predicate(other, alias)?;
-            Ok(if let ([c], [o]) = (c_cols, other_cols) {
-                format!(
-                    "c.{} IN (SELECT {alias}.{} FROM {} AS {alias} WHERE {member})",
-                    quote(c),
-                    quote(o),
-                    quote(other)
-                )
-            } else {
-                let join = c_cols
-                    .iter()
-                    .zip(other_cols)
-                    .map(|(c, o)| format!("{alias}.{} = c.{}", quote(o), quote(c)))
-                    .collect::<Vec<_>>()
-                    .join(" AND ");
-                format!(
-                    "EXISTS (SELECT 1 FROM {} AS {alias} WHERE {join} AND {member})",
-                    quote(other)
-                )
-            })
+            if within.is_none() {
+                if let ([c], [o]) = (c_cols, other_cols) {
+                    let member = self.member_predicate(other, alias)?;
+                    return Ok(format!(
+                        "c.{} IN (SELECT {alias}.{} FROM {} AS {alias} WHERE {member})",
+                        quote(c),
+                        quote(o),
+                        quote(other)
+                    ));
+                }
+            }
+            let member = self.member_probe(other, alias)?;
+            let join = c_cols
+                .iter()
+                .zip(other_cols)
+                .map(|(c, o)| format!("{alias}.{} = c.{}", quote(o), quote(c)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            Ok(format!(
+                "EXISTS (SELECT 1 FROM {} AS {alias} WHERE {join} AND {member})",
+                quote(other)
+            ))
         };
         let mut out = Vec::new();
         for r in owners {
@@ -753,6 +1008,26 @@ impl<'a> MemberSets<'a> {
         self.predicate(table, alias, true)
     }
 
+    /// For derived tables, a probe of the set by a row key already at hand:
+    /// true when `alias.k0, alias.k1, …` (columns holding the values of
+    /// [`Table::row_key`]) name a member. None for the other tables, whose
+    /// membership is a condition on the row itself.
+    pub fn key_probe(&self, table: &str, alias: &str) -> Option<String> {
+        let index =
+            self.scope.tables.iter().position(|t| {
+                t.name == table && matches!(t.membership, Membership::Derived { .. })
+            })?;
+        let width = self.schema.table(table)?.row_key().len();
+        let matches = (0..width)
+            .map(|k| format!("s.k{k} = {alias}.k{k}"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        Some(format!(
+            "EXISTS (SELECT 1 FROM temp.{} AS s WHERE {matches})",
+            self.set_name(index)
+        ))
+    }
+
     fn predicate(&self, table: &str, alias: &str, probe: bool) -> Result<String> {
         let (index, scoped) = self
             .scope
@@ -775,23 +1050,17 @@ impl<'a> MemberSets<'a> {
                 let key = self.schema_table(table)?.row_key();
                 let set = self.set_name(index);
                 if probe {
-                    let matches = key
-                        .iter()
-                        .enumerate()
-                        .map(|(k, col)| format!("s.k{k} = {alias}.{}", quote(col)))
-                        .collect::<Vec<_>>()
-                        .join(" AND ");
-                    format!("EXISTS (SELECT 1 FROM temp.{set} AS s WHERE {matches})")
+                    format!(
+                        "EXISTS (SELECT 1 FROM temp.{set} AS s WHERE {})",
+                        key_match(&key, "s", alias)
+                    )
                 } else {
                     let lhs = key
                         .iter()
                         .map(|k| format!("{alias}.{}", quote(k)))
                         .collect::<Vec<_>>()
                         .join(", ");
-                    let ks = (0..key.len())
-                        .map(|k| format!("k{k}"))
-                        .collect::<Vec<_>>()
-                        .join(", ");
+                    let ks = key_names(key.len());
                     if key.len() == 1 {
                         format!("{lhs} IN (SELECT {ks} FROM temp.{set})")
                     } else {

@@ -210,9 +210,43 @@ fn purge_and_restore_gives_back_the_same_database_and_files() {
     let result = app
         .restore(&report.path, 2, json!({"purge": true}))
         .unwrap();
-    assert_eq!(result.purged["tasks"], 6);
+    // Nothing changed since the backup: every row is kept as it is.
+    assert_eq!(result.purged.get("tasks"), None);
+    assert_eq!(result.planned["tasks"].unchanged, 6);
     assert_eq!(result.restored["tasks"], 6);
     assert!(result.lock_ms <= result.duration_ms);
+    assert_eq!(app.snapshot(), before);
+    assert_eq!(app.storage_files(), files_before);
+}
+
+#[test]
+fn purge_and_restore_undoes_edits_deletes_and_additions() {
+    let app = App::new();
+    let before = app.snapshot();
+    let files_before = app.storage_files();
+    let report = app.backup(2);
+    // After the backup the app edits a task (and the storage class of its
+    // estimate), deletes another with its join rows, adds a third.
+    app.conn()
+        .execute_batch(
+            "UPDATE tasks SET title = 'edited', estimate = 3 WHERE id = 2001;
+             DELETE FROM tags_tasks WHERE task_id = 2002;
+             DELETE FROM time_entries WHERE task_id = 2002;
+             DELETE FROM tasks WHERE id = 2002;
+             INSERT INTO tasks (id, tenant_id, project_id, title, created_at, updated_at)
+               SELECT 2999, 2, project_id, 'added later', created_at, updated_at FROM tasks WHERE id = 2003;",
+        )
+        .unwrap();
+    let result = app
+        .restore(&report.path, 2, json!({"purge": true}))
+        .unwrap();
+    let tasks = &result.planned["tasks"];
+    assert_eq!(
+        (tasks.unchanged, tasks.update, tasks.insert, tasks.purge),
+        (4, 1, 1, 1)
+    );
+    assert_eq!(result.purged["tasks"], 1);
+    assert_eq!(result.restored["tasks"], 6);
     assert_eq!(app.snapshot(), before);
     assert_eq!(app.storage_files(), files_before);
 }
@@ -271,8 +305,9 @@ fn dry_run_changes_no_byte_and_reports_the_plan() {
         .restore(&report.path, 1, json!({"dry_run": true, "purge": true}))
         .unwrap();
     assert!(result.dry_run);
-    assert_eq!(result.planned["tasks"].purge, 6);
-    assert_eq!(result.planned["tasks"].insert, 6);
+    // The database still holds what the archive holds: nothing to write.
+    assert_eq!(result.planned["tasks"].purge, 0);
+    assert_eq!(result.planned["tasks"].unchanged, 6);
     assert_eq!(result.conflict_count, 0);
     assert_eq!(file_bytes(&app.db), db_before);
     assert_eq!(app.storage_files(), files_before);

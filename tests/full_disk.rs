@@ -88,6 +88,10 @@ fn restore_on_a_full_disk_fails_clearly_and_changes_nothing() {
     for n in [1, 2, 9] {
         std::fs::remove_file(blob_path(&app.storage, &blob_key(1, n))).unwrap();
     }
+    // Edits since the backup, so that the restore has rows to write.
+    app.conn()
+        .execute_batch("UPDATE tasks SET title = title || ' (edited)' WHERE tenant_id = 1; DELETE FROM tags_tasks;")
+        .unwrap();
     let before = app.snapshot();
     let files_before = app.storage_files();
     let tmp = app.dir.path().join("tmp");

@@ -1,0 +1,51 @@
+//! Phase timings of one restore, for profiling by hand:
+//! `cargo run --release --example restore_timing -- <options.json>`.
+use std::time::Instant;
+use tenant_kit::{Event, Progress, Result};
+
+struct Timed {
+    started: Instant,
+    last: Instant,
+    last_step: String,
+}
+
+impl Progress for Timed {
+    fn emit(&mut self, event: Event) -> Result<()> {
+        let step = event.step().to_string();
+        if step != self.last_step {
+            let now = Instant::now();
+            eprintln!(
+                "{:>8.3}s  (+{:.3}s)  {}",
+                self.started.elapsed().as_secs_f64(),
+                (now - self.last).as_secs_f64(),
+                step
+            );
+            self.last = now;
+            self.last_step = step;
+        }
+        Ok(())
+    }
+}
+
+fn main() {
+    let path = std::env::args().nth(1).expect("options.json");
+    if let Some(archive) = path.strip_prefix("verify:") {
+        let t = Instant::now();
+        tenant_kit::verify::verify_path(std::path::Path::new(archive)).unwrap();
+        eprintln!("verify {:?}", t.elapsed());
+        return;
+    }
+    let json = std::fs::read_to_string(path).unwrap();
+    let options: tenant_kit::restore::RestoreOptions = serde_json::from_str(&json).unwrap();
+    let now = Instant::now();
+    let mut p = Timed {
+        started: now,
+        last: now,
+        last_step: String::new(),
+    };
+    let report = tenant_kit::restore::restore(&options, &mut p).unwrap();
+    eprintln!(
+        "lock_ms {} duration_ms {}",
+        report.lock_ms, report.duration_ms
+    );
+}

@@ -1,0 +1,407 @@
+//! The write transaction: purge, blob files, the staged rows copied in with
+//! one `INSERT … SELECT` per table chunk, then the checks that must see the
+//! result (membership of derived rows, foreign keys). The caller commits,
+//! or rolls back and removes the files written.
+
+use super::blobs::{self, WrittenFiles};
+use super::plan::{self, Plan};
+use super::stage::{Staged, StagedTable};
+use super::{conflict_error, Context, RestoreReport};
+use crate::error::{Error, Result};
+use crate::progress::{Event, Progress};
+use crate::schema::quote;
+use crate::scope::{is_blob_table, tenant_params, Candidates, MemberSets, Membership, Side};
+use crate::value::SqlValue;
+use rusqlite::Connection;
+use std::collections::BTreeSet;
+
+/// Staged rows copied per statement: a progress event and an interrupt
+/// check between chunks.
+const CHUNK_ROWS: i64 = 65_536;
+
+/// Runs inside `BEGIN IMMEDIATE` (taken here). Returns the keys of purged
+/// blobs whose files are to be removed once the transaction has committed.
+pub(super) fn apply<'a>(
+    conn: &Connection,
+    ctx: &Context<'a>,
+    staged: &Staged,
+    plan: Plan<'a>,
+    report: &mut RestoreReport,
+    files: &mut WrittenFiles,
+    progress: &mut dyn Progress,
+) -> Result<Vec<String>> {
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| Error::database(format!("cannot take the write lock: {e}")))?;
+    conn.execute_batch("PRAGMA defer_foreign_keys = ON")?;
+    // The plan (and the sets it left in temp tables) holds as long as no
+    // other connection committed since it was made; otherwise make it
+    // again, now under the lock.
+    let plan = if plan::data_version(conn)? == plan.data_version {
+        plan
+    } else {
+        let fresh = plan::make(conn, ctx, staged)?;
+        if fresh.conflict_count > 0 {
+            return Err(conflict_error(&fresh.conflicts, fresh.conflict_count));
+        }
+        report.planned = fresh.counts.clone();
+        fresh
+    };
+    let target = ctx.target();
+
+    // Purge, children first.
+    let mut purged_keys: BTreeSet<String> = BTreeSet::new();
+    if ctx.options.purge {
+        let ours = &plan.ours;
+        if let Some(blobs) = ctx.scope.tables.iter().find(|t| is_blob_table(&t.name)) {
+            let sql = format!(
+                "SELECT a.key FROM {} AS a WHERE {}",
+                quote(&blobs.name),
+                ours.member_predicate(&blobs.name, "a")?
+            );
+            let mut stmt = conn.prepare(&sql)?;
+            let params = tenant_params(&stmt, &target);
+            let keys = stmt.query_map(&*params, |r| r.get::<_, String>(0))?;
+            for k in keys {
+                purged_keys.insert(k?);
+            }
+        }
+        for t in ctx.scope.tables.iter().rev() {
+            if matches!(t.membership, Membership::TenantRow { .. }) {
+                continue; // the tenant's own row stays
+            }
+            progress.check_interrupt()?;
+            let qt = quote(&t.name);
+            let mut sql = format!(
+                "DELETE FROM {qt} WHERE {}",
+                ours.member_predicate(&t.name, &qt)?
+            );
+            if let Some(keep) = plan.kept.get(&t.name) {
+                sql.push_str(&format!(
+                    " AND NOT {}",
+                    plan::kept_row(ctx, &t.name, keep, &qt)
+                ));
+            }
+            let mut stmt = conn.prepare(&sql)?;
+            let params = tenant_params(&stmt, &target);
+            let n = stmt.execute(&*params)? as u64;
+            if n > 0 {
+                report.purged.insert(t.name.clone(), n);
+            }
+            progress.emit(Event::table_progress("purge_progress", &t.name, n, n))?;
+        }
+    }
+
+    if ctx.options.restore {
+        let renamed = blobs::place(
+            conn,
+            ctx,
+            &staged.blob_ids,
+            &mut purged_keys,
+            report,
+            files,
+            progress,
+        )?;
+        progress.emit(
+            Event::new("blobs")
+                .with("written", report.blobs.written)
+                .with("reused", report.blobs.reused)
+                .with("renamed", report.blobs.renamed),
+        )?;
+        conn.execute_batch(
+            "DROP TABLE IF EXISTS temp.tk_renamed; CREATE TEMP TABLE tk_renamed(old TEXT PRIMARY KEY, new TEXT NOT NULL);",
+        )?;
+        {
+            let mut stmt = conn.prepare("INSERT INTO temp.tk_renamed VALUES (?1, ?2)")?;
+            for (old, new) in &renamed {
+                stmt.execute([old, new])?;
+            }
+        }
+
+        // Rows, parents first.
+        for table in &staged.tables {
+            let keep = plan.kept.get(&table.name).map(String::as_str);
+            copy_rows(conn, table, &plan.others, keep, &target, report, progress)?;
+        }
+        report.renamed_keys = renamed;
+        check_restored_membership(conn, ctx, staged)?;
+    }
+
+    let violations = foreign_key_violations(conn, ctx)?;
+    if !violations.is_empty() {
+        return Err(Error::integrity(format!(
+            "the restored rows break foreign keys: {}; nothing was changed",
+            violations.join(", ")
+        )));
+    }
+    Ok(purged_keys.into_iter().collect())
+}
+
+/// Copy one staged table into the database: insert, or update an existing
+/// row with the same key unless it is another tenant's (the guard; the plan
+/// found none, so a refused row means the plan was wrong: a conflict).
+/// Kept rows that already hold the archive's values are not written.
+fn copy_rows(
+    conn: &Connection,
+    table: &StagedTable,
+    others: &MemberSets<'_>,
+    keep: Option<&str>,
+    target: &SqlValue,
+    report: &mut RestoreReport,
+    progress: &mut dyn Progress,
+) -> Result<()> {
+    let qt = quote(&table.name);
+    let col_list = table
+        .columns
+        .iter()
+        .map(|c| quote(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let values = table
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            if is_blob_table(&table.name) && c == "key" {
+                format!("coalesce((SELECT r.new FROM temp.tk_renamed AS r WHERE r.old = s.c{i}), s.c{i})")
+            } else {
+                format!("s.c{i}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let insert = format!(
+        "INSERT INTO main.{qt} ({col_list}) SELECT {values} FROM {} AS s",
+        table.stage
+    );
+    let exists = format!(
+        "EXISTS (SELECT 1 FROM main.{qt} AS m WHERE {})",
+        table.identity("m", "s")
+    );
+
+    if table.tenant_row {
+        // Created when missing, never overwritten.
+        let n = conn.execute(&format!("{insert} WHERE NOT {exists}"), [])?;
+        if n > 0 {
+            report.tenant_row_created = true;
+            report.restored.insert(table.name.clone(), n as u64);
+        }
+        return Ok(());
+    }
+
+    // The chunk's rows, less those kept as they are.
+    let (chunk, unchanged) = match keep {
+        Some(keep) => (
+            format!("s.rowid BETWEEN ?2 AND ?3 AND s.rowid NOT IN (SELECT sid FROM temp.{keep} WHERE same)"),
+            format!("SELECT count(*) FROM temp.{keep} WHERE same AND sid BETWEEN ?1 AND ?2"),
+        ),
+        None => ("s.rowid BETWEEN ?2 AND ?3".to_string(), String::new()),
+    };
+    let sql = if table.has_pk() {
+        let pk_cols: Vec<&String> = table.pk.iter().map(|&i| &table.columns[i]).collect();
+        let updates: Vec<String> = table
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !table.pk.contains(i))
+            .map(|(_, c)| format!("{} = excluded.{}", quote(c), quote(c)))
+            .collect();
+        // Key-only table: an existing row is already right; touch it so
+        // the change count tells a member from a stranger.
+        let set = if updates.is_empty() {
+            let first = quote(pk_cols[0]);
+            format!("{first} = excluded.{first}")
+        } else {
+            updates.join(", ")
+        };
+        let conflict_target = pk_cols
+            .iter()
+            .map(|c| quote(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        // SQLite reads `ON` after a bare SELECT's FROM as a join: the WHERE
+        // keeps the upsert clause unambiguous.
+        format!(
+            "{insert} WHERE {chunk} ON CONFLICT({conflict_target}) DO UPDATE SET {set} WHERE NOT ({})",
+            others.member_probe(&table.name, &qt)?
+        )
+    } else {
+        // No primary key (join tables): a row is identified by all of its
+        // values; an identical row is left alone, never duplicated.
+        format!("{insert} WHERE {chunk} AND NOT {exists}")
+    };
+    let mut stmt = conn.prepare(&sql)?;
+    let mut restored = 0u64;
+    let mut lo = 1i64;
+    while lo <= table.rows as i64 {
+        progress.check_interrupt()?;
+        let hi = (lo + CHUNK_ROWS - 1).min(table.rows as i64);
+        // ?1 is the tenant (used by the guard only), ?2 and ?3 the chunk.
+        stmt.raw_bind_parameter(1, target)?;
+        stmt.raw_bind_parameter(2, lo)?;
+        stmt.raw_bind_parameter(3, hi)?;
+        let changed = stmt
+            .raw_execute()
+            .map_err(|e| Error::database(format!("{}: writing rows {lo}..{hi}: {e}", table.name)))?
+            as u64;
+        // Rows left as they are count as restored: they hold the archive's
+        // values.
+        let same = if unchanged.is_empty() {
+            0
+        } else {
+            conn.prepare_cached(&unchanged)?
+                .query_row([lo, hi], |r| r.get::<_, i64>(0))? as u64
+        };
+        let changed = changed + same;
+        if table.has_pk() && changed < (hi - lo + 1) as u64 {
+            return Err(refused_rows(conn, table, others, target, lo, hi));
+        }
+        restored += changed;
+        progress.emit(Event::table_progress(
+            "restore_progress",
+            &table.name,
+            restored,
+            table.rows,
+        ))?;
+        lo = hi + 1;
+    }
+    if restored > 0 {
+        report.restored.insert(table.name.clone(), restored);
+    }
+    Ok(())
+}
+
+/// The rows of a chunk the guard refused: keys of other tenants.
+fn refused_rows(
+    conn: &Connection,
+    table: &StagedTable,
+    others: &MemberSets<'_>,
+    target: &SqlValue,
+    lo: i64,
+    hi: i64,
+) -> Error {
+    let found = (|| -> Result<Vec<i64>> {
+        let sql = format!(
+            "SELECT s.rowid FROM {} AS s JOIN main.{} AS m ON {} WHERE s.rowid BETWEEN {lo} AND {hi} AND {} LIMIT 10",
+            table.stage,
+            quote(&table.name),
+            table.identity("m", "s"),
+            others.member_probe(&table.name, "m")?
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let params = tenant_params(&stmt, target);
+        let rows = stmt
+            .query_map(&*params, |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    })();
+    let conflicts: Vec<super::Conflict> =
+        match found.and_then(|sids| table.describe_rows(conn, &sids)) {
+            Ok(keys) if !keys.is_empty() => keys
+                .into_iter()
+                .map(|key| super::Conflict {
+                    table: table.name.clone(),
+                    key,
+                    reason: "the key belongs to another tenant".into(),
+                })
+                .collect(),
+            _ => vec![super::Conflict {
+                table: table.name.clone(),
+                key: format!("one of the rows {lo}..{hi} of the archive"),
+                reason: "the key belongs to another tenant".into(),
+            }],
+        };
+    conflict_error(&conflicts, conflicts.len() as u64)
+}
+
+/// After writing, every derived row we restored must belong to the tenant
+/// through its parents and to no other tenant: a join row pointing at
+/// another tenant's task, or an attachment of another tenant's record, is
+/// a conflict. Membership is computed for the restored rows only.
+fn check_restored_membership(conn: &Connection, ctx: &Context<'_>, staged: &Staged) -> Result<()> {
+    let derived: Vec<&StagedTable> = staged.tables.iter().filter(|t| t.derived).collect();
+    if derived.is_empty() {
+        return Ok(());
+    }
+    let candidates = Candidates::create(conn, ctx.scope, ctx.schema)?;
+    for table in &derived {
+        let key = ctx.table(&table.name).row_key();
+        let insert = candidates
+            .insert_into(&table.name)
+            .expect("derived tables have candidates");
+        conn.execute(
+            &format!(
+                "{insert}SELECT {} FROM {} AS s JOIN main.{} AS m ON {}",
+                key.iter()
+                    .map(|c| format!("m.{}", quote(c)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                table.stage,
+                quote(&table.name),
+                table.identity("m", "s")
+            ),
+            [],
+        )?;
+    }
+    let tenant = &ctx.options.tenant_id;
+    let ours = MemberSets::materialize_within(
+        conn,
+        ctx.scope,
+        ctx.schema,
+        tenant,
+        Side::Ours,
+        &candidates,
+    )?;
+    let others = MemberSets::materialize_within(
+        conn,
+        ctx.scope,
+        ctx.schema,
+        tenant,
+        Side::Others,
+        &candidates,
+    )?;
+    let target = ctx.target();
+    for table in &derived {
+        let sql = format!(
+            "SELECT s.rowid FROM {} AS s WHERE NOT EXISTS (SELECT 1 FROM main.{} AS m WHERE {} AND {} AND NOT {}) LIMIT 1",
+            table.stage,
+            quote(&table.name),
+            table.identity("m", "s"),
+            ours.member_probe(&table.name, "m")?,
+            others.member_probe(&table.name, "m")?
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let params = tenant_params(&stmt, &target);
+        let stray: Option<i64> = stmt.query_map(&*params, |r| r.get(0))?.next().transpose()?;
+        if let Some(sid) = stray {
+            let key = table.describe_rows(conn, &[sid])?.remove(0);
+            return Err(Error::conflict(format!(
+                "{} {key} does not belong to tenant {} through its parents; nothing was changed",
+                table.name, ctx.options.tenant_id
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn foreign_key_violations(conn: &Connection, ctx: &Context<'_>) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for entry in &ctx.extracted.manifest.tables {
+        let mut stmt = conn.prepare(
+            "SELECT \"table\", rowid, parent FROM pragma_foreign_key_check(?1) LIMIT 10",
+        )?;
+        let rows = stmt.query_map([&entry.name], |r| {
+            Ok(format!(
+                "{} rowid {} -> {}",
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<i64>>(1)?
+                    .map(|i| i.to_string())
+                    .unwrap_or_default(),
+                r.get::<_, String>(2)?
+            ))
+        })?;
+        for row in rows {
+            out.push(row?);
+        }
+    }
+    Ok(out)
+}

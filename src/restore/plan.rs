@@ -1,0 +1,358 @@
+//! The plan: what the restore will do to each staged row, computed set-wise
+//! in one transaction (a read transaction before the write lock, or the
+//! write transaction itself when the database changed in between).
+//!
+//! A staged row "hits" the database row with its identity (primary key, or
+//! all values for tables without one). A hit on another tenant's row is a
+//! conflict; on the target's own row an update (or, with purge, an insert
+//! after the purge); on nobody's row (an orphaned blob) an adoption.
+//! Membership of the hit rows of derived tables is computed only for those
+//! rows ([`MemberSets::materialize_within`]), so planning costs what the
+//! tenant costs, not what the database holds.
+//!
+//! Rows the write would not change are left alone: a hit on the target's
+//! own row is "kept" (a purge does not delete it; the write updates it in
+//! place, or skips it when all its values and storage classes already are
+//! the archive's). The end state is the same as deleting and inserting
+//! again, with a fraction of the page writes and of the lock time for the
+//! usual restore (yesterday's backup over today's data), and without
+//! firing `ON DELETE` actions on rows that stay. Tables where hits are not
+//! one to one (identical duplicate rows), the tenants row and remapped
+//! restores keep nothing.
+
+use super::stage::{Staged, StagedTable};
+use super::{Conflict, Context, PlannedCounts};
+use crate::error::Result;
+use crate::schema::quote;
+use crate::scope::{tenant_params, Candidates, MemberSets, Membership, Side};
+use rusqlite::Connection;
+use std::collections::BTreeMap;
+
+pub(super) const MAX_LISTED_CONFLICTS: usize = 1000;
+
+pub(super) struct Plan<'a> {
+    /// The target tenant's member sets (whole tenant), for the purge.
+    pub ours: MemberSets<'a>,
+    /// Other tenants' member sets, exact for the rows the archive hits:
+    /// the guard of the write.
+    pub others: MemberSets<'a>,
+    pub counts: BTreeMap<String, PlannedCounts>,
+    pub conflicts: Vec<Conflict>,
+    pub conflict_count: u64,
+    /// Table → temp table of its kept rows (`sid`, `same`, key `k0…`).
+    pub kept: BTreeMap<String, String>,
+    /// `PRAGMA data_version` when the plan was made: if another connection
+    /// commits before the write lock is taken, the plan is made again.
+    pub data_version: i64,
+}
+
+/// The database's change counter as this connection sees it.
+pub(super) fn data_version(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("PRAGMA main.data_version", [], |r| r.get(0))?)
+}
+
+/// Make the plan inside the caller's transaction. Leaves in the
+/// connection's temp schema: the target tenant's member sets (`Side::Ours`,
+/// whole tenant) for the purge, the other tenants' sets restricted to the
+/// hit rows (`Side::Others`) for the write's guards, and the kept rows.
+pub(super) fn make<'a>(conn: &Connection, ctx: &Context<'a>, staged: &Staged) -> Result<Plan<'a>> {
+    let target = ctx.target();
+    let data_version = data_version(conn)?;
+    let ours = MemberSets::materialize(
+        conn,
+        ctx.scope,
+        ctx.schema,
+        &ctx.options.tenant_id,
+        Side::Ours,
+    )?;
+
+    // The hits: staged row → database row with its identity, whether every
+    // value is already the archive's, and whose the row is. Other tenants'
+    // derived rows are known only once the hits are (below).
+    let candidates = Candidates::create(conn, ctx.scope, ctx.schema)?;
+    for table in &staged.tables {
+        let key = ctx.table(&table.name).row_key();
+        let keys = key
+            .iter()
+            .enumerate()
+            .map(|(k, c)| format!("m.{} AS k{k}", quote(c)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let others_now = if candidates.insert_into(&table.name).is_some() {
+            "NULL".to_string()
+        } else {
+            others_on_row(ctx, &table.name)?
+        };
+        let sql = format!(
+            "CREATE TEMP TABLE {hits} AS SELECT s.rowid AS sid, {same} AS same, {ours} AS ours, {others_now} AS others, {keys} FROM {stage} AS s JOIN main.{t} AS m ON {identity}",
+            hits = scratch_table("hits", table),
+            same = table.same_values("m", "s"),
+            ours = ours.member_probe(&table.name, "m")?,
+            stage = table.stage,
+            t = quote(&table.name),
+            identity = table.identity("m", "s"),
+        );
+        conn.execute_batch(&format!(
+            "DROP TABLE IF EXISTS temp.{};",
+            scratch_table("hits", table)
+        ))?;
+        let mut stmt = conn.prepare(&sql)?;
+        let params = tenant_params(&stmt, &target);
+        stmt.execute(&*params)?;
+        if let Some(insert) = candidates.insert_into(&table.name) {
+            conn.execute(
+                &format!(
+                    "{insert}SELECT {} FROM temp.{}",
+                    key_columns(key.len()),
+                    scratch_table("hits", table)
+                ),
+                [],
+            )?;
+        }
+    }
+    let others = MemberSets::materialize_within(
+        conn,
+        ctx.scope,
+        ctx.schema,
+        &ctx.options.tenant_id,
+        Side::Others,
+        &candidates,
+    )?;
+    for table in &staged.tables {
+        if let Some(probe) = others.key_probe(&table.name, "h") {
+            conn.execute(
+                &format!(
+                    "UPDATE temp.{} AS h SET others = {probe}",
+                    scratch_table("hits", table)
+                ),
+                [],
+            )?;
+        }
+    }
+
+    // Kept rows: hits on the target's own rows, one to one (the unique
+    // indexes refuse anything else, and the table then keeps nothing).
+    let mut kept = BTreeMap::new();
+    for table in &staged.tables {
+        let keep = scratch_table("keep", table);
+        let hits = scratch_table("hits", table);
+        let key_list = key_columns(ctx.table(&table.name).row_key().len());
+        conn.execute_batch(&format!(
+            "DROP TABLE IF EXISTS temp.{keep};
+             CREATE TEMP TABLE {keep} AS SELECT sid, same, {key_list} FROM temp.{hits} WHERE 0;
+             CREATE UNIQUE INDEX temp.{keep}_sid ON {keep}(sid);
+             CREATE UNIQUE INDEX temp.{keep}_key ON {keep}({key_list});"
+        ))?;
+        if ctx.options.remap || table.tenant_row {
+            continue;
+        }
+        let filled = conn.execute(
+            &format!("INSERT INTO temp.{keep} SELECT sid, same, {key_list} FROM temp.{hits} WHERE ours AND NOT others"),
+            [],
+        );
+        match filled {
+            Ok(0) => {}
+            Ok(_) => {
+                kept.insert(table.name.clone(), keep);
+            }
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    let mut counts: BTreeMap<String, PlannedCounts> = BTreeMap::new();
+    if ctx.options.purge {
+        for t in &ctx.scope.tables {
+            if matches!(t.membership, Membership::TenantRow { .. }) {
+                continue;
+            }
+            let mut sql = format!(
+                "SELECT count(*) FROM {} AS a WHERE {}",
+                quote(&t.name),
+                ours.member_predicate(&t.name, "a")?
+            );
+            if let Some(keep) = kept.get(&t.name) {
+                sql.push_str(&format!(" AND NOT {}", kept_row(ctx, &t.name, keep, "a")));
+            }
+            let mut stmt = conn.prepare(&sql)?;
+            let params = tenant_params(&stmt, &target);
+            let n: i64 = stmt.query_row(&*params, |r| r.get(0))?;
+            if n > 0 {
+                counts.entry(t.name.clone()).or_default().purge = n as u64;
+            }
+        }
+    }
+
+    let mut conflicts = Vec::new();
+    let mut conflict_count = 0u64;
+    for table in &staged.tables {
+        let c = counts.entry(table.name.clone()).or_default();
+        let hits = scratch_table("hits", table);
+        let keep = scratch_table("keep", table);
+        // A staged row of a table without primary key may hit several
+        // identical rows: one group. With a key, each hits one row at most.
+        let per_row = if table.has_pk() {
+            format!("SELECT coalesce(h.ours, 0) AS ours, coalesce(h.others, 0) AS others, k.sid IS NOT NULL AS kept, coalesce(k.same, 0) AS same FROM temp.{hits} AS h LEFT JOIN temp.{keep} AS k ON k.sid = h.sid")
+        } else {
+            format!("SELECT max(coalesce(h.ours, 0)) AS ours, max(coalesce(h.others, 0)) AS others, max(k.sid IS NOT NULL) AS kept, max(coalesce(k.same, 0)) AS same FROM temp.{hits} AS h LEFT JOIN temp.{keep} AS k ON k.sid = h.sid GROUP BY h.sid")
+        };
+        // One pass, one row of sums (a GROUP BY would sort every hit).
+        let classes: [Hit; 5] = [
+            Hit {
+                ours: false,
+                others: true,
+                kept: false,
+                same: false,
+            },
+            Hit {
+                ours: true,
+                others: false,
+                kept: true,
+                same: true,
+            },
+            Hit {
+                ours: true,
+                others: false,
+                kept: true,
+                same: false,
+            },
+            Hit {
+                ours: true,
+                others: false,
+                kept: false,
+                same: false,
+            },
+            Hit {
+                ours: false,
+                others: false,
+                kept: false,
+                same: false,
+            },
+        ];
+        let sums: [i64; 5] = conn.query_row(
+            &format!(
+                "SELECT total(others), total(NOT others AND kept AND same), total(NOT others AND kept AND NOT same), total(NOT others AND NOT kept AND ours), total(NOT others AND NOT kept AND NOT ours) FROM ({per_row})"
+            ),
+            [],
+            |r| {
+                let mut out = [0i64; 5];
+                for (i, slot) in out.iter_mut().enumerate() {
+                    *slot = r.get::<_, f64>(i)? as i64;
+                }
+                Ok(out)
+            },
+        )?;
+        let mut found = 0u64;
+        let mut table_conflicts = 0u64;
+        for (hit, n) in classes.into_iter().zip(sums) {
+            let n = n as u64;
+            found += n;
+            match outcome(table, hit, ctx.options.purge) {
+                Outcome::Insert => c.insert += n,
+                Outcome::Update => c.update += n,
+                Outcome::Unchanged => c.unchanged += n,
+                Outcome::Conflict => table_conflicts += n,
+            }
+        }
+        // Rows with no database counterpart are inserted.
+        c.insert += table.rows - found;
+        conflict_count += table_conflicts;
+        if table_conflicts > 0 && conflicts.len() < MAX_LISTED_CONFLICTS {
+            let room = MAX_LISTED_CONFLICTS - conflicts.len();
+            let sids: Vec<i64> = conn
+                .prepare(&format!(
+                    "SELECT DISTINCT sid FROM temp.{hits} WHERE others ORDER BY sid LIMIT {room}"
+                ))?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for key in table.describe_rows(conn, &sids)? {
+                conflicts.push(Conflict {
+                    table: table.name.clone(),
+                    key,
+                    reason: "the key belongs to another tenant".into(),
+                });
+            }
+        }
+    }
+    Ok(Plan {
+        ours,
+        others,
+        kept,
+        counts,
+        conflicts,
+        conflict_count,
+        data_version,
+    })
+}
+
+/// For tables whose membership is a condition on the row itself (tenant
+/// column, tenants row): the row `m` is another tenant's.
+fn others_on_row(ctx: &Context<'_>, table: &str) -> Result<String> {
+    MemberSets::unmaterialized(ctx.scope, ctx.schema, Side::Others).member_probe(table, "m")
+}
+
+/// SQL condition: the row `alias` of `table` is one of the kept rows.
+pub(super) fn kept_row(ctx: &Context<'_>, table: &str, keep: &str, alias: &str) -> String {
+    let key = ctx.table(table).row_key();
+    let matches = key
+        .iter()
+        .enumerate()
+        .map(|(k, c)| format!("k.k{k} = {alias}.{}", quote(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    format!("EXISTS (SELECT 1 FROM temp.{keep} AS k WHERE {matches})")
+}
+
+fn key_columns(n: usize) -> String {
+    (0..n)
+        .map(|k| format!("k{k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `tk_<what>_<i>` for the staged table `temp.tk_stage_<i>`.
+fn scratch_table(what: &str, table: &StagedTable) -> String {
+    format!("tk_{what}_{}", &table.stage["temp.tk_stage_".len()..])
+}
+
+/// What the restore will do with one staged row that hits a database row.
+enum Outcome {
+    Insert,
+    Update,
+    Unchanged,
+    Conflict,
+}
+
+/// How a staged row hits the database (for a group of identical rows: any
+/// of them).
+#[derive(Clone, Copy)]
+struct Hit {
+    ours: bool,
+    others: bool,
+    /// Kept: not purged, written in place.
+    kept: bool,
+    /// Kept and already equal: not written at all.
+    same: bool,
+}
+
+fn outcome(table: &StagedTable, hit: Hit, purge: bool) -> Outcome {
+    if table.tenant_row {
+        // The tenants row is created when missing and never overwritten.
+        Outcome::Unchanged
+    } else if hit.others {
+        Outcome::Conflict
+    } else if hit.same {
+        Outcome::Unchanged
+    } else if hit.kept {
+        Outcome::Update
+    } else if hit.ours && purge {
+        // Our row: purged first and inserted again.
+        Outcome::Insert
+    } else if table.has_pk() {
+        // Ours, or nobody's (adopted): updated in place.
+        Outcome::Update
+    } else {
+        Outcome::Unchanged
+    }
+}

@@ -1,0 +1,350 @@
+//! Staging: every row of the archive parsed once, checked, remapped to the
+//! target tenant and copied into a temp table of the restore's connection
+//! (`temp.tk_stage_<i>`, one per archive table, columns `c0, c1, …` without
+//! affinity so values keep their storage class), all before any lock on the
+//! app's database. The plan and the write transaction then work set-wise
+//! on these tables, so the write lock covers SQL alone.
+//!
+//! Temp tables live in SQLite's temp storage: a file SQLite unlinks as it
+//! opens it, gone with the connection.
+
+use super::Context;
+use crate::archive::dump::RowLine;
+use crate::archive::{self, TableEntry};
+use crate::error::{Error, Result, ResultExt};
+use crate::progress::Progress;
+use crate::schema::quote;
+use crate::scope::{is_blob_table, Membership};
+use crate::value::SqlValue;
+use crate::verify::{check_dump, limits_with};
+use rusqlite::Connection;
+use std::collections::BTreeMap;
+
+/// One archive table, staged: where its rows are and how they map onto
+/// the database table.
+pub(super) struct StagedTable {
+    pub name: String,
+    /// `temp.tk_stage_<i>`.
+    pub stage: String,
+    /// The archive's columns, in manifest order: stage column `c<i>` holds
+    /// `columns[i]`.
+    pub columns: Vec<String>,
+    /// Positions of the primary key columns within `columns`; empty when
+    /// the table has none (join tables), and rows are then identified by
+    /// all of their values.
+    pub pk: Vec<usize>,
+    /// Columns that point at the tenant (tenant column, references to the
+    /// tenants table, polymorphic references to the tenant class):
+    /// (position, optional (type column position, class)).
+    tenant_refs: Vec<(usize, Option<(usize, String)>)>,
+    /// The tenants table: its row is created when missing, never updated.
+    pub tenant_row: bool,
+    /// Rows belong to the tenant through other rows (join tables,
+    /// ActiveStorage): checked again after they are written.
+    pub derived: bool,
+    /// Rows staged (stage rowids are 1..=rows, in archive order).
+    pub rows: u64,
+}
+
+/// The staged archive.
+pub(super) struct Staged {
+    /// In manifest order, which is dependency order.
+    pub tables: Vec<StagedTable>,
+    /// Blob key → id of the archive's blob row with that key.
+    pub blob_ids: BTreeMap<String, Option<i64>>,
+}
+
+impl Staged {
+    /// Parse, check and stage the whole dump (`restore: false` stages
+    /// nothing: a purge alone needs no rows).
+    pub fn load(
+        conn: &Connection,
+        ctx: &Context<'_>,
+        progress: &mut dyn Progress,
+    ) -> Result<Staged> {
+        let mut staged = Staged {
+            tables: Vec::new(),
+            blob_ids: BTreeMap::new(),
+        };
+        if !ctx.options.restore {
+            return Ok(staged);
+        }
+        // A transaction of the temp schema alone: no lock on the app's
+        // database is taken while the dump is parsed.
+        conn.execute_batch("BEGIN")?;
+        let loaded = staged.load_rows(conn, ctx, progress);
+        match loaded {
+            Ok(()) => conn.execute_batch("COMMIT")?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        }
+        Ok(staged)
+    }
+
+    fn load_rows(
+        &mut self,
+        conn: &Connection,
+        ctx: &Context<'_>,
+        progress: &mut dyn Progress,
+    ) -> Result<()> {
+        let mut insert: Option<rusqlite::Statement<'_>> = None;
+        let limits = limits_with(ctx.options.max_line_bytes);
+        check_dump(ctx.extracted, limits, progress, |entry, line| {
+            if self
+                .tables
+                .last()
+                .map(|t| t.name != entry.name)
+                .unwrap_or(true)
+            {
+                let table = StagedTable::create(conn, ctx, entry, self.tables.len())?;
+                insert = Some(conn.prepare(&table.insert_sql())?);
+                self.tables.push(table);
+            }
+            let table = self.tables.last_mut().expect("just pushed");
+            table.check_references(ctx, &line)?;
+            if is_blob_table(&table.name) {
+                if let Some(key) = line.row.get("key").and_then(|v| v.as_text()) {
+                    let id = match line.row.get("id") {
+                        Some(SqlValue::Integer(i)) => Some(*i),
+                        _ => None,
+                    };
+                    self.blob_ids.insert(key.to_string(), id);
+                }
+            }
+            let values = table.values(ctx, line)?;
+            let stmt = insert.as_mut().expect("prepared with the table");
+            stmt.execute(rusqlite::params_from_iter(values.iter()))
+                .at("staging the archive's rows")?;
+            table.rows += 1;
+            Ok(())
+        })
+    }
+}
+
+impl StagedTable {
+    fn create(
+        conn: &Connection,
+        ctx: &Context<'_>,
+        entry: &TableEntry,
+        index: usize,
+    ) -> Result<StagedTable> {
+        let table = ctx.table(&entry.name);
+        let columns = entry.columns.clone();
+        let pos = |c: &str| columns.iter().position(|x| x == c);
+        let pk_names = table.primary_key();
+        let pk: Vec<usize> = pk_names.iter().filter_map(|c| pos(c)).collect();
+        let has_pk = !pk_names.is_empty() && pk.len() == pk_names.len();
+        let scoped = ctx
+            .scope
+            .table(&entry.name)
+            .expect("checked by check_schema");
+        let tenant_row = matches!(scoped.membership, Membership::TenantRow { .. });
+        let derived = matches!(scoped.membership, Membership::Derived { .. });
+
+        let mut tenant_refs = Vec::new();
+        if let Some(p) = pos(&ctx.options.tenant_column) {
+            if !tenant_row {
+                tenant_refs.push((p, None));
+            }
+        }
+        if let Some(tt) = ctx.scope.tenant_table() {
+            for r in ctx
+                .scope
+                .references
+                .iter()
+                .filter(|r| r.table == entry.name && r.parent == tt.name)
+            {
+                if let [col] = r.columns.as_slice() {
+                    if let Some(p) = pos(col) {
+                        let typed = match &r.polymorphic {
+                            Some((type_col, class)) => match pos(type_col) {
+                                Some(tp) => Some((tp, class.clone())),
+                                None => continue,
+                            },
+                            None => None,
+                        };
+                        if !tenant_refs.iter().any(|(q, _)| *q == p) {
+                            tenant_refs.push((p, typed));
+                        }
+                    }
+                }
+            }
+        }
+
+        let stage = format!("temp.tk_stage_{index}");
+        let stage_columns = (0..columns.len())
+            .map(|i| format!("c{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        conn.execute_batch(&format!(
+            "DROP TABLE IF EXISTS {stage}; CREATE TABLE {stage} ({stage_columns});"
+        ))?;
+        Ok(StagedTable {
+            name: entry.name.clone(),
+            stage,
+            columns,
+            pk: if has_pk { pk } else { Vec::new() },
+            tenant_refs,
+            tenant_row,
+            derived,
+            rows: 0,
+        })
+    }
+
+    fn insert_sql(&self) -> String {
+        let params = (1..=self.columns.len())
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("INSERT INTO {} VALUES ({params})", self.stage)
+    }
+
+    pub fn has_pk(&self) -> bool {
+        !self.pk.is_empty()
+    }
+
+    /// The row's values in column order, with the tenant remapped.
+    fn values(&self, ctx: &Context<'_>, line: RowLine) -> Result<Vec<SqlValue>> {
+        // check_dump let through only rows with the manifest's columns; in
+        // the manifest's order (our backups) they are taken as they are.
+        let in_order = line.row.0.iter().map(|(c, _)| c).eq(self.columns.iter());
+        let mut values: Vec<SqlValue> = if in_order {
+            line.row.0.into_iter().map(|(_, v)| v).collect()
+        } else {
+            self.columns
+                .iter()
+                .map(|c| line.row.get(c).cloned().unwrap_or(SqlValue::Null))
+                .collect()
+        };
+        let source = ctx.source.to_sql_value();
+        let target = ctx.target();
+        if self.tenant_row {
+            // The archive's own tenant row becomes the target's.
+            if let Some(&p) = self.pk.first() {
+                if !ctx.source.matches(&values[p]) {
+                    return Err(Error::archive(format!(
+                        "{}: the tenant row has key {}, not the archive's tenant {}",
+                        self.name,
+                        values[p].describe(),
+                        ctx.source
+                    )));
+                }
+                values[p] = target.clone();
+            }
+        }
+        for (p, typed) in &self.tenant_refs {
+            let applies = match typed {
+                Some((tp, class)) => values[*tp].as_text() == Some(class.as_str()),
+                None => true,
+            };
+            if applies && values[*p] == source {
+                values[*p] = target.clone();
+            }
+        }
+        Ok(values)
+    }
+
+    /// In tables whose rows belong to the tenant through a polymorphic
+    /// reference (ActiveStorage attachments), the `*_type` value must name
+    /// a table of this tenant's data; elsewhere (settings' `target_type`)
+    /// it is plain data. Blob rows must carry keys of ActiveStorage's
+    /// alphabet.
+    fn check_references(&self, ctx: &Context<'_>, line: &RowLine) -> Result<()> {
+        for (column, value) in line.row.0.iter().filter(|_| self.derived) {
+            let Some(stem) = column.strip_suffix("_type") else {
+                continue;
+            };
+            let id_col = format!("{stem}_id");
+            if !self.columns.contains(&id_col) {
+                continue;
+            }
+            if let Some(class) = value.as_text() {
+                let table = ctx.scope.table_for_class(class);
+                if ctx.scope.table(&table).is_none() {
+                    return Err(Error::archive(format!(
+                        "{}.{column} = {:?} maps to no table of this tenant's data",
+                        self.name, class
+                    )));
+                }
+            }
+        }
+        if is_blob_table(&self.name) {
+            let key = line
+                .row
+                .get("key")
+                .and_then(|v| v.as_text())
+                .unwrap_or_default();
+            archive::check_blob_key(key).map_err(|e| e.context(format!("{} row", self.name)))?;
+        }
+        Ok(())
+    }
+
+    /// SQL condition: the database row `m` of this table is the one staged
+    /// row `s` stands for (same primary key; same values for tables
+    /// without one). Comparisons take the database column's affinity, as
+    /// a bound parameter would.
+    pub fn identity(&self, m: &str, s: &str) -> String {
+        let parts: Vec<String> = if self.has_pk() {
+            self.pk
+                .iter()
+                .map(|&i| format!("{m}.{} = {s}.c{i}", quote(&self.columns[i])))
+                .collect()
+        } else {
+            self.columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("{m}.{} IS {s}.c{i}", quote(c)))
+                .collect()
+        };
+        parts.join(" AND ")
+    }
+
+    /// SQL expression: the database row `m` already holds every value of
+    /// staged row `s`, with the same storage class (`1.0` is not `1`).
+    pub fn same_values(&self, m: &str, s: &str) -> String {
+        self.columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let c = quote(c);
+                format!("{m}.{c} IS {s}.c{i} AND typeof({m}.{c}) = typeof({s}.c{i})")
+            })
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+
+    /// Staged rows by stage rowid, for messages: `id=5` or `(a=1, b=2)`.
+    pub fn describe_rows(&self, conn: &Connection, rowids: &[i64]) -> Result<Vec<String>> {
+        let mut stmt = conn.prepare(&format!("SELECT * FROM {} WHERE rowid = ?1", self.stage))?;
+        let mut out = Vec::with_capacity(rowids.len());
+        for rowid in rowids {
+            let values: Vec<SqlValue> = stmt.query_row([rowid], |r| {
+                (0..self.columns.len())
+                    .map(|i| Ok(SqlValue::from_ref(r.get_ref(i)?)))
+                    .collect()
+            })?;
+            out.push(self.describe_key(&values));
+        }
+        Ok(out)
+    }
+
+    fn describe_key(&self, values: &[SqlValue]) -> String {
+        if self.pk.is_empty() {
+            let all: Vec<String> = self
+                .columns
+                .iter()
+                .zip(values)
+                .map(|(c, v)| format!("{c}={}", v.describe()))
+                .collect();
+            format!("({})", all.join(", "))
+        } else {
+            self.pk
+                .iter()
+                .map(|&i| format!("{}={}", self.columns[i], values[i].describe()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    }
+}
