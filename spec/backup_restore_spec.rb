@@ -142,12 +142,22 @@ RSpec.describe "TenantKit backup and restore" do
       before_digest = everything_digest
       files_before = TenantKitSample.blob_files(db, storage, 2).map { |b| [b[:key], File.binread(b[:path])] }
       archive = backup(2).path
+      # After the backup: one task edited, one deleted (its time entries too).
+      conn = SQLite3::Database.new(db)
+      first, last = conn.get_first_row("SELECT min(id), max(id) FROM tasks WHERE tenant_id = 2")
+      conn.execute("UPDATE tasks SET title = 'edited after the backup' WHERE id = ?", [first])
+      conn.execute("DELETE FROM time_entries WHERE task_id = ?", [last])
+      conn.execute("DELETE FROM tasks WHERE id = ?", [last])
+      conn.close
       events = []
       result = TenantKit.restore(database: db, archive: archive, tenant_id: 2, storage_root: storage, purge: true) { |e| events << e }
       expect(result).to be_a(TenantKit::RestoreResult)
       expect(result.dry_run?).to be(false)
-      expect(result.purged["tasks"]).to eq(before_digest[2]["tasks"][:rows])
-      expect(result.restored["tasks"]).to eq(before_digest[2]["tasks"][:rows])
+      tasks = before_digest[2]["tasks"][:rows]
+      # Rows unchanged since the backup are kept as they are, not purged.
+      expect(result.planned["tasks"]).to include(unchanged: tasks - 2, update: 1, insert: 1, purge: 0)
+      expect(result.purged["tasks"]).to be_nil
+      expect(result.restored["tasks"]).to eq(tasks)
       expect(result.lock_ms).to be <= result.duration_ms
       expect(everything_digest).to eq(before_digest)
       expect(TenantKitSample.blob_files(db, storage, 2).map { |b| [b[:key], File.binread(b[:path])] }).to eq(files_before)
@@ -157,10 +167,13 @@ RSpec.describe "TenantKit backup and restore" do
 
     it "changes no byte in a dry run and reports the plan and conflicts" do
       archive = backup(1).path
+      conn = SQLite3::Database.new(db)
+      conn.execute("UPDATE tasks SET title = 'edited after the backup' WHERE id = (SELECT min(id) FROM tasks WHERE tenant_id = 1)")
+      conn.close
       db_bytes = File.binread(db)
       result = TenantKit.restore(database: db, archive: archive, tenant_id: 1, storage_root: storage, dry_run: true, purge: true)
       expect(result.dry_run?).to be(true)
-      expect(result.planned["tasks"]).to include(purge: be_positive, insert: be_positive)
+      expect(result.planned["tasks"]).to include(purge: 0, insert: 0, update: 1, unchanged: be_positive)
       expect(result.conflicts).to eq([])
       expect(File.binread(db)).to eq(db_bytes)
 

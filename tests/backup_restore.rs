@@ -664,3 +664,91 @@ fn backups_in_the_same_second_get_distinct_names() {
         tenant_kit::verify::verify_path(p).unwrap();
     }
 }
+
+/// Runs `sql` through a second connection when the restore announces its
+/// plan: between the plan and the write lock, as another process might.
+struct WriteAfterPlan {
+    db: std::path::PathBuf,
+    sql: &'static str,
+    replans: u32,
+}
+
+impl tenant_kit::Progress for WriteAfterPlan {
+    fn emit(&mut self, event: Event) -> tenant_kit::Result<()> {
+        if event.step() == "plan" {
+            Connection::open(&self.db)
+                .unwrap()
+                .execute_batch(self.sql)
+                .unwrap();
+            self.replans += 1;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_conflict_committed_between_plan_and_lock_is_found_under_the_lock() {
+    let app = App::new();
+    let report = app.backup(1);
+    app.conn()
+        .execute_batch("DELETE FROM time_entries WHERE id = 1005")
+        .unwrap();
+    // The plan sees 1005 missing (an insert); then tenant 2 takes the key.
+    let mut progress = WriteAfterPlan {
+        db: app.db.clone(),
+        sql: "INSERT INTO time_entries (id, tenant_id, task_id, user_id, minutes, rate, created_at, updated_at)
+              VALUES (1005, 2, 2001, 2001, 1, 0.1, 'x', 'x')",
+        replans: 0,
+    };
+    let before_restore_and_write = {
+        let err = tenant_kit::restore::restore(
+            &app.restore_options(&report.path, 1, json!({"purge": true})),
+            &mut progress,
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+        assert!(err.to_string().contains("time_entries id=1005"), "{err}");
+        app.snapshot()
+    };
+    assert_eq!(progress.replans, 1);
+    let owner: i64 = app
+        .conn()
+        .query_row(
+            "SELECT tenant_id FROM time_entries WHERE id = 1005",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(owner, 2, "tenant 2's row is untouched");
+    let tasks_of_1: i64 = app
+        .conn()
+        .query_row("SELECT count(*) FROM tasks WHERE tenant_id = 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(tasks_of_1, 6, "nothing was purged");
+    assert_eq!(app.snapshot(), before_restore_and_write);
+}
+
+#[test]
+fn a_harmless_write_between_plan_and_lock_is_planned_again_and_restored() {
+    let app = App::new();
+    let before = app.snapshot();
+    let report = app.backup(1);
+    let mut progress = WriteAfterPlan {
+        db: app.db.clone(),
+        sql: "UPDATE tasks SET title = 'edited meanwhile' WHERE id = 1003",
+        replans: 0,
+    };
+    let result = tenant_kit::restore::restore(
+        &app.restore_options(&report.path, 1, json!({"purge": true})),
+        &mut progress,
+    )
+    .unwrap();
+    assert_eq!(progress.replans, 1);
+    assert_eq!(
+        result.planned["tasks"].update, 1,
+        "the new plan saw the edit"
+    );
+    assert_eq!(app.snapshot(), before);
+}

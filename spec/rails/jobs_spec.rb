@@ -114,6 +114,7 @@ RSpec.describe "BackupTenantJob and RestoreTenantJob in a Rails app" do
       it "purges and restores the same tenant, keeping the restore's own progress row" do
         before = database_fingerprint
         archive = backup(acme)
+        tasks_backed_up = Task.where(tenant: acme).count
         acme.projects.first.tasks.first.destroy!
         Task.create!(tenant: acme, project: acme.projects.last, title: "added after the backup")
         tasks_now = Task.where(tenant: acme).count
@@ -125,7 +126,13 @@ RSpec.describe "BackupTenantJob and RestoreTenantJob in a Rails app" do
         expect(database_fingerprint).to eq(before)
         restore_job = BackgroundJob.where(job_type: "restore").last
         expect(restore_job).to have_attributes(tenant_id: acme.id, state: "done")
-        expect(restore_job.progress.dig("result", "purged")).to include("tasks" => tasks_now)
+        # Kept as they are: rows unchanged since the backup. Purged: the task
+        # added after it. Inserted again: the destroyed ones (with subtasks).
+        expect(restore_job.progress.dig("result", "purged")).to include("tasks" => 1)
+        planned = restore_job.progress.dig("result", "planned", "tasks")
+        expect(planned).to include("purge" => 1, "update" => 0, "insert" => be_positive)
+        expect(planned["insert"] + planned["unchanged"]).to eq(tasks_backed_up)
+        expect(planned["unchanged"]).to eq(tasks_now - 1)
         expect(restore_job.progress["log"].map { |e| e["step"] }).to include("purge_progress", "commit", "done")
       end
 
