@@ -19,6 +19,20 @@ pub struct Column {
     pub generated: bool,
 }
 
+impl Column {
+    /// True when SQLite stores this column's values as they come (BLOB
+    /// affinity: no declared type, or one naming BLOB). With any other
+    /// affinity a value is converted on the way in, and a comparison with
+    /// the column applies the same conversion first.
+    /// Rules: <https://www.sqlite.org/datatype3.html#determination_of_column_affinity>.
+    pub fn keeps_storage_class(&self) -> bool {
+        let t = self.decl_type.to_ascii_uppercase();
+        !t.contains("INT")
+            && !["CHAR", "CLOB", "TEXT"].iter().any(|k| t.contains(k))
+            && (t.is_empty() || t.contains("BLOB"))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForeignKey {
     pub from: Vec<String>,

@@ -190,9 +190,9 @@ fn copy_rows(
 
     // The chunk's rows, less those kept as they are.
     let (chunk, unchanged) = match keep {
-        Some(keep) => (
-            format!("s.rowid BETWEEN ?2 AND ?3 AND s.rowid NOT IN (SELECT sid FROM temp.{keep} WHERE same)"),
-            format!("SELECT count(*) FROM temp.{keep} WHERE same AND sid BETWEEN ?1 AND ?2"),
+        Some(hits) => (
+            format!("s.rowid BETWEEN ?2 AND ?3 AND NOT {}", plan::kept_as_is(hits, "s")),
+            format!("SELECT count(*) FROM temp.{hits} WHERE sid BETWEEN ?1 AND ?2 AND same AND ours AND NOT others"),
         ),
         None => ("s.rowid BETWEEN ?2 AND ?3".to_string(), String::new()),
     };

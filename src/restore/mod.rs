@@ -195,7 +195,8 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
     };
 
     // ---- 3. stage and plan: no write lock yet ----
-    let staged = Staged::load(&conn, &ctx, progress)?;
+    let (conn, staged) = Staged::load(conn, &ctx, progress);
+    let staged = staged?;
     conn.execute_batch("BEGIN")?;
     let plan = plan::make(&conn, &ctx, &staged);
     // COMMIT, not ROLLBACK: the temp tables the plan made stay for the

@@ -39,7 +39,8 @@ pub(super) struct Plan<'a> {
     pub counts: BTreeMap<String, PlannedCounts>,
     pub conflicts: Vec<Conflict>,
     pub conflict_count: u64,
-    /// Table → temp table of its kept rows (`sid`, `same`, key `k0…`).
+    /// Table → its hits table, for tables whose hits on the target's own
+    /// rows are kept (see [`kept_row`], [`kept_as_is`]).
     pub kept: BTreeMap<String, String>,
     /// `PRAGMA data_version` when the plan was made: if another connection
     /// commits before the write lock is taken, the plan is made again.
@@ -130,30 +131,23 @@ pub(super) fn make<'a>(conn: &Connection, ctx: &Context<'a>, staged: &Staged) ->
         }
     }
 
-    // Kept rows: hits on the target's own rows, one to one (the unique
-    // indexes refuse anything else, and the table then keeps nothing).
+    // Kept rows: hits on the target's own rows (`ours AND NOT others`), in
+    // tables where hits are one to one: unique indexes on both sides, which
+    // the purge and the write then use to skip them.
     let mut kept = BTreeMap::new();
     for table in &staged.tables {
-        let keep = scratch_table("keep", table);
-        let hits = scratch_table("hits", table);
-        let key_list = key_columns(ctx.table(&table.name).row_key().len());
-        conn.execute_batch(&format!(
-            "DROP TABLE IF EXISTS temp.{keep};
-             CREATE TEMP TABLE {keep} AS SELECT sid, same, {key_list} FROM temp.{hits} WHERE 0;
-             CREATE UNIQUE INDEX temp.{keep}_sid ON {keep}(sid);
-             CREATE UNIQUE INDEX temp.{keep}_key ON {keep}({key_list});"
-        ))?;
         if ctx.options.remap || table.tenant_row {
             continue;
         }
-        let filled = conn.execute(
-            &format!("INSERT INTO temp.{keep} SELECT sid, same, {key_list} FROM temp.{hits} WHERE ours AND NOT others"),
-            [],
-        );
-        match filled {
-            Ok(0) => {}
-            Ok(_) => {
-                kept.insert(table.name.clone(), keep);
+        let hits = scratch_table("hits", table);
+        let key_list = key_columns(ctx.table(&table.name).row_key().len());
+        let indexed = conn.execute_batch(&format!(
+            "CREATE UNIQUE INDEX temp.{hits}_sid ON {hits}(sid);
+             CREATE UNIQUE INDEX temp.{hits}_key ON {hits}({key_list});"
+        ));
+        match indexed {
+            Ok(()) => {
+                kept.insert(table.name.clone(), hits);
             }
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::ConstraintViolation => {}
@@ -189,13 +183,17 @@ pub(super) fn make<'a>(conn: &Connection, ctx: &Context<'a>, staged: &Staged) ->
     for table in &staged.tables {
         let c = counts.entry(table.name.clone()).or_default();
         let hits = scratch_table("hits", table);
-        let keep = scratch_table("keep", table);
-        // A staged row of a table without primary key may hit several
-        // identical rows: one group. With a key, each hits one row at most.
-        let per_row = if table.has_pk() {
-            format!("SELECT coalesce(h.ours, 0) AS ours, coalesce(h.others, 0) AS others, k.sid IS NOT NULL AS kept, coalesce(k.same, 0) AS same FROM temp.{hits} AS h LEFT JOIN temp.{keep} AS k ON k.sid = h.sid")
+        let kept_expr = if kept.contains_key(&table.name) {
+            "(ours AND NOT others)"
         } else {
-            format!("SELECT max(coalesce(h.ours, 0)) AS ours, max(coalesce(h.others, 0)) AS others, max(k.sid IS NOT NULL) AS kept, max(coalesce(k.same, 0)) AS same FROM temp.{hits} AS h LEFT JOIN temp.{keep} AS k ON k.sid = h.sid GROUP BY h.sid")
+            "0"
+        };
+        // A staged row of a table without primary key may hit several
+        // identical rows (then nothing is kept): one group.
+        let per_row = if kept.contains_key(&table.name) || table.has_pk() {
+            format!("SELECT coalesce(ours, 0) AS ours, coalesce(others, 0) AS others, coalesce({kept_expr}, 0) AS kept, coalesce(same, 0) AS same FROM temp.{hits}")
+        } else {
+            format!("SELECT max(coalesce(ours, 0)) AS ours, max(coalesce(others, 0)) AS others, 0 AS kept, 0 AS same FROM temp.{hits} GROUP BY sid")
         };
         // One pass, one row of sums (a GROUP BY would sort every hit).
         let classes: [Hit; 5] = [
@@ -292,8 +290,9 @@ fn others_on_row(ctx: &Context<'_>, table: &str) -> Result<String> {
     MemberSets::unmaterialized(ctx.scope, ctx.schema, Side::Others).member_probe(table, "m")
 }
 
-/// SQL condition: the row `alias` of `table` is one of the kept rows.
-pub(super) fn kept_row(ctx: &Context<'_>, table: &str, keep: &str, alias: &str) -> String {
+/// SQL condition: the row `alias` of `table` is one of the kept rows
+/// (`hits` from [`Plan::kept`]).
+pub(super) fn kept_row(ctx: &Context<'_>, table: &str, hits: &str, alias: &str) -> String {
     let key = ctx.table(table).row_key();
     let matches = key
         .iter()
@@ -301,7 +300,13 @@ pub(super) fn kept_row(ctx: &Context<'_>, table: &str, keep: &str, alias: &str) 
         .map(|(k, c)| format!("k.k{k} = {alias}.{}", quote(c)))
         .collect::<Vec<_>>()
         .join(" AND ");
-    format!("EXISTS (SELECT 1 FROM temp.{keep} AS k WHERE {matches})")
+    format!("EXISTS (SELECT 1 FROM temp.{hits} AS k WHERE {matches} AND k.ours AND NOT k.others)")
+}
+
+/// SQL condition: the staged row `alias` is kept and already equal, so it
+/// is not written (`hits` from [`Plan::kept`]).
+pub(super) fn kept_as_is(hits: &str, alias: &str) -> String {
+    format!("EXISTS (SELECT 1 FROM temp.{hits} AS k WHERE k.sid = {alias}.rowid AND k.same AND k.ours AND NOT k.others)")
 }
 
 fn key_columns(n: usize) -> String {

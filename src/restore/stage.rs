@@ -44,6 +44,9 @@ pub(super) struct StagedTable {
     pub derived: bool,
     /// Rows staged (stage rowids are 1..=rows, in archive order).
     pub rows: u64,
+    /// Per column: the database column keeps the storage class it is
+    /// given (BLOB affinity), so equal values may still differ in class.
+    keeps_class: Vec<bool>,
 }
 
 /// The staged archive.
@@ -54,42 +57,67 @@ pub(super) struct Staged {
     pub blob_ids: BTreeMap<String, Option<i64>>,
 }
 
+/// What the parsing side hands the SQLite side while staging.
+enum ToWriter {
+    /// A new table: create it, then insert the rows that follow into it.
+    Table {
+        create: String,
+        insert: String,
+    },
+    Rows(Vec<Vec<SqlValue>>),
+    /// Every row was parsed and checked: commit.
+    Done,
+}
+
+/// Rows per message: large enough that the channel costs nothing per row.
+const BATCH_ROWS: usize = 512;
+
 impl Staged {
     /// Parse, check and stage the whole dump (`restore: false` stages
-    /// nothing: a purge alone needs no rows).
+    /// nothing: a purge alone needs no rows). Two threads: this one parses
+    /// and checks (and talks to `progress`, which must stay on the calling
+    /// thread), a second one owns the connection meanwhile and writes the
+    /// rows. The connection is handed back either way.
     pub fn load(
-        conn: &Connection,
+        conn: Connection,
         ctx: &Context<'_>,
         progress: &mut dyn Progress,
-    ) -> Result<Staged> {
+    ) -> (Connection, Result<Staged>) {
         let mut staged = Staged {
             tables: Vec::new(),
             blob_ids: BTreeMap::new(),
         };
         if !ctx.options.restore {
-            return Ok(staged);
+            return (conn, Ok(staged));
         }
-        // A transaction of the temp schema alone: no lock on the app's
-        // database is taken while the dump is parsed.
-        conn.execute_batch("BEGIN")?;
-        let loaded = staged.load_rows(conn, ctx, progress);
-        match loaded {
-            Ok(()) => conn.execute_batch("COMMIT")?,
-            Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
-                return Err(e);
-            }
-        }
-        Ok(staged)
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<ToWriter>(8);
+        std::thread::scope(|scope| {
+            let writer = scope.spawn(move || {
+                let written = write_staged_rows(&conn, receiver);
+                (conn, written)
+            });
+            let parsed = staged.parse_rows(ctx, progress, &sender);
+            drop(sender);
+            let (conn, written) = match writer.join() {
+                Ok(joined) => joined,
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
+            // A parse error explains a writer that stopped because the
+            // channel closed early; otherwise the writer's own error counts.
+            let result = parsed.and(written).map(|()| staged);
+            (conn, result)
+        })
     }
 
-    fn load_rows(
+    fn parse_rows(
         &mut self,
-        conn: &Connection,
         ctx: &Context<'_>,
         progress: &mut dyn Progress,
+        writer: &std::sync::mpsc::SyncSender<ToWriter>,
     ) -> Result<()> {
-        let mut insert: Option<rusqlite::Statement<'_>> = None;
+        // A closed channel means the writer failed: its error is reported.
+        let gone = || Error::internal("the staging writer stopped");
+        let mut batch: Vec<Vec<SqlValue>> = Vec::with_capacity(BATCH_ROWS);
         let limits = limits_with(ctx.options.max_line_bytes);
         check_dump(ctx.extracted, limits, progress, |entry, line| {
             if self
@@ -98,8 +126,18 @@ impl Staged {
                 .map(|t| t.name != entry.name)
                 .unwrap_or(true)
             {
-                let table = StagedTable::create(conn, ctx, entry, self.tables.len())?;
-                insert = Some(conn.prepare(&table.insert_sql())?);
+                if !batch.is_empty() {
+                    writer
+                        .send(ToWriter::Rows(std::mem::take(&mut batch)))
+                        .map_err(|_| gone())?;
+                }
+                let table = StagedTable::describe(ctx, entry, self.tables.len());
+                writer
+                    .send(ToWriter::Table {
+                        create: table.create_sql(),
+                        insert: table.insert_sql(),
+                    })
+                    .map_err(|_| gone())?;
                 self.tables.push(table);
             }
             let table = self.tables.last_mut().expect("just pushed");
@@ -113,23 +151,74 @@ impl Staged {
                     self.blob_ids.insert(key.to_string(), id);
                 }
             }
-            let values = table.values(ctx, line)?;
-            let stmt = insert.as_mut().expect("prepared with the table");
-            stmt.execute(rusqlite::params_from_iter(values.iter()))
-                .at("staging the archive's rows")?;
+            batch.push(table.values(ctx, line)?);
             table.rows += 1;
+            if batch.len() == BATCH_ROWS {
+                writer
+                    .send(ToWriter::Rows(std::mem::replace(
+                        &mut batch,
+                        Vec::with_capacity(BATCH_ROWS),
+                    )))
+                    .map_err(|_| gone())?;
+            }
             Ok(())
-        })
+        })?;
+        if !batch.is_empty() {
+            writer.send(ToWriter::Rows(batch)).map_err(|_| gone())?;
+        }
+        writer.send(ToWriter::Done).map_err(|_| gone())
+    }
+}
+
+/// The SQLite side of staging: one transaction of the temp schema alone,
+/// so no lock on the app's database is taken meanwhile; committed only
+/// after `Done`.
+fn write_staged_rows(conn: &Connection, rows: std::sync::mpsc::Receiver<ToWriter>) -> Result<()> {
+    conn.execute_batch("BEGIN")?;
+    let written = (|| -> Result<bool> {
+        let mut insert: Option<rusqlite::Statement<'_>> = None;
+        for message in rows {
+            match message {
+                ToWriter::Table {
+                    create,
+                    insert: sql,
+                } => {
+                    conn.execute_batch(&create)?;
+                    insert = Some(conn.prepare(&sql)?);
+                }
+                ToWriter::Rows(batch) => {
+                    let stmt = insert
+                        .as_mut()
+                        .ok_or_else(|| Error::internal("rows before their table"))?;
+                    for values in &batch {
+                        stmt.execute(rusqlite::params_from_iter(values.iter()))
+                            .at("staging the archive's rows")?;
+                    }
+                }
+                ToWriter::Done => return Ok(true),
+            }
+        }
+        Ok(false)
+    })();
+    match written {
+        Ok(true) => {
+            conn.execute_batch("COMMIT")?;
+            Ok(())
+        }
+        // The parser stopped early and says why.
+        Ok(false) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Ok(())
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
     }
 }
 
 impl StagedTable {
-    fn create(
-        conn: &Connection,
-        ctx: &Context<'_>,
-        entry: &TableEntry,
-        index: usize,
-    ) -> Result<StagedTable> {
+    fn describe(ctx: &Context<'_>, entry: &TableEntry, index: usize) -> StagedTable {
         let table = ctx.table(&entry.name);
         let columns = entry.columns.clone();
         let pos = |c: &str| columns.iter().position(|x| x == c);
@@ -174,14 +263,12 @@ impl StagedTable {
         }
 
         let stage = format!("temp.tk_stage_{index}");
-        let stage_columns = (0..columns.len())
-            .map(|i| format!("c{i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        conn.execute_batch(&format!(
-            "DROP TABLE IF EXISTS {stage}; CREATE TABLE {stage} ({stage_columns});"
-        ))?;
-        Ok(StagedTable {
+        let keeps_class = columns
+            .iter()
+            .map(|c| table.column(c).is_some_and(|col| col.keeps_storage_class()))
+            .collect();
+        StagedTable {
+            keeps_class,
             name: entry.name.clone(),
             stage,
             columns,
@@ -190,7 +277,19 @@ impl StagedTable {
             tenant_row,
             derived,
             rows: 0,
-        })
+        }
+    }
+
+    /// A table without column affinity: values keep their storage class.
+    fn create_sql(&self) -> String {
+        let columns = (0..self.columns.len())
+            .map(|i| format!("c{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "DROP TABLE IF EXISTS {stage}; CREATE TABLE {stage} ({columns});",
+            stage = self.stage
+        )
     }
 
     fn insert_sql(&self) -> String {
@@ -303,13 +402,20 @@ impl StagedTable {
 
     /// SQL expression: the database row `m` already holds every value of
     /// staged row `s`, with the same storage class (`1.0` is not `1`).
+    /// Where the column has an affinity, `IS` converts the staged value as
+    /// storing it would, so equality is enough; where it keeps classes as
+    /// given, the classes are compared too.
     pub fn same_values(&self, m: &str, s: &str) -> String {
         self.columns
             .iter()
             .enumerate()
             .map(|(i, c)| {
                 let c = quote(c);
-                format!("{m}.{c} IS {s}.c{i} AND typeof({m}.{c}) = typeof({s}.c{i})")
+                if self.keeps_class[i] {
+                    format!("{m}.{c} IS {s}.c{i} AND typeof({m}.{c}) = typeof({s}.c{i})")
+                } else {
+                    format!("{m}.{c} IS {s}.c{i}")
+                }
             })
             .collect::<Vec<_>>()
             .join(" AND ")
