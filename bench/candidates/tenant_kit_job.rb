@@ -54,6 +54,7 @@ OptionParser.new do |o|
   o.on("--archive PATH") { |v| options[:archive] = v }
   o.on("--purge") { options[:purge] = true }
   o.on("--dry-run") { options[:dry_run] = true }
+  o.on("--no-restore") { options[:restore] = false }
 end.parse!
 abort "usage: #{$PROGRAM_NAME} backup|restore OPTIONS" unless %w[backup restore].include?(mode)
 unless TenantKit.respond_to?(mode)

@@ -42,7 +42,7 @@ module TenantKit
   end
 
   RestoreResult = Struct.new(
-    :dry_run, :source_tenant_id, :tenant_id, :planned, :restored, :purged, :conflicts,
+    :dry_run, :source_tenant_id, :tenant_id, :planned, :restored, :written, :purged, :conflicts,
     :conflict_count, :blobs, :renamed_keys, :tenant_row_created, :lock_ms, :duration_ms, :errors,
     keyword_init: true
   ) do
@@ -50,7 +50,8 @@ module TenantKit
       data = JSON.parse(json)
       new(
         dry_run: data["dry_run"], source_tenant_id: data["source_tenant_id"], tenant_id: data["tenant_id"],
-        planned: Results.per_table(data["planned"]), restored: data["restored"], purged: data["purged"],
+        planned: Results.per_table(data["planned"]), restored: data["restored"], written: data["written"],
+        purged: data["purged"],
         conflicts: Results.symbolize(data["conflicts"]), conflict_count: data["conflict_count"],
         blobs: Results.symbolize(data["blobs"]), renamed_keys: data["renamed_keys"],
         tenant_row_created: data["tenant_row_created"], lock_ms: data["lock_ms"],

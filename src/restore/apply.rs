@@ -119,11 +119,21 @@ pub(super) fn apply<'a>(
 
         // Rows, parents first.
         for table in &staged.tables {
-            let keep = plan.kept.get(&table.name).map(String::as_str);
+            let as_is = plan.kept_as_is.get(&table.name).copied().unwrap_or(0);
+            let keep = plan
+                .kept
+                .get(&table.name)
+                .map(|hits| (hits.as_str(), as_is));
             copy_rows(conn, table, &plan.others, keep, &target, report, progress)?;
         }
         report.renamed_keys = renamed;
-        check_restored_membership(conn, ctx, staged)?;
+        // Nothing purged, nothing written: the database is the one the plan
+        // checked, row by row, in this transaction's snapshot.
+        let written: u64 =
+            report.purged.values().sum::<u64>() + report.written.values().sum::<u64>();
+        if written > 0 {
+            check_restored_membership(conn, ctx, staged)?;
+        }
     }
 
     let violations = foreign_key_violations(conn, ctx)?;
@@ -144,7 +154,7 @@ fn copy_rows(
     conn: &Connection,
     table: &StagedTable,
     others: &MemberSets<'_>,
-    keep: Option<&str>,
+    keep: Option<(&str, u64)>,
     target: &SqlValue,
     report: &mut RestoreReport,
     progress: &mut dyn Progress,
@@ -184,17 +194,31 @@ fn copy_rows(
         if n > 0 {
             report.tenant_row_created = true;
             report.restored.insert(table.name.clone(), n as u64);
+            report.written.insert(table.name.clone(), n as u64);
         }
         return Ok(());
     }
 
+    if let Some((_, as_is)) = keep {
+        if as_is == table.rows {
+            // Every row already is the archive's.
+            report.restored.insert(table.name.clone(), as_is);
+            progress.emit(Event::table_progress(
+                "restore_progress",
+                &table.name,
+                as_is,
+                as_is,
+            ))?;
+            return Ok(());
+        }
+    }
     // The chunk's rows, less those kept as they are.
     let (chunk, unchanged) = match keep {
-        Some(hits) => (
+        Some((hits, as_is)) if as_is > 0 => (
             format!("s.rowid BETWEEN ?2 AND ?3 AND NOT {}", plan::kept_as_is(hits, "s")),
             format!("SELECT count(*) FROM temp.{hits} WHERE sid BETWEEN ?1 AND ?2 AND same AND ours AND NOT others"),
         ),
-        None => ("s.rowid BETWEEN ?2 AND ?3".to_string(), String::new()),
+        _ => ("s.rowid BETWEEN ?2 AND ?3".to_string(), String::new()),
     };
     let sql = if table.has_pk() {
         let pk_cols: Vec<&String> = table.pk.iter().map(|&i| &table.columns[i]).collect();
@@ -231,6 +255,7 @@ fn copy_rows(
     };
     let mut stmt = conn.prepare(&sql)?;
     let mut restored = 0u64;
+    let mut written = 0u64;
     let mut lo = 1i64;
     while lo <= table.rows as i64 {
         progress.check_interrupt()?;
@@ -251,6 +276,7 @@ fn copy_rows(
             conn.prepare_cached(&unchanged)?
                 .query_row([lo, hi], |r| r.get::<_, i64>(0))? as u64
         };
+        written += changed;
         let changed = changed + same;
         if table.has_pk() && changed < (hi - lo + 1) as u64 {
             return Err(refused_rows(conn, table, others, target, lo, hi));
@@ -266,6 +292,9 @@ fn copy_rows(
     }
     if restored > 0 {
         report.restored.insert(table.name.clone(), restored);
+    }
+    if written > 0 {
+        report.written.insert(table.name.clone(), written);
     }
     Ok(())
 }

@@ -107,7 +107,11 @@ pub struct RestoreReport {
     pub source_tenant_id: TenantId,
     pub tenant_id: TenantId,
     pub planned: BTreeMap<String, PlannedCounts>,
+    /// Rows of the archive now in the database, per table: written, or
+    /// found already equal and left as they were.
     pub restored: BTreeMap<String, u64>,
+    /// Of those, the rows actually inserted or updated.
+    pub written: BTreeMap<String, u64>,
     pub purged: BTreeMap<String, u64>,
     pub conflicts: Vec<Conflict>,
     pub conflict_count: u64,
@@ -232,6 +236,7 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
         tenant_id: options.tenant_id.clone(),
         planned: plan.counts.clone(),
         restored: BTreeMap::new(),
+        written: BTreeMap::new(),
         purged: BTreeMap::new(),
         conflicts: plan.conflicts.clone(),
         conflict_count: plan.conflict_count,

@@ -42,6 +42,9 @@ pub(super) struct Plan<'a> {
     /// Table → its hits table, for tables whose hits on the target's own
     /// rows are kept (see [`kept_row`], [`kept_as_is`]).
     pub kept: BTreeMap<String, String>,
+    /// Table → how many of its staged rows are kept as they are (not
+    /// written at all).
+    pub kept_as_is: BTreeMap<String, u64>,
     /// `PRAGMA data_version` when the plan was made: if another connection
     /// commits before the write lock is taken, the plan is made again.
     pub data_version: i64,
@@ -180,6 +183,7 @@ pub(super) fn make<'a>(conn: &Connection, ctx: &Context<'a>, staged: &Staged) ->
 
     let mut conflicts = Vec::new();
     let mut conflict_count = 0u64;
+    let mut kept_as_is = BTreeMap::new();
     for table in &staged.tables {
         let c = counts.entry(table.name.clone()).or_default();
         let hits = scratch_table("hits", table);
@@ -241,6 +245,9 @@ pub(super) fn make<'a>(conn: &Connection, ctx: &Context<'a>, staged: &Staged) ->
                 Ok(out)
             },
         )?;
+        if kept.contains_key(&table.name) {
+            kept_as_is.insert(table.name.clone(), sums[1] as u64);
+        }
         let mut found = 0u64;
         let mut table_conflicts = 0u64;
         for (hit, n) in classes.into_iter().zip(sums) {
@@ -277,6 +284,7 @@ pub(super) fn make<'a>(conn: &Connection, ctx: &Context<'a>, staged: &Staged) ->
         ours,
         others,
         kept,
+        kept_as_is,
         counts,
         conflicts,
         conflict_count,
