@@ -139,7 +139,25 @@ pub fn manifest(bytes: &[u8]) -> Result<()> {
 }
 
 /// One line of `dump.jsonl`, newline included or not.
+///
+/// Also differential: where the fast path for common lines answers, the
+/// full serde parser must accept the line and read the very same row.
 pub fn dump_line(bytes: &[u8]) -> Result<()> {
+    if let Some(fast) = crate::archive::fast_line::parse(bytes) {
+        match crate::archive::dump::parse_line_with_serde(bytes, 1) {
+            Ok(full) if full.table == fast.table && full.row.0 == fast.row.0 => {}
+            Ok(full) => {
+                return Err(Error::internal(format!(
+                    "fast line parser read {fast:?}, serde read {full:?}"
+                )))
+            }
+            Err(e) => {
+                return Err(Error::internal(format!(
+                    "fast line parser accepted a line serde refuses: {e}"
+                )))
+            }
+        }
+    }
     parse_line(bytes, 1).map(|_| ())
 }
 

@@ -120,8 +120,17 @@ impl DumpReader {
     }
 }
 
-/// Parse one line of dump.jsonl (`line_no` names it in errors).
+/// Parse one line of dump.jsonl (`line_no` names it in errors): the fast
+/// path for the shape our backups write, serde for everything else.
 pub fn parse_line(bytes: &[u8], line_no: u64) -> Result<RowLine> {
+    match super::fast_line::parse(bytes) {
+        Some(line) => Ok(line),
+        None => parse_line_with_serde(bytes, line_no),
+    }
+}
+
+/// The full parser, which also words every error.
+pub fn parse_line_with_serde(bytes: &[u8], line_no: u64) -> Result<RowLine> {
     serde_json::from_slice(bytes)
         .map_err(|e| Error::archive(format!("dump.jsonl line {line_no}: {e}")))
 }

@@ -3,6 +3,7 @@
 
 pub mod deflate;
 pub mod dump;
+pub mod fast_line;
 pub mod read;
 pub mod ustar;
 pub mod write;
