@@ -164,17 +164,23 @@ pub(super) fn make<'a>(conn: &Connection, ctx: &Context<'a>, staged: &Staged) ->
             if matches!(t.membership, Membership::TenantRow { .. }) {
                 continue;
             }
-            let mut sql = format!(
+            let sql = format!(
                 "SELECT count(*) FROM {} AS a WHERE {}",
                 quote(&t.name),
                 ours.member_predicate(&t.name, "a")?
             );
-            if let Some(keep) = kept.get(&t.name) {
-                sql.push_str(&format!(" AND NOT {}", kept_row(ctx, &t.name, keep, "a")));
-            }
             let mut stmt = conn.prepare(&sql)?;
             let params = tenant_params(&stmt, &target);
-            let n: i64 = stmt.query_row(&*params, |r| r.get(0))?;
+            let mut n: i64 = stmt.query_row(&*params, |r| r.get(0))?;
+            // Kept rows are some of those, one each: not purged.
+            if let Some(hits) = kept.get(&t.name) {
+                let kept_rows: i64 = conn.query_row(
+                    &format!("SELECT count(*) FROM temp.{hits} WHERE ours AND NOT others"),
+                    [],
+                    |r| r.get(0),
+                )?;
+                n -= kept_rows;
+            }
             if n > 0 {
                 counts.entry(t.name.clone()).or_default().purge = n as u64;
             }
