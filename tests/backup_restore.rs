@@ -752,3 +752,46 @@ fn a_harmless_write_between_plan_and_lock_is_planned_again_and_restored() {
     );
     assert_eq!(app.snapshot(), before);
 }
+
+/// With `ON DELETE CASCADE` children, a parent the archive also has must be
+/// updated in place, not deleted and inserted again: the delete would take
+/// the children with it, and children that are kept as they are would not
+/// come back.
+#[test]
+fn kept_children_survive_cascading_foreign_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cascade.sqlite3");
+    let conn = Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE tenants (id integer PRIMARY KEY, name text);
+         CREATE TABLE tasks (id integer PRIMARY KEY, tenant_id integer NOT NULL REFERENCES tenants(id), title text);
+         CREATE TABLE notes (id integer PRIMARY KEY, tenant_id integer NOT NULL REFERENCES tenants(id),
+                             task_id integer NOT NULL REFERENCES tasks(id) ON DELETE CASCADE, body text);
+         INSERT INTO tenants VALUES (1, 'one'), (2, 'two');
+         INSERT INTO tasks VALUES (1, 1, 'a'), (2, 1, 'b'), (3, 2, 'c');
+         INSERT INTO notes VALUES (1, 1, 1, 'on a'), (2, 1, 2, 'on b'), (3, 2, 3, 'on c');",
+    )
+    .unwrap();
+    let before = snapshot(&conn);
+    let backup: tenant_kit::backup::BackupOptions = serde_json::from_value(json!({
+        "database": db, "tenant_id": 1, "output_dir": dir.path()
+    }))
+    .unwrap();
+    let archive = tenant_kit::backup::backup(&backup, &mut CollectProgress::default())
+        .unwrap()
+        .path;
+    conn.execute_batch("UPDATE tasks SET title = 'edited' WHERE id = 1")
+        .unwrap();
+    let options: tenant_kit::restore::RestoreOptions = serde_json::from_value(json!({
+        "database": db, "archive": archive, "tenant_id": 1, "purge": true
+    }))
+    .unwrap();
+    let result = tenant_kit::restore::restore(&options, &mut CollectProgress::default()).unwrap();
+    assert_eq!(result.planned["tasks"].update, 1);
+    assert_eq!(result.planned["notes"].unchanged, 2);
+    assert_eq!(
+        snapshot(&conn),
+        before,
+        "notes of the edited task are still there"
+    );
+}
