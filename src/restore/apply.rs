@@ -213,6 +213,13 @@ fn copy_rows(
         }
     }
     // The chunk's rows, less those kept as they are.
+    if let Some((hits, as_is)) = keep {
+        if as_is > 0 {
+            conn.execute_batch(&format!(
+                "CREATE INDEX IF NOT EXISTS temp.{hits}_sid ON {hits}(sid);"
+            ))?;
+        }
+    }
     let (chunk, unchanged) = match keep {
         Some((hits, as_is)) if as_is > 0 => (
             format!("s.rowid BETWEEN ?2 AND ?3 AND NOT {}", plan::kept_as_is(hits, "s")),

@@ -82,8 +82,9 @@ pub(super) fn make<'a>(conn: &Connection, ctx: &Context<'a>, staged: &Staged) ->
             .map(|(k, c)| format!("m.{} AS k{k}", quote(c)))
             .collect::<Vec<_>>()
             .join(", ");
+        // Derived tables: none yet, set below for the few that are.
         let others_now = if candidates.insert_into(&table.name).is_some() {
-            "NULL".to_string()
+            "0".to_string()
         } else {
             others_on_row(ctx, &table.name)?
         };
@@ -126,7 +127,7 @@ pub(super) fn make<'a>(conn: &Connection, ctx: &Context<'a>, staged: &Staged) ->
         if let Some(probe) = others.key_probe(&table.name, "h") {
             conn.execute(
                 &format!(
-                    "UPDATE temp.{} AS h SET others = {probe}",
+                    "UPDATE temp.{} AS h SET others = 1 WHERE {probe}",
                     scratch_table("hits", table)
                 ),
                 [],
@@ -144,9 +145,15 @@ pub(super) fn make<'a>(conn: &Connection, ctx: &Context<'a>, staged: &Staged) ->
         }
         let hits = scratch_table("hits", table);
         let key_list = key_columns(ctx.table(&table.name).row_key().len());
+        // With a primary key, a staged row hits one row at most and the
+        // sids are unique already (the write indexes them if it needs to).
+        let sid_index = if table.has_pk() {
+            String::new()
+        } else {
+            format!("CREATE UNIQUE INDEX temp.{hits}_sid ON {hits}(sid);")
+        };
         let indexed = conn.execute_batch(&format!(
-            "CREATE UNIQUE INDEX temp.{hits}_sid ON {hits}(sid);
-             CREATE UNIQUE INDEX temp.{hits}_key ON {hits}({key_list});"
+            "{sid_index} CREATE UNIQUE INDEX temp.{hits}_key ON {hits}({key_list});"
         ));
         match indexed {
             Ok(()) => {
