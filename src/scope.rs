@@ -665,6 +665,24 @@ impl<'a> Candidates<'a> {
         Ok(candidates)
     }
 
+    /// Add every row of `sets` (materialised on the same connection) to
+    /// the candidates.
+    pub fn add_members(&self, conn: &Connection, sets: &MemberSets<'_>) -> Result<()> {
+        for (i, t) in self.scope.tables.iter().enumerate() {
+            if let Membership::Derived { .. } = t.membership {
+                conn.execute(
+                    &format!(
+                        "INSERT OR IGNORE INTO temp.{} SELECT * FROM temp.{}",
+                        self.set_name(i),
+                        sets.set_name(i)
+                    ),
+                    [],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     /// `INSERT OR IGNORE INTO <candidates of table> ` followed by a SELECT
     /// of the table's row key ([`Table::row_key`]); None for tables whose
     /// membership needs no set (tenant column, tenants row).

@@ -795,3 +795,85 @@ fn kept_children_survive_cascading_foreign_keys() {
         "notes of the edited task are still there"
     );
 }
+
+/// A purge that would leave another tenant's row pointing at a deleted row
+/// (tenant 2's task at tenant 1's user, a declared foreign key) is refused
+/// at commit, and nothing changes; an old dangling reference elsewhere is
+/// not blamed on the restore.
+#[test]
+fn a_restore_that_breaks_foreign_keys_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("fk.sqlite3");
+    let conn = Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE tenants (id integer PRIMARY KEY, name text);
+         CREATE TABLE users (id integer PRIMARY KEY, tenant_id integer NOT NULL REFERENCES tenants(id), name text);
+         CREATE TABLE tasks (id integer PRIMARY KEY, tenant_id integer NOT NULL REFERENCES tenants(id),
+                             user_id integer REFERENCES users(id), title text);
+         INSERT INTO tenants VALUES (1, 'one'), (2, 'two');
+         INSERT INTO users VALUES (1, 1, 'ann'), (2, 2, 'bob');
+         INSERT INTO tasks VALUES (1, 1, 1, 'a'), (2, 2, 2, 'b'), (3, 2, 999, 'dangling since long ago');
+         UPDATE tasks SET user_id = 1 WHERE id = 2;",
+    )
+    .unwrap();
+    let backup: tenant_kit::backup::BackupOptions = serde_json::from_value(json!({
+        "database": db, "tenant_id": 1, "output_dir": dir.path()
+    }))
+    .unwrap();
+    let archive = tenant_kit::backup::backup(&backup, &mut CollectProgress::default())
+        .unwrap()
+        .path;
+    let before = snapshot(&conn);
+    let purge: tenant_kit::restore::RestoreOptions = serde_json::from_value(json!({
+        "database": db, "archive": archive, "tenant_id": 1, "purge": true, "restore": false
+    }))
+    .unwrap();
+    let err = tenant_kit::restore::restore(&purge, &mut CollectProgress::default()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
+    assert!(err.to_string().contains("tasks"), "{err}");
+    assert_eq!(snapshot(&conn), before);
+    // Without tenant 2's reference to tenant 1's user the purge goes
+    // through, task 3's old dangling reference notwithstanding.
+    conn.execute_batch("UPDATE tasks SET user_id = 2 WHERE id = 2")
+        .unwrap();
+    tenant_kit::restore::restore(&purge, &mut CollectProgress::default()).unwrap();
+    let left: i64 = conn
+        .query_row("SELECT count(*) FROM users WHERE tenant_id = 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
+/// A blob two tenants attach (an odd state a script could leave) belongs to
+/// both: a purge of one tenant leaves it, its file and the other tenant's
+/// attachment alone.
+#[test]
+fn a_purge_leaves_rows_another_tenant_shares() {
+    let app = App::new();
+    let archive = app.backup(1).path;
+    // Tenant 2's attachment 2002 now uses tenant 1's blob 1002.
+    app.conn()
+        .execute_batch("UPDATE active_storage_attachments SET blob_id = 1002 WHERE id = 2002")
+        .unwrap();
+    let result = app
+        .restore(&archive, 1, json!({"purge": true, "restore": false}))
+        .unwrap();
+    // Tenant 1's attachment 1002 reaches tenant 2 through the shared blob,
+    // so it stays too: a purge errs on the side of the other tenant.
+    assert_eq!(result.purged["active_storage_attachments"], 2);
+    let (attachment, blob): (i64, i64) = app
+        .conn()
+        .query_row(
+            "SELECT (SELECT count(*) FROM active_storage_attachments WHERE id = 2002),
+                    (SELECT count(*) FROM active_storage_blobs WHERE id = 1002)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((attachment, blob), (1, 1));
+    assert!(
+        blob_path(&app.storage, &blob_key(1, 2)).exists(),
+        "the shared file stays"
+    );
+}

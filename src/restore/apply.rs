@@ -56,7 +56,7 @@ pub(super) fn apply<'a>(
             let sql = format!(
                 "SELECT a.key FROM {} AS a WHERE {}",
                 quote(&blobs.name),
-                ours.member_predicate(&blobs.name, "a")?
+                plan::purged_rows(ours, &plan.others, &blobs.name, "a")?
             );
             let mut stmt = conn.prepare(&sql)?;
             let params = tenant_params(&stmt, &target);
@@ -73,7 +73,7 @@ pub(super) fn apply<'a>(
             let qt = quote(&t.name);
             let mut sql = format!(
                 "DELETE FROM {qt} WHERE {}",
-                ours.member_predicate(&t.name, &qt)?
+                plan::purged_rows(ours, &plan.others, &t.name, &qt)?
             );
             if let Some(keep) = plan.kept.get(&t.name) {
                 sql.push_str(&format!(
@@ -136,14 +136,32 @@ pub(super) fn apply<'a>(
         }
     }
 
-    let violations = foreign_key_violations(conn, ctx)?;
-    if !violations.is_empty() {
-        return Err(Error::integrity(format!(
-            "the restored rows break foreign keys: {}; nothing was changed",
-            violations.join(", ")
-        )));
-    }
     Ok(purged_keys.into_iter().collect())
+}
+
+/// Commit the write transaction. Foreign keys are deferred, so SQLite
+/// checks them here, counting only the violations this transaction made: a
+/// `foreign_key_check` of whole tables would cost what the database costs,
+/// and would blame the restore for another tenant's old dangling
+/// reference. When SQLite refuses, `foreign_key_check` names the rows; the
+/// transaction is still open and the caller rolls it back.
+pub(super) fn commit(conn: &Connection, ctx: &Context<'_>) -> Result<()> {
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => Ok(()),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY =>
+        {
+            let named = foreign_key_violations(conn, ctx)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(|v| v.join(", "))
+                .unwrap_or_else(|| "a reference to a missing row".into());
+            Err(Error::integrity(format!(
+                "the restored rows break foreign keys: {named}; nothing was changed"
+            )))
+        }
+        Err(e) => Err(Error::database(format!("commit failed: {e}"))),
+    }
 }
 
 /// Copy one staged table into the database: insert, or update an existing

@@ -277,8 +277,7 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
     );
     let applied = applied.and_then(|purged_keys| {
         progress.emit(Event::new("commit"))?;
-        conn.execute_batch("COMMIT")
-            .map_err(|e| Error::database(format!("commit failed: {e}")))?;
+        apply::commit(&conn, &ctx)?;
         Ok(purged_keys)
     });
     report.lock_ms = lock_started.elapsed().as_millis() as u64;

@@ -115,6 +115,12 @@ pub(super) fn make<'a>(conn: &Connection, ctx: &Context<'a>, staged: &Staged) ->
             )?;
         }
     }
+    // A purge deletes the target's rows, but never one that is another
+    // tenant's too (a blob two tenants attach): their membership is asked
+    // about as well.
+    if ctx.options.purge {
+        candidates.add_members(conn, &ours)?;
+    }
     let others = MemberSets::materialize_within(
         conn,
         ctx.scope,
@@ -174,7 +180,7 @@ pub(super) fn make<'a>(conn: &Connection, ctx: &Context<'a>, staged: &Staged) ->
             let sql = format!(
                 "SELECT count(*) FROM {} AS a WHERE {}",
                 quote(&t.name),
-                ours.member_predicate(&t.name, "a")?
+                purged_rows(&ours, &others, &t.name, "a")?
             );
             let mut stmt = conn.prepare(&sql)?;
             let params = tenant_params(&stmt, &target);
@@ -309,6 +315,21 @@ pub(super) fn make<'a>(conn: &Connection, ctx: &Context<'a>, staged: &Staged) ->
 /// column, tenants row): the row `m` is another tenant's.
 fn others_on_row(ctx: &Context<'_>, table: &str) -> Result<String> {
     MemberSets::unmaterialized(ctx.scope, ctx.schema, Side::Others).member_probe(table, "m")
+}
+
+/// SQL condition: a purge deletes the row `alias` of `table` (before the
+/// kept rows are spared): the target tenant's, and no other tenant's.
+pub(super) fn purged_rows(
+    ours: &MemberSets<'_>,
+    others: &MemberSets<'_>,
+    table: &str,
+    alias: &str,
+) -> Result<String> {
+    Ok(format!(
+        "{} AND NOT {}",
+        ours.member_predicate(table, alias)?,
+        others.member_probe(table, alias)?
+    ))
 }
 
 /// SQL condition: the row `alias` of `table` is one of the kept rows
