@@ -759,10 +759,7 @@ fn a_harmless_write_between_plan_and_lock_is_planned_again_and_restored() {
 /// come back.
 #[test]
 fn kept_children_survive_cascading_foreign_keys() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("cascade.sqlite3");
-    let conn = Connection::open(&db).unwrap();
-    conn.execute_batch(
+    let small = SmallDb::new(
         "CREATE TABLE tenants (id integer PRIMARY KEY, name text);
          CREATE TABLE tasks (id integer PRIMARY KEY, tenant_id integer NOT NULL REFERENCES tenants(id), title text);
          CREATE TABLE notes (id integer PRIMARY KEY, tenant_id integer NOT NULL REFERENCES tenants(id),
@@ -770,27 +767,18 @@ fn kept_children_survive_cascading_foreign_keys() {
          INSERT INTO tenants VALUES (1, 'one'), (2, 'two');
          INSERT INTO tasks VALUES (1, 1, 'a'), (2, 1, 'b'), (3, 2, 'c');
          INSERT INTO notes VALUES (1, 1, 1, 'on a'), (2, 1, 2, 'on b'), (3, 2, 3, 'on c');",
-    )
-    .unwrap();
-    let before = snapshot(&conn);
-    let backup: tenant_kit::backup::BackupOptions = serde_json::from_value(json!({
-        "database": db, "tenant_id": 1, "output_dir": dir.path()
-    }))
-    .unwrap();
-    let archive = tenant_kit::backup::backup(&backup, &mut CollectProgress::default())
-        .unwrap()
-        .path;
-    conn.execute_batch("UPDATE tasks SET title = 'edited' WHERE id = 1")
+    );
+    let before = snapshot(&small.conn);
+    let archive = small.backup(1);
+    small
+        .conn
+        .execute_batch("UPDATE tasks SET title = 'edited' WHERE id = 1")
         .unwrap();
-    let options: tenant_kit::restore::RestoreOptions = serde_json::from_value(json!({
-        "database": db, "archive": archive, "tenant_id": 1, "purge": true
-    }))
-    .unwrap();
-    let result = tenant_kit::restore::restore(&options, &mut CollectProgress::default()).unwrap();
+    let result = small.restore(&archive, 1, json!({"purge": true})).unwrap();
     assert_eq!(result.planned["tasks"].update, 1);
     assert_eq!(result.planned["notes"].unchanged, 2);
     assert_eq!(
-        snapshot(&conn),
+        snapshot(&small.conn),
         before,
         "notes of the edited task are still there"
     );
@@ -802,10 +790,7 @@ fn kept_children_survive_cascading_foreign_keys() {
 /// not blamed on the restore.
 #[test]
 fn a_restore_that_breaks_foreign_keys_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("fk.sqlite3");
-    let conn = Connection::open(&db).unwrap();
-    conn.execute_batch(
+    let small = SmallDb::new(
         "CREATE TABLE tenants (id integer PRIMARY KEY, name text);
          CREATE TABLE users (id integer PRIMARY KEY, tenant_id integer NOT NULL REFERENCES tenants(id), name text);
          CREATE TABLE tasks (id integer PRIMARY KEY, tenant_id integer NOT NULL REFERENCES tenants(id),
@@ -814,30 +799,23 @@ fn a_restore_that_breaks_foreign_keys_changes_nothing() {
          INSERT INTO users VALUES (1, 1, 'ann'), (2, 2, 'bob');
          INSERT INTO tasks VALUES (1, 1, 1, 'a'), (2, 2, 2, 'b'), (3, 2, 999, 'dangling since long ago');
          UPDATE tasks SET user_id = 1 WHERE id = 2;",
-    )
-    .unwrap();
-    let backup: tenant_kit::backup::BackupOptions = serde_json::from_value(json!({
-        "database": db, "tenant_id": 1, "output_dir": dir.path()
-    }))
-    .unwrap();
-    let archive = tenant_kit::backup::backup(&backup, &mut CollectProgress::default())
-        .unwrap()
-        .path;
-    let before = snapshot(&conn);
-    let purge: tenant_kit::restore::RestoreOptions = serde_json::from_value(json!({
-        "database": db, "archive": archive, "tenant_id": 1, "purge": true, "restore": false
-    }))
-    .unwrap();
-    let err = tenant_kit::restore::restore(&purge, &mut CollectProgress::default()).unwrap_err();
+    );
+    let archive = small.backup(1);
+    let before = snapshot(&small.conn);
+    let purge_only = json!({"purge": true, "restore": false});
+    let err = small.restore(&archive, 1, purge_only.clone()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
     assert!(err.to_string().contains("tasks"), "{err}");
-    assert_eq!(snapshot(&conn), before);
+    assert_eq!(snapshot(&small.conn), before);
     // Without tenant 2's reference to tenant 1's user the purge goes
     // through, task 3's old dangling reference notwithstanding.
-    conn.execute_batch("UPDATE tasks SET user_id = 2 WHERE id = 2")
+    small
+        .conn
+        .execute_batch("UPDATE tasks SET user_id = 2 WHERE id = 2")
         .unwrap();
-    tenant_kit::restore::restore(&purge, &mut CollectProgress::default()).unwrap();
-    let left: i64 = conn
+    small.restore(&archive, 1, purge_only).unwrap();
+    let left: i64 = small
+        .conn
         .query_row("SELECT count(*) FROM users WHERE tenant_id = 1", [], |r| {
             r.get(0)
         })

@@ -250,3 +250,50 @@ pub fn tenant_rows(conn: &Connection, table: &str, tenant: i64) -> Vec<String> {
 pub fn file_bytes(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
+
+/// A database with a small schema of the test's own, in a fresh temp dir:
+/// for cases the sample app's schema does not have (cascading foreign
+/// keys, declared references between tenant tables).
+pub struct SmallDb {
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+    pub conn: Connection,
+}
+
+impl SmallDb {
+    pub fn new(sql: &str) -> SmallDb {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("small.sqlite3");
+        let conn = Connection::open(&db).unwrap();
+        conn.execute_batch(sql).unwrap();
+        SmallDb { dir, db, conn }
+    }
+
+    /// Back up `tenant` into the temp dir; the archive's path.
+    pub fn backup(&self, tenant: i64) -> PathBuf {
+        let options: tenant_kit::backup::BackupOptions =
+            serde_json::from_value(serde_json::json!({
+                "database": self.db, "tenant_id": tenant, "output_dir": self.dir.path()
+            }))
+            .unwrap();
+        tenant_kit::backup::backup(&options, &mut CollectProgress::default())
+            .unwrap()
+            .path
+    }
+
+    /// Restore `archive` into `tenant` with the `extra` options.
+    pub fn restore(
+        &self,
+        archive: &Path,
+        tenant: i64,
+        extra: serde_json::Value,
+    ) -> tenant_kit::Result<tenant_kit::restore::RestoreReport> {
+        let mut o =
+            serde_json::json!({"database": self.db, "archive": archive, "tenant_id": tenant});
+        for (k, v) in extra.as_object().unwrap() {
+            o[k] = v.clone();
+        }
+        let options: tenant_kit::restore::RestoreOptions = serde_json::from_value(o).unwrap();
+        tenant_kit::restore::restore(&options, &mut CollectProgress::default())
+    }
+}
