@@ -129,13 +129,12 @@ impl App {
         tenant: i64,
         extra: serde_json::Value,
     ) -> tenant_kit::restore::RestoreOptions {
-        let mut o = serde_json::json!({
-            "database": self.db, "archive": archive, "tenant_id": tenant, "storage_root": self.storage,
-        });
-        for (k, v) in extra.as_object().unwrap() {
-            o[k] = v.clone();
-        }
-        serde_json::from_value(o).unwrap()
+        restore_options(
+            serde_json::json!({
+                "database": self.db, "archive": archive, "tenant_id": tenant, "storage_root": self.storage,
+            }),
+            extra,
+        )
     }
 
     pub fn restore(
@@ -288,12 +287,21 @@ impl SmallDb {
         tenant: i64,
         extra: serde_json::Value,
     ) -> tenant_kit::Result<tenant_kit::restore::RestoreReport> {
-        let mut o =
-            serde_json::json!({"database": self.db, "archive": archive, "tenant_id": tenant});
-        for (k, v) in extra.as_object().unwrap() {
-            o[k] = v.clone();
-        }
-        let options: tenant_kit::restore::RestoreOptions = serde_json::from_value(o).unwrap();
+        let options = restore_options(
+            serde_json::json!({"database": self.db, "archive": archive, "tenant_id": tenant}),
+            extra,
+        );
         tenant_kit::restore::restore(&options, &mut CollectProgress::default())
     }
+}
+
+/// Restore options: `base` with the keys of `extra` set over it.
+fn restore_options(
+    mut base: serde_json::Value,
+    extra: serde_json::Value,
+) -> tenant_kit::restore::RestoreOptions {
+    for (k, v) in extra.as_object().unwrap() {
+        base[k] = v.clone();
+    }
+    serde_json::from_value(base).unwrap()
 }
