@@ -283,6 +283,14 @@ impl TenantScope {
         })
     }
 
+    /// Position of `table` among the member tables when its rows belong
+    /// through other rows (the tables that have member sets).
+    pub fn derived_index(&self, table: &str) -> Option<usize> {
+        self.tables
+            .iter()
+            .position(|t| t.name == table && matches!(t.membership, Membership::Derived { .. }))
+    }
+
     pub fn table(&self, name: &str) -> Option<&ScopedTable> {
         self.tables.iter().find(|t| t.name == name)
     }
@@ -588,8 +596,9 @@ fn create_key_table(conn: &Connection, name: &str, table: &Table) -> Result<()> 
     Ok(())
 }
 
-/// `k0, k1, …` for a key of `n` columns.
-fn key_names(n: usize) -> String {
+/// `k0, k1, …` for a key of `n` columns: the columns of member sets and
+/// of other key tables.
+pub fn key_names(n: usize) -> String {
     (0..n)
         .map(|k| format!("k{k}"))
         .collect::<Vec<_>>()
@@ -687,14 +696,8 @@ impl<'a> Candidates<'a> {
     /// of the table's row key ([`Table::row_key`]); None for tables whose
     /// membership needs no set (tenant column, tenants row).
     pub fn insert_into(&self, table: &str) -> Option<String> {
-        let (i, t) = self
-            .scope
-            .tables
-            .iter()
-            .enumerate()
-            .find(|(_, t)| t.name == table)?;
-        matches!(t.membership, Membership::Derived { .. })
-            .then(|| format!("INSERT OR IGNORE INTO temp.{} ", self.set_name(i)))
+        let i = self.scope.derived_index(table)?;
+        Some(format!("INSERT OR IGNORE INTO temp.{} ", self.set_name(i)))
     }
 
     fn set_name(&self, index: usize) -> String {
@@ -724,7 +727,7 @@ impl<'a> Candidates<'a> {
             );
             // Parents this table's candidates reference.
             for r in owners {
-                let Some(j) = self.derived_index(&r.parent) else {
+                let Some(j) = self.scope.derived_index(&r.parent) else {
                     continue;
                 };
                 let typed = match &r.polymorphic {
@@ -748,7 +751,7 @@ impl<'a> Candidates<'a> {
             }
             // Children that own this table's candidates.
             for r in owned_by_children {
-                let Some(j) = self.derived_index(&r.table) else {
+                let Some(j) = self.scope.derived_index(&r.table) else {
                     continue;
                 };
                 steps.push(Fill {
@@ -808,13 +811,6 @@ impl<'a> Candidates<'a> {
             };
             format!("{head}EXISTS ({inner}{filter}{and}{join})")
         })
-    }
-
-    fn derived_index(&self, table: &str) -> Option<usize> {
-        self.scope
-            .tables
-            .iter()
-            .position(|t| t.name == table && matches!(t.membership, Membership::Derived { .. }))
     }
 }
 
@@ -1031,10 +1027,7 @@ impl<'a> MemberSets<'a> {
     /// [`Table::row_key`]) name a member. None for the other tables, whose
     /// membership is a condition on the row itself.
     pub fn key_probe(&self, table: &str, alias: &str) -> Option<String> {
-        let index =
-            self.scope.tables.iter().position(|t| {
-                t.name == table && matches!(t.membership, Membership::Derived { .. })
-            })?;
+        let index = self.scope.derived_index(table)?;
         let width = self.schema.table(table)?.row_key().len();
         let matches = (0..width)
             .map(|k| format!("s.k{k} = {alias}.k{k}"))

@@ -24,7 +24,7 @@ use super::stage::{Staged, StagedTable};
 use super::{Conflict, Context, PlannedCounts};
 use crate::error::Result;
 use crate::schema::quote;
-use crate::scope::{tenant_params, Candidates, MemberSets, Membership, Side};
+use crate::scope::{key_names, tenant_params, Candidates, MemberSets, Membership, Side};
 use rusqlite::Connection;
 use std::collections::BTreeMap;
 
@@ -83,7 +83,7 @@ pub(super) fn make<'a>(conn: &Connection, ctx: &Context<'a>, staged: &Staged) ->
             .collect::<Vec<_>>()
             .join(", ");
         // Derived tables: none yet, set below for the few that are.
-        let others_now = if candidates.insert_into(&table.name).is_some() {
+        let others_now = if table.derived {
             "0".to_string()
         } else {
             others_on_row(ctx, &table.name)?
@@ -108,7 +108,7 @@ pub(super) fn make<'a>(conn: &Connection, ctx: &Context<'a>, staged: &Staged) ->
             conn.execute(
                 &format!(
                     "{insert}SELECT {} FROM temp.{}",
-                    key_columns(key.len()),
+                    key_names(key.len()),
                     scratch_table("hits", table)
                 ),
                 [],
@@ -150,7 +150,7 @@ pub(super) fn make<'a>(conn: &Connection, ctx: &Context<'a>, staged: &Staged) ->
             continue;
         }
         let hits = scratch_table("hits", table);
-        let key_list = key_columns(ctx.table(&table.name).row_key().len());
+        let key_list = key_names(ctx.table(&table.name).row_key().len());
         // With a primary key, a staged row hits one row at most and the
         // sids are unique already (the write indexes them if it needs to).
         let sid_index = if table.has_pk() {
@@ -349,13 +349,6 @@ pub(super) fn kept_row(ctx: &Context<'_>, table: &str, hits: &str, alias: &str) 
 /// is not written (`hits` from [`Plan::kept`]).
 pub(super) fn kept_as_is(hits: &str, alias: &str) -> String {
     format!("EXISTS (SELECT 1 FROM temp.{hits} AS k WHERE k.sid = {alias}.rowid AND k.same AND k.ours AND NOT k.others)")
-}
-
-fn key_columns(n: usize) -> String {
-    (0..n)
-        .map(|k| format!("k{k}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// `tk_<what>_<i>` for the staged table `temp.tk_stage_<i>`.
