@@ -1022,6 +1022,19 @@ impl<'a> MemberSets<'a> {
         self.predicate(table, alias, true)
     }
 
+    /// Whether the set of derived `table` has no row (false for tables
+    /// without a set): a probe of an empty set can be skipped.
+    pub fn set_is_empty(&self, conn: &Connection, table: &str) -> Result<bool> {
+        let Some(index) = self.scope.derived_index(table) else {
+            return Ok(false);
+        };
+        let sql = format!(
+            "SELECT NOT EXISTS (SELECT 1 FROM temp.{})",
+            self.set_name(index)
+        );
+        Ok(conn.query_row(&sql, [], |r| r.get(0))?)
+    }
+
     /// For derived tables, a probe of the set by a row key already at hand:
     /// true when `alias.k0, alias.k1, …` (columns holding the values of
     /// [`Table::row_key`]) name a member. None for the other tables, whose

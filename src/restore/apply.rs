@@ -52,7 +52,16 @@ pub(super) fn apply<'a>(
     let mut purged_keys: BTreeSet<String> = BTreeSet::new();
     if ctx.options.purge {
         let ours = &plan.ours;
-        if let Some(blobs) = ctx.scope.tables.iter().find(|t| is_blob_table(&t.name)) {
+        // The plan counted what each DELETE would remove, on the snapshot
+        // this transaction still sees (it was made again above otherwise):
+        // a table with nothing to purge is not scanned again.
+        let purges = |table: &str| plan.counts.get(table).is_some_and(|c| c.purge > 0);
+        if let Some(blobs) = ctx
+            .scope
+            .tables
+            .iter()
+            .find(|t| is_blob_table(&t.name) && purges(&t.name))
+        {
             let sql = format!(
                 "SELECT a.key FROM {} AS a WHERE {}",
                 quote(&blobs.name),
@@ -70,6 +79,10 @@ pub(super) fn apply<'a>(
                 continue; // the tenant's own row stays
             }
             progress.check_interrupt()?;
+            if !purges(&t.name) {
+                progress.emit(Event::table_progress("purge_progress", &t.name, 0u64, 0u64))?;
+                continue;
+            }
             let qt = quote(&t.name);
             let mut sql = format!(
                 "DELETE FROM {qt} WHERE {}",
@@ -439,7 +452,7 @@ fn check_restored_membership(conn: &Connection, ctx: &Context<'_>, staged: &Stag
 
 fn foreign_key_violations(conn: &Connection, ctx: &Context<'_>) -> Result<Vec<String>> {
     let mut out = Vec::new();
-    for entry in &ctx.extracted.manifest.tables {
+    for entry in &ctx.manifest.tables {
         let mut stmt = conn.prepare(
             "SELECT \"table\", rowid, parent FROM pragma_foreign_key_check(?1) LIMIT 10",
         )?;

@@ -26,7 +26,7 @@ use crate::error::Result;
 use crate::schema::quote;
 use crate::scope::{key_names, tenant_params, Candidates, MemberSets, Membership, Side};
 use rusqlite::Connection;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub(super) const MAX_LISTED_CONFLICTS: usize = 1000;
 
@@ -74,6 +74,7 @@ pub(super) fn make<'a>(conn: &Connection, ctx: &Context<'a>, staged: &Staged) ->
     // value is already the archive's, and whose the row is. Other tenants'
     // derived rows are known only once the hits are (below).
     let candidates = Candidates::create(conn, ctx.scope, ctx.schema)?;
+    let mut rowid_keyed = BTreeSet::new();
     for table in &staged.tables {
         let key = ctx.table(&table.name).row_key();
         let keys = key
@@ -88,22 +89,23 @@ pub(super) fn make<'a>(conn: &Connection, ctx: &Context<'a>, staged: &Staged) ->
         } else {
             others_on_row(ctx, &table.name)?
         };
-        let sql = format!(
-            "CREATE TEMP TABLE {hits} AS SELECT s.rowid AS sid, {same} AS same, {ours} AS ours, {others_now} AS others, {keys} FROM {stage} AS s JOIN main.{t} AS m ON {identity}",
-            hits = scratch_table("hits", table),
+        let hits = scratch_table("hits", table);
+        let select = format!(
+            "SELECT s.rowid AS sid, {same} AS same, {ours} AS ours, {others_now} AS others, {keys} FROM {stage} AS s JOIN main.{t} AS m ON {identity}",
             same = table.same_values("m", "s"),
             ours = ours.member_probe(&table.name, "m")?,
             stage = table.stage,
             t = quote(&table.name),
             identity = table.identity("m", "s"),
         );
-        conn.execute_batch(&format!(
-            "DROP TABLE IF EXISTS temp.{};",
-            scratch_table("hits", table)
-        ))?;
-        let mut stmt = conn.prepare(&sql)?;
-        let params = tenant_params(&stmt, &target);
-        stmt.execute(&*params)?;
+        if fill_rowid_keyed_hits(conn, &hits, &key, &select, &target)? {
+            rowid_keyed.insert(hits.clone());
+        } else {
+            conn.execute_batch(&format!("DROP TABLE IF EXISTS temp.{hits};"))?;
+            let mut stmt = conn.prepare(&format!("CREATE TEMP TABLE {hits} AS {select}"))?;
+            let params = tenant_params(&stmt, &target);
+            stmt.execute(&*params)?;
+        }
         if let Some(insert) = candidates.insert_into(&table.name) {
             conn.execute(
                 &format!(
@@ -131,6 +133,9 @@ pub(super) fn make<'a>(conn: &Connection, ctx: &Context<'a>, staged: &Staged) ->
     )?;
     for table in &staged.tables {
         if let Some(probe) = others.key_probe(&table.name, "h") {
+            if others.set_is_empty(conn, &table.name)? {
+                continue;
+            }
             conn.execute(
                 &format!(
                     "UPDATE temp.{} AS h SET others = 1 WHERE {probe}",
@@ -150,7 +155,7 @@ pub(super) fn make<'a>(conn: &Connection, ctx: &Context<'a>, staged: &Staged) ->
             continue;
         }
         let hits = scratch_table("hits", table);
-        let key_list = key_names(ctx.table(&table.name).row_key().len());
+        let key = ctx.table(&table.name).row_key();
         // With a primary key, a staged row hits one row at most and the
         // sids are unique already (the write indexes them if it needs to).
         let sid_index = if table.has_pk() {
@@ -158,9 +163,16 @@ pub(super) fn make<'a>(conn: &Connection, ctx: &Context<'a>, staged: &Staged) ->
         } else {
             format!("CREATE UNIQUE INDEX temp.{hits}_sid ON {hits}(sid);")
         };
-        let indexed = conn.execute_batch(&format!(
-            "{sid_index} CREATE UNIQUE INDEX temp.{hits}_key ON {hits}({key_list});"
-        ));
+        // A rowid key is unique already when it is the hits table's own.
+        let key_index = if rowid_keyed.contains(&hits) {
+            String::new()
+        } else {
+            format!(
+                "CREATE UNIQUE INDEX temp.{hits}_key ON {hits}({});",
+                key_names(key.len())
+            )
+        };
+        let indexed = conn.execute_batch(&format!("{sid_index} {key_index}"));
         match indexed {
             Ok(()) => {
                 kept.insert(table.name.clone(), hits);
@@ -309,6 +321,38 @@ pub(super) fn make<'a>(conn: &Connection, ctx: &Context<'a>, staged: &Staged) ->
         conflict_count,
         data_version,
     })
+}
+
+/// Fill `hits` from `select` (columns sid, same, ours, others, k0) as a
+/// table whose rowid is the database row's rowid: the key the kept rows
+/// are looked up by comes without an index to build, and the rows arrive
+/// in key order when the archive is (ours is). False, with nothing made,
+/// when the key is not a rowid or two staged rows hit the same database
+/// row (then the hits are not one to one and nothing is kept).
+fn fill_rowid_keyed_hits(
+    conn: &Connection,
+    hits: &str,
+    key: &[String],
+    select: &str,
+    target: &crate::value::SqlValue,
+) -> Result<bool> {
+    if key != ["rowid"] {
+        return Ok(false);
+    }
+    conn.execute_batch(&format!(
+        "DROP TABLE IF EXISTS temp.{hits}; CREATE TEMP TABLE {hits}(sid INTEGER, same, ours, others, k0 INTEGER PRIMARY KEY);"
+    ))?;
+    let mut stmt = conn.prepare(&format!("INSERT INTO temp.{hits} {select}"))?;
+    let params = tenant_params(&stmt, target);
+    match stmt.execute(&*params) {
+        Ok(_) => Ok(true),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// For tables whose membership is a condition on the row itself (tenant
