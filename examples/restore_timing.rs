@@ -1,5 +1,7 @@
-//! Phase timings of one restore, for profiling by hand:
-//! `cargo run --release --example restore_timing -- <options.json>`.
+//! Phase timings of one restore or backup, for profiling by hand:
+//! `cargo run --release --example restore_timing -- <options.json>`
+//! (restore options), `-- backup:<options.json>` (backup options) or
+//! `-- verify:<archive>`.
 use std::time::Instant;
 use tenant_kit::{Event, Progress, Result};
 
@@ -35,14 +37,21 @@ fn main() {
         eprintln!("verify {:?}", t.elapsed());
         return;
     }
-    let json = std::fs::read_to_string(path).unwrap();
-    let options: tenant_kit::restore::RestoreOptions = serde_json::from_str(&json).unwrap();
     let now = Instant::now();
     let mut p = Timed {
         started: now,
         last: now,
         last_step: String::new(),
     };
+    if let Some(options) = path.strip_prefix("backup:") {
+        let json = std::fs::read_to_string(options).unwrap();
+        let options: tenant_kit::backup::BackupOptions = serde_json::from_str(&json).unwrap();
+        let report = tenant_kit::backup::backup(&options, &mut p).unwrap();
+        eprintln!("{}", serde_json::to_string(&report).unwrap());
+        return;
+    }
+    let json = std::fs::read_to_string(path).unwrap();
+    let options: tenant_kit::restore::RestoreOptions = serde_json::from_str(&json).unwrap();
     let report = tenant_kit::restore::restore(&options, &mut p).unwrap();
     eprintln!(
         "lock_ms {} duration_ms {}",

@@ -10,8 +10,8 @@
 //!   (a leftover file is reported as an `Internal` error, so it trips the
 //!   same check).
 
-use crate::archive::dump::parse_line;
-use crate::archive::read::{extract, Extracted, Limits};
+use crate::archive::dump::{parse_line, DumpReader};
+use crate::archive::read::{extract_feeding, DumpFeed, Limits};
 use crate::archive::Manifest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::NoProgress;
@@ -121,10 +121,22 @@ pub fn archive(bytes: &[u8]) -> Result<()> {
     .map_err(|e| Error::io(format!("writing the fuzz input: {e}")))?;
     let parent = work.path().join("tmp");
     std::fs::create_dir(&parent).map_err(|e| Error::io(format!("fuzz temp dir: {e}")))?;
-    let result = (|| {
-        let extracted = extract(&path, &parent, limits(), &mut NoProgress)?;
-        check_dump(&extracted, limits(), &mut NoProgress, |_, _| Ok(()))
-    })();
+    // As a restore reads it: the dump checked while it is extracted.
+    let feed = DumpFeed::default();
+    let result = std::thread::scope(|scope| {
+        let extraction = scope.spawn(|| extract_feeding(&path, &parent, limits(), &feed));
+        let checked = match feed.wait_manifest() {
+            Some((manifest, dump_path, _)) => {
+                let reader = DumpReader::new(feed.follow(dump_path), limits().max_line_bytes);
+                check_dump(&manifest, reader, &mut NoProgress, |_, _| Ok(()))
+            }
+            None => Ok(()),
+        };
+        let extracted = extraction
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        extracted.and(checked).map(|_| ())
+    });
     match leftovers(&parent) {
         None => result,
         Some(what) => Err(Error::internal(format!(
@@ -171,17 +183,8 @@ pub fn dump(bytes: &[u8]) -> Result<()> {
         None => (bytes, &[][..]),
     };
     let manifest = Manifest::parse(manifest_line)?;
-    let dir = tempfile::tempdir().map_err(|e| Error::io(format!("fuzz temp dir: {e}")))?;
-    let dump_path = dir.path().join(crate::archive::DUMP_NAME);
-    std::fs::write(&dump_path, dump).map_err(|e| Error::io(format!("writing the dump: {e}")))?;
-    let extracted = Extracted {
-        manifest,
-        dump_path,
-        blobs: Default::default(),
-        archive_bytes: bytes.len() as u64,
-        dir,
-    };
-    check_dump(&extracted, limits(), &mut NoProgress, |_, _| Ok(()))
+    let reader = DumpReader::new(dump, limits().max_line_bytes);
+    check_dump(&manifest, reader, &mut NoProgress, |_, _| Ok(()))
 }
 
 /// Gzip, as the archive writer's readers see it (one member).

@@ -3,8 +3,8 @@
 //! same checks before it touches anything.
 
 use crate::archive::dump::{DumpReader, RowLine};
-use crate::archive::read::{extract, Extracted, Limits};
-use crate::archive::{ManifestError, TableEntry};
+use crate::archive::read::{extract, Limits};
+use crate::archive::{Manifest, ManifestError, TableEntry};
 use crate::error::{Error, Result};
 use crate::progress::{report_failure, Event, Progress, Throttle};
 use crate::TenantId;
@@ -51,7 +51,8 @@ pub fn verify(options: &VerifyOptions, progress: &mut dyn Progress) -> Result<Ve
         let limits = limits_with(options.max_line_bytes);
         let temp_parent = options.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
         let extracted = extract(&options.archive, &temp_parent, limits, progress)?;
-        check_dump(&extracted, limits, progress, |_, _| Ok(()))?;
+        let reader = DumpReader::open(&extracted.dump_path, limits.max_line_bytes)?;
+        check_dump(&extracted.manifest, reader, progress, |_, _| Ok(()))?;
         let m = &extracted.manifest;
         let report = VerifyReport {
             ok: true,
@@ -93,14 +94,12 @@ pub fn limits_with(max_line_bytes: Option<usize>) -> Limits {
 /// manifest's order, each row with exactly the listed columns, the tenant
 /// column (wherever a table has it) equal to the archive's tenant, and the
 /// per-table counts. `each_row` sees every row once it passed.
-pub fn check_dump(
-    extracted: &Extracted,
-    limits: Limits,
+pub fn check_dump<R: std::io::Read>(
+    m: &Manifest,
+    mut reader: DumpReader<R>,
     progress: &mut dyn Progress,
     mut each_row: impl FnMut(&TableEntry, RowLine) -> Result<()>,
 ) -> Result<()> {
-    let m = &extracted.manifest;
-    let mut reader = DumpReader::open(&extracted.dump_path, limits.max_line_bytes)?;
     let mut table_index = 0usize;
     let mut in_table = 0u64;
     let mut columns: HashSet<&str> = HashSet::new();
@@ -109,7 +108,7 @@ pub fn check_dump(
     let tenant_table = m.tenant.table.as_deref();
     while let Some(line) = reader.next_row()? {
         // Move to the line's table: forward only, never back.
-        while table_index < m.tables.len() && m.tables[table_index].name != line.table {
+        while table_index < m.tables.len() && *m.tables[table_index].name != *line.table {
             if table_index < m.tables.len() && in_table != m.tables[table_index].rows {
                 return Err(count_mismatch(&m.tables[table_index], in_table));
             }
@@ -133,11 +132,11 @@ pub fn check_dump(
             .row
             .0
             .iter()
-            .map(|(c, _)| c.as_str())
+            .map(|(c, _)| &**c)
             .eq(entry.columns.iter().map(String::as_str));
         if !same_order
             && (line.row.0.len() != columns.len()
-                || !line.row.0.iter().all(|(c, _)| columns.contains(c.as_str())))
+                || !line.row.0.iter().all(|(c, _)| columns.contains(&**c)))
         {
             return Err(Error::archive(format!(
                 "dump.jsonl line {}: the columns of {} differ from the manifest",

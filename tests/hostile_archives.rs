@@ -295,6 +295,23 @@ fn cases(valid: &Parts) -> Vec<Case> {
             gzip(&tar_bytes(&regular(p.entries()))),
             integrity,
         );
+        // Damage the rows meet before the hash does (they are staged while
+        // the dump is unpacked): the hash is still what is reported.
+        let mut p = valid.clone();
+        p.dump[1] = b'#';
+        add(
+            "dump broken at its first line, hash not updated",
+            gzip(&tar_bytes(&regular(p.entries()))),
+            integrity,
+        );
+        let mut p = valid.clone();
+        p.edit_rows("tasks", |v| v["row"]["tenant_id"] = json!(2));
+        p.manifest["dump"] = valid.manifest["dump"].clone();
+        add(
+            "rows of another tenant, hash not updated",
+            gzip(&tar_bytes(&regular(p.entries()))),
+            integrity,
+        );
         let mut p = valid.clone();
         p.blobs[0].1[0] ^= 1;
         add(
@@ -524,6 +541,33 @@ fn hostile_archives_are_refused_and_change_nothing() {
         }
         std::fs::remove_file(&path).unwrap();
     }
+}
+
+/// Rows are staged while dump.jsonl is still being unpacked, so a parse
+/// error can come before the extraction has hashed the whole dump. The
+/// hash mismatch must still be what is reported (the dump here is large
+/// enough to be unpacked in many pieces).
+#[test]
+fn a_damaged_large_dump_is_an_integrity_error_not_a_parse_error() {
+    let app = App::new();
+    let valid = Parts::from_archive(&app.backup(1).path);
+    let mut p = valid.clone();
+    p.dump[1] = b'#';
+    let filler = b"{\"table\":\"tasks\",\"row\":{}}\n".repeat(1 << 18);
+    p.dump.extend_from_slice(&filler);
+    // The size agrees (checked before unpacking); the hash is the old one.
+    p.manifest["dump"]["size"] = json!(p.dump.len());
+    let path = app.dir.path().join("damaged.tar.gz");
+    std::fs::write(&path, gzip(&tar_bytes(&regular(p.entries())))).unwrap();
+    let db_before = file_bytes(&app.db);
+    for dry_run in [true, false] {
+        let err = app
+            .restore(&path, 1, json!({"dry_run": dry_run, "purge": true}))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
+        assert!(err.to_string().contains("dump.jsonl"), "{err}");
+    }
+    assert_eq!(file_bytes(&app.db), db_before);
 }
 
 /// The seed corpus of the fuzz targets (`fuzz/corpus/<target>/`), made from

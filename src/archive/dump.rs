@@ -8,23 +8,36 @@ use serde::Deserialize;
 use std::collections::HashSet;
 use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
+use std::rc::Rc;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A table or column name read from a line. Shared: consecutive lines
+/// name the same table and columns, and the fast parser hands out the
+/// previous line's names instead of allocating them again for every row.
+pub type Name = Rc<str>;
+
+#[derive(Debug)]
 pub struct RowLine {
-    pub table: String,
+    pub table: Name,
     pub row: Row,
+}
+
+/// What serde reads; [`RowLine`] with owned names.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SerdeRowLine {
+    table: String,
+    row: Row,
 }
 
 /// Column name → value, in the order of the line.
 #[derive(Debug, Default)]
-pub struct Row(pub Vec<(String, SqlValue)>);
+pub struct Row(pub Vec<(Name, SqlValue)>);
 
 impl Row {
     pub fn get(&self, column: &str) -> Option<&SqlValue> {
-        self.0.iter().find(|(c, _)| c == column).map(|(_, v)| v)
+        self.0.iter().find(|(c, _)| &**c == column).map(|(_, v)| v)
     }
 }
 
@@ -42,47 +55,55 @@ impl<'de> Visitor<'de> for RowVisitor {
         f.write_str("an object of column values")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Row, A::Error> {
-        let mut cells: Vec<(String, SqlValue)> = Vec::with_capacity(16);
+        let mut cells: Vec<(Name, SqlValue)> = Vec::with_capacity(16);
         // Rows are narrow: a scan of the keys so far beats hashing them;
         // wide rows get a set so a hostile line stays linear.
         let mut seen: Option<HashSet<String>> = None;
         while let Some(key) = map.next_key::<String>()? {
             let repeated = match &mut seen {
                 Some(set) => !set.insert(key.clone()),
-                None => cells.iter().any(|(c, _)| *c == key),
+                None => cells.iter().any(|(c, _)| **c == *key),
             };
             if repeated {
                 return Err(de::Error::custom(format!("column {key:?} appears twice")));
             }
             if seen.is_none() && cells.len() >= 32 {
-                let mut set: HashSet<String> = cells.iter().map(|(c, _)| c.clone()).collect();
+                let mut set: HashSet<String> = cells.iter().map(|(c, _)| c.to_string()).collect();
                 set.insert(key.clone());
                 seen = Some(set);
             }
             let value: SqlValue = map.next_value()?;
-            cells.push((key, value));
+            cells.push((Name::from(key), value));
         }
         Ok(Row(cells))
     }
 }
 
-/// Streams the lines of a dump file.
-pub struct DumpReader {
-    input: BufReader<File>,
+/// Streams the lines of a dump file (or of any reader of one).
+pub struct DumpReader<R: Read = File> {
+    input: BufReader<R>,
     max_line: usize,
     line_no: u64,
     buf: Vec<u8>,
+    names: super::fast_line::Names,
 }
 
 impl DumpReader {
     pub fn open(path: &Path, max_line: usize) -> Result<DumpReader> {
         let file = File::open(path).map_err(|e| Error::io(format!("reopening dump.jsonl: {e}")))?;
-        Ok(DumpReader {
-            input: BufReader::with_capacity(1 << 20, file),
+        Ok(DumpReader::new(file, max_line))
+    }
+}
+
+impl<R: Read> DumpReader<R> {
+    pub fn new(input: R, max_line: usize) -> DumpReader<R> {
+        DumpReader {
+            input: BufReader::with_capacity(1 << 20, input),
             max_line,
             line_no: 0,
             buf: Vec::new(),
-        })
+            names: Default::default(),
+        }
     }
 
     pub fn line_no(&self) -> u64 {
@@ -116,7 +137,10 @@ impl DumpReader {
                 ))
             });
         }
-        parse_line(&self.buf, self.line_no).map(Some)
+        match super::fast_line::parse_with(&self.buf, &mut self.names) {
+            Some(line) => Ok(Some(line)),
+            None => parse_line_with_serde(&self.buf, self.line_no).map(Some),
+        }
     }
 }
 
@@ -131,18 +155,20 @@ pub fn parse_line(bytes: &[u8], line_no: u64) -> Result<RowLine> {
 
 /// The full parser, which also words every error.
 pub fn parse_line_with_serde(bytes: &[u8], line_no: u64) -> Result<RowLine> {
-    serde_json::from_slice(bytes)
+    serde_json::from_slice::<SerdeRowLine>(bytes)
+        .map(|line| RowLine {
+            table: Name::from(line.table),
+            row: line.row,
+        })
         .map_err(|e| Error::archive(format!("dump.jsonl line {line_no}: {e}")))
 }
-
-use std::io::Read as _;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(s: &str) -> std::result::Result<RowLine, serde_json::Error> {
-        serde_json::from_str(s)
+    fn parse(s: &str) -> Result<RowLine> {
+        parse_line_with_serde(s.as_bytes(), 1)
     }
 
     #[test]

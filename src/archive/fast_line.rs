@@ -10,27 +10,61 @@
 //! Why: serde_json with `arbitrary_precision` allocates a string per number;
 //! restoring half a million rows spent most of its parse time there.
 
-use super::dump::{Row, RowLine};
+use super::dump::{Name, Row, RowLine};
 use crate::value::{number_from_text, SqlValue};
+
+/// The names of the previous line, handed out again when the next line
+/// repeats them (as every line of a table does).
+#[derive(Default)]
+pub struct Names {
+    table: Option<Name>,
+    columns: Vec<Name>,
+}
+
+impl Names {
+    fn table(&mut self, name: &str) -> Name {
+        match &self.table {
+            Some(known) if **known == *name => known.clone(),
+            _ => self.table.insert(Name::from(name)).clone(),
+        }
+    }
+
+    fn column(&mut self, position: usize, name: &str) -> Name {
+        match self.columns.get(position) {
+            Some(known) if **known == *name => known.clone(),
+            _ => {
+                let fresh = Name::from(name);
+                self.columns.truncate(position);
+                self.columns.push(fresh.clone());
+                fresh
+            }
+        }
+    }
+}
 
 /// Parse `bytes` (one line, with or without its final `\n`), or None.
 pub fn parse(bytes: &[u8]) -> Option<RowLine> {
+    parse_with(bytes, &mut Names::default())
+}
+
+/// [`parse`], sharing the names with the previous line's where they agree.
+pub fn parse_with(bytes: &[u8], names: &mut Names) -> Option<RowLine> {
     let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     let mut p = Cursor { bytes: body, at: 0 };
     p.literal(b"{\"table\":")?;
-    let table = p.string()?.to_string();
+    let table = names.table(p.string()?);
     p.literal(b",\"row\":{")?;
-    let mut cells: Vec<(String, SqlValue)> = Vec::with_capacity(16);
+    let mut cells: Vec<(Name, SqlValue)> = Vec::with_capacity(names.columns.len().max(4));
     if !p.eat(b'}') {
         loop {
             let key = p.string()?;
             // Duplicates are an error: the full parser words it.
-            if cells.len() >= 64 || cells.iter().any(|(c, _)| c == key) {
+            if cells.len() >= 64 || cells.iter().any(|(c, _)| **c == *key) {
                 return None;
             }
             p.literal(b":")?;
             let value = p.value()?;
-            cells.push((key.to_string(), value));
+            cells.push((names.column(cells.len(), key), value));
             if p.eat(b',') {
                 continue;
             }

@@ -58,6 +58,185 @@ pub fn extract(
     limits: Limits,
     progress: &mut dyn Progress,
 ) -> Result<Extracted> {
+    extract_into(archive, temp_parent, limits, progress, None)
+}
+
+/// [`extract`], meant to run on its own thread while another one watches
+/// through `feed`: it hears of the manifest once it is read and follows
+/// dump.jsonl while it is written ([`DumpFeed`]). Events are not delivered
+/// (`progress` stays with the watching thread); a cancel through the feed
+/// stops the extraction.
+pub fn extract_feeding(
+    archive: &Path,
+    temp_parent: &Path,
+    limits: Limits,
+    feed: &DumpFeed,
+) -> Result<Extracted> {
+    // Even a panic must wake the watcher, or it would wait for ever.
+    struct StoppedOnDrop<'a>(&'a DumpFeed);
+    impl Drop for StoppedOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.update(|state| state.stopped = true);
+        }
+    }
+    let _stopped = StoppedOnDrop(feed);
+    extract_into(
+        archive,
+        temp_parent,
+        limits,
+        &mut FeedProgress(feed),
+        Some(feed),
+    )
+}
+
+/// The `verify` event of an archive's manifest, sent once it is read.
+pub fn manifest_event(manifest: &Manifest, archive_bytes: u64) -> Event {
+    Event::new("verify")
+        .with("phase", "extract")
+        .with("archive_bytes", archive_bytes)
+        .with("rows", manifest.total_rows())
+        .with("blobs", manifest.blobs.len() as u64)
+}
+
+/// What an extraction on another thread tells the thread that watches it.
+/// The dump's reader ([`DumpFeed::follow`]) sees the end of the file only
+/// once the dump's size and SHA-256 have been checked, so rows read from
+/// it are only kept when the whole dump proved to be the manifest's.
+#[derive(Default)]
+pub struct DumpFeed {
+    state: std::sync::Mutex<FeedState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct FeedState {
+    manifest: Option<(Manifest, PathBuf, u64)>,
+    /// Bytes of dump.jsonl on disk so far.
+    written: u64,
+    /// The dump is complete and its hash checked.
+    dump_verified: bool,
+    /// The extraction returned (whether or not it succeeded).
+    stopped: bool,
+    /// The watcher asked the extraction to stop.
+    cancelled: bool,
+}
+
+impl DumpFeed {
+    fn update(&self, change: impl FnOnce(&mut FeedState)) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        change(&mut state);
+        self.changed.notify_all();
+    }
+
+    fn wait_until<T>(&self, mut ready: impl FnMut(&FeedState) -> Option<T>) -> T {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(answer) = ready(&state) {
+                return answer;
+            }
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .cancelled
+    }
+
+    /// The manifest, the path dump.jsonl is being written to and the
+    /// archive's size; None when the extraction stopped before (its result
+    /// says why).
+    pub fn wait_manifest(&self) -> Option<(Manifest, PathBuf, u64)> {
+        self.wait_until(|s| match &s.manifest {
+            Some(found) => Some(Some(found.clone())),
+            None if s.stopped => Some(None),
+            None => None,
+        })
+    }
+
+    /// Ask the extraction to stop at its next chunk.
+    pub fn cancel(&self) {
+        self.update(|state| state.cancelled = true);
+    }
+
+    /// A reader of dump.jsonl that waits for bytes still to be written.
+    pub fn follow(&self, path: PathBuf) -> FollowDump<'_> {
+        FollowDump {
+            feed: self,
+            path,
+            file: None,
+            pos: 0,
+        }
+    }
+}
+
+/// Reads dump.jsonl while an extraction writes it (see [`DumpFeed`]). An
+/// extraction that stops before the dump is verified is an I/O error here;
+/// the extraction's own result tells what went wrong.
+pub struct FollowDump<'a> {
+    feed: &'a DumpFeed,
+    path: PathBuf,
+    file: Option<File>,
+    pos: u64,
+}
+
+impl Read for FollowDump<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let pos = self.pos;
+        let available = self.feed.wait_until(|s| {
+            if s.written > pos {
+                Some(Ok(s.written - pos))
+            } else if s.dump_verified {
+                Some(Ok(0))
+            } else if s.stopped {
+                Some(Err(io::Error::other("the extraction stopped")))
+            } else {
+                None
+            }
+        })?;
+        if available == 0 {
+            return Ok(0);
+        }
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => self.file.insert(File::open(&self.path)?),
+        };
+        let want = buf.len().min(available.min(usize::MAX as u64) as usize);
+        let n = file.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::other("dump.jsonl is shorter than written"));
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Progress of an extraction on its own thread: no events, and a cancel
+/// from the watching thread as its interrupt.
+struct FeedProgress<'a>(&'a DumpFeed);
+
+impl Progress for FeedProgress<'_> {
+    fn emit(&mut self, _event: Event) -> Result<()> {
+        Ok(())
+    }
+    fn check_interrupt(&self) -> Result<()> {
+        if self.0.cancelled() {
+            Err(Error::cancelled())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn extract_into(
+    archive: &Path,
+    temp_parent: &Path,
+    limits: Limits,
+    progress: &mut dyn Progress,
+    feed: Option<&DumpFeed>,
+) -> Result<Extracted> {
     let file = File::open(archive).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => {
             Error::argument(format!("archive {} does not exist", archive.display()))
@@ -130,13 +309,11 @@ pub fn extract(
         + 20 * ustar::BLOCK as u64 * 2;
     gz.extend_limit(budget);
 
-    progress.emit(
-        Event::new("verify")
-            .with("phase", "extract")
-            .with("archive_bytes", archive_bytes)
-            .with("rows", manifest.total_rows())
-            .with("blobs", manifest.blobs.len() as u64),
-    )?;
+    progress.emit(manifest_event(&manifest, archive_bytes))?;
+    if let Some(feed) = feed {
+        let found = (manifest.clone(), dir.path().join(DUMP_NAME), archive_bytes);
+        feed.update(|state| state.manifest = Some(found));
+    }
 
     // 2. Every other entry: named by the manifest, once, of its size.
     let blob_dir = dir.path().join("blobs");
@@ -156,12 +333,20 @@ pub fn extract(
             expect_size(&header.name, header.size, manifest.dump.size)?;
             let path = dir.path().join(DUMP_NAME);
             let mut shape = LineShape::new(limits.max_line_bytes);
-            let (sha, _) = copy_entry(&mut gz, &path, header.size, false, Some(&mut shape))?;
+            let watch = Watch {
+                shape: Some(&mut shape),
+                feed,
+                progress: &*progress,
+            };
+            let (sha, _) = copy_entry(&mut gz, &path, header.size, false, watch)?;
             shape.finish()?;
             if sha != manifest.dump.sha256 {
                 return Err(Error::integrity(format!(
                     "{DUMP_NAME}: SHA-256 {sha} does not match the manifest"
                 )));
+            }
+            if let Some(feed) = feed {
+                feed.update(|state| state.dump_verified = true);
             }
             dump_path = Some(path);
         } else if let Some(key) = header.name.strip_prefix(BLOB_PREFIX) {
@@ -173,7 +358,12 @@ pub fn extract(
             };
             expect_size(&header.name, header.size, entry.size)?;
             let path = blob_dir.join(key); // key alphabet checked by Manifest::parse
-            let (sha, md5) = copy_entry(&mut gz, &path, header.size, true, None)?;
+            let watch = Watch {
+                shape: None,
+                feed: None,
+                progress: &*progress,
+            };
+            let (sha, md5) = copy_entry(&mut gz, &path, header.size, true, watch)?;
             if sha != entry.sha256 {
                 return Err(Error::integrity(format!(
                     "{}: SHA-256 does not match the manifest",
@@ -242,14 +432,29 @@ fn expect_size(name: &str, actual: u64, declared: u64) -> Result<()> {
     }
 }
 
+/// Who looks at an entry's bytes while [`copy_entry`] writes them.
+struct Watch<'a> {
+    /// The line checks of dump.jsonl.
+    shape: Option<&'a mut LineShape>,
+    /// Told of every chunk written, for a reader following the file.
+    feed: Option<&'a DumpFeed>,
+    /// Asked between chunks whether to stop.
+    progress: &'a dyn Progress,
+}
+
 /// Copy `size` bytes into a new file, returning (hex SHA-256, base64 MD5).
 fn copy_entry<R: Read>(
     input: &mut R,
     path: &Path,
     size: u64,
     md5: bool,
-    mut shape: Option<&mut LineShape>,
+    watch: Watch<'_>,
 ) -> Result<(String, Option<String>)> {
+    let Watch {
+        mut shape,
+        feed,
+        progress,
+    } = watch;
     let mut out = File::options()
         .write(true)
         .create_new(true)
@@ -258,7 +463,7 @@ fn copy_entry<R: Read>(
     let mut sha = Sha256::new();
     let mut md = md5.then(Md5::new);
     let mut left = size;
-    let mut buf = vec![0u8; 1 << 16];
+    let mut buf = vec![0u8; 1 << 18];
     while left > 0 {
         let want = left.min(buf.len() as u64) as usize;
         input
@@ -273,6 +478,10 @@ fn copy_entry<R: Read>(
         }
         out.write_all(&buf[..want]).at("writing temp file")?;
         left -= want as u64;
+        if let Some(feed) = feed {
+            feed.update(|state| state.written += want as u64);
+            progress.check_interrupt()?;
+        }
     }
     let md5 = md.map(|m| base64::engine::general_purpose::STANDARD.encode(m.finalize()));
     Ok((super::hex(&sha.finalize()), md5))

@@ -77,7 +77,10 @@ pub(super) fn place(
 ) -> Result<BTreeMap<String, String>> {
     let mut renamed: BTreeMap<String, String> = BTreeMap::new();
     let root = ctx.options.storage_root.as_deref();
-    for blob in &ctx.extracted.manifest.blobs {
+    let blob_files = ctx
+        .blob_files
+        .ok_or_else(|| Error::internal("blob files placed before they were unpacked"))?;
+    for blob in &ctx.manifest.blobs {
         progress.check_interrupt()?;
         let holder: Option<i64> = conn
             .query_row(
@@ -96,7 +99,7 @@ pub(super) fn place(
         }
         if let Some(root) = root {
             let dest = archive::disk_path(root, &key);
-            let source = &ctx.extracted.blobs[&blob.key];
+            let source = &blob_files[&blob.key];
             if dest.exists() {
                 if file_sha256(&dest).as_deref() == Some(blob.sha256.as_str()) {
                     report.blobs.reused += 1;

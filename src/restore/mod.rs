@@ -1,8 +1,10 @@
 //! Restore of one tenant from an archive. In order:
-//! 1. verify: unpack to a private temp dir, every hash and size checked;
+//! 1. verify: unpack to a private temp dir, every hash and size checked, on
+//!    a second thread while steps 2 and 3 run;
 //! 2. schema: the archive must fit the database;
 //! 3. stage and plan, without the write lock: rows parsed once into temp
-//!    tables ([`stage`]), outcomes and conflicts computed set-wise
+//!    tables while dump.jsonl is unpacked ([`stage`]; kept only if the
+//!    dump's hash checks out), outcomes and conflicts computed set-wise
 //!    ([`plan`]); a dry run stops here;
 //! 4. apply, in one `BEGIN IMMEDIATE` transaction ([`apply`]): purge, blob
 //!    files ([`blobs`]), rows, checks; then commit;
@@ -17,10 +19,11 @@ mod blobs;
 mod plan;
 mod stage;
 
-use crate::archive::read::{extract, Extracted};
-use crate::archive::{self, ManifestError};
+use crate::archive::dump::DumpReader;
+use crate::archive::read::{extract_feeding, manifest_event, DumpFeed};
+use crate::archive::{self, Manifest, ManifestError};
 use crate::db;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::progress::{report_failure, Event, Progress};
 use crate::schema::{Schema, Table};
 use crate::scope::{RelationHint, ScopeOptions, TenantScope};
@@ -151,56 +154,58 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
             .with("remap", options.remap),
     )?;
 
-    // ---- 1. verify: unpack to a private temp dir, every hash checked ----
+    // ---- 1–3. verify, schema, stage: no write lock yet ----
+    // The archive is unpacked and verified on a second thread while this
+    // one checks the schema and stages dump.jsonl as it comes out (see
+    // `stage_while_extracting`).
     let limits = limits_with(options.max_line_bytes);
     let temp_parent = options.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let extracted = extract(&options.archive, &temp_parent, limits, progress)?;
-    let manifest = &extracted.manifest;
-    let source = manifest.tenant.id.clone();
-    if manifest.tenant.column != options.tenant_column {
-        return Err(Error::argument(format!(
-            "the archive's tenant column is {:?}, not {:?}: pass tenant_column: {:?}",
-            manifest.tenant.column, options.tenant_column, manifest.tenant.column
-        )));
-    }
-    if source != options.tenant_id && !options.remap {
-        return Err(Error::argument(format!(
-            "the archive holds tenant {source}, not {}: pass remap: true to restore it into tenant {}",
-            options.tenant_id, options.tenant_id
-        )));
-    }
-
-    // ---- 2. schema: the archive must fit this database ----
-    let conn = if options.dry_run {
-        db::open_read_only(&options.database, options.busy_timeout_ms)?
-    } else {
-        db::open_read_write(&options.database, options.busy_timeout_ms)?
-    };
-    let schema = Schema::read(&conn)?;
-    let known_types: Vec<(String, String, String)> = manifest
-        .tables
-        .iter()
-        .flat_map(|t| {
-            t.polymorphic.iter().flat_map(move |(col, classes)| {
-                classes
-                    .iter()
-                    .map(move |class| (t.name.clone(), col.clone(), class.clone()))
+    let feed = DumpFeed::default();
+    let (extracted, staging) = std::thread::scope(|threads| {
+        let extraction = std::thread::Builder::new()
+            .name("tenant_kit-extract".into())
+            .spawn_scoped(threads, || {
+                extract_feeding(&options.archive, &temp_parent, limits, &feed)
             })
-        })
-        .collect();
-    let scope = TenantScope::discover(&conn, &schema, &scope_options(options), &known_types)?;
-    check_schema(&extracted, &schema, &scope)?;
+            .expect("spawning the extraction thread");
+        let staging = stage_while_extracting(options, &feed, limits, progress);
+        // Errors that damaged data can explain (a line that does not parse)
+        // wait for the extraction's verdict on the archive; the others stop
+        // it at once.
+        let stopped = staging
+            .as_ref()
+            .is_err_and(|e| !matches!(e.kind(), ErrorKind::Archive | ErrorKind::Integrity));
+        if stopped {
+            feed.cancel();
+        }
+        let extracted = match extraction.join() {
+            Ok(extracted) => extracted,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        match (extracted, staging) {
+            // A broken archive is reported as such, whatever staging made
+            // of it; unless the extraction only obeyed our own stop.
+            (Err(e), _) if !(stopped && e.kind() == ErrorKind::Cancelled) => Err(e),
+            (_, Err(e)) => Err(e),
+            (Ok(extracted), Ok(staging)) => Ok((extracted, staging)),
+            (Err(e), Ok(_)) => Err(e),
+        }
+    })?;
+    let Staging {
+        conn,
+        schema,
+        scope,
+        staged,
+    } = staging;
+    let manifest = &extracted.manifest;
     let ctx = Context {
         options,
         schema: &schema,
         scope: &scope,
-        extracted: &extracted,
-        source,
+        manifest,
+        blob_files: Some(&extracted.blobs),
+        source: manifest.tenant.id.clone(),
     };
-
-    // ---- 3. stage and plan: no write lock yet ----
-    let (conn, staged) = Staged::load(conn, &ctx, progress);
-    let staged = staged?;
     conn.execute_batch("BEGIN")?;
     let plan = plan::make(&conn, &ctx, &staged);
     // COMMIT, not ROLLBACK: the temp tables the plan made stay for the
@@ -312,6 +317,85 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
     Ok(report)
 }
 
+/// What staging leaves for the plan.
+struct Staging {
+    conn: rusqlite::Connection,
+    schema: Schema,
+    scope: TenantScope,
+    staged: Staged,
+}
+
+/// Steps 1 to 3 on the calling thread while the extraction runs on another
+/// one (`feed`): wait for the manifest, check the options and the schema
+/// against it, then stage the rows of dump.jsonl while it is being written.
+/// The reader sees the dump's end only once its hash is checked; if the
+/// extraction fails instead, staging fails too and its temp tables go with
+/// the connection.
+fn stage_while_extracting(
+    options: &RestoreOptions,
+    feed: &DumpFeed,
+    limits: crate::archive::read::Limits,
+    progress: &mut dyn Progress,
+) -> Result<Staging> {
+    let Some((manifest, dump_path, archive_bytes)) = feed.wait_manifest() else {
+        // The extraction's own error says why.
+        return Err(Error::archive("the archive has no readable manifest"));
+    };
+    progress.emit(manifest_event(&manifest, archive_bytes))?;
+    let source = manifest.tenant.id.clone();
+    if manifest.tenant.column != options.tenant_column {
+        return Err(Error::argument(format!(
+            "the archive's tenant column is {:?}, not {:?}: pass tenant_column: {:?}",
+            manifest.tenant.column, options.tenant_column, manifest.tenant.column
+        )));
+    }
+    if source != options.tenant_id && !options.remap {
+        return Err(Error::argument(format!(
+            "the archive holds tenant {source}, not {}: pass remap: true to restore it into tenant {}",
+            options.tenant_id, options.tenant_id
+        )));
+    }
+
+    // The archive must fit this database.
+    let conn = if options.dry_run {
+        db::open_read_only(&options.database, options.busy_timeout_ms)?
+    } else {
+        db::open_read_write(&options.database, options.busy_timeout_ms)?
+    };
+    let schema = Schema::read(&conn)?;
+    let known_types: Vec<(String, String, String)> = manifest
+        .tables
+        .iter()
+        .flat_map(|t| {
+            t.polymorphic.iter().flat_map(move |(col, classes)| {
+                classes
+                    .iter()
+                    .map(move |class| (t.name.clone(), col.clone(), class.clone()))
+            })
+        })
+        .collect();
+    let scope = TenantScope::discover(&conn, &schema, &scope_options(options), &known_types)?;
+    check_schema(&manifest, &schema, &scope)?;
+
+    let ctx = Context {
+        options,
+        schema: &schema,
+        scope: &scope,
+        manifest: &manifest,
+        blob_files: None,
+        source,
+    };
+    let dump = DumpReader::new(feed.follow(dump_path), limits.max_line_bytes);
+    let (conn, staged) = Staged::load(conn, &ctx, dump, progress);
+    let staged = staged?;
+    Ok(Staging {
+        conn,
+        schema,
+        scope,
+        staged,
+    })
+}
+
 fn scope_options(options: &RestoreOptions) -> ScopeOptions {
     ScopeOptions {
         tenant_column: options.tenant_column.clone(),
@@ -347,7 +431,10 @@ struct Context<'a> {
     options: &'a RestoreOptions,
     schema: &'a Schema,
     scope: &'a TenantScope,
-    extracted: &'a Extracted,
+    manifest: &'a Manifest,
+    /// Blob key → its unpacked file; None while staging (the extraction
+    /// is still running then).
+    blob_files: Option<&'a BTreeMap<String, PathBuf>>,
     source: TenantId,
 }
 
@@ -361,8 +448,7 @@ impl Context<'_> {
 }
 
 /// Every difference between the archive and the database, in one error.
-fn check_schema(extracted: &Extracted, schema: &Schema, scope: &TenantScope) -> Result<()> {
-    let m = &extracted.manifest;
+fn check_schema(m: &Manifest, schema: &Schema, scope: &TenantScope) -> Result<()> {
     let mut problems = Vec::new();
     if let (Some(theirs), Some(ours)) = (&m.source.schema_version, &schema.migration_version) {
         if version_key(theirs) > version_key(ours) {

@@ -9,14 +9,14 @@
 //! opens it, gone with the connection.
 
 use super::Context;
-use crate::archive::dump::RowLine;
+use crate::archive::dump::{DumpReader, RowLine};
 use crate::archive::{self, TableEntry};
 use crate::error::{Error, Result, ResultExt};
 use crate::progress::Progress;
 use crate::schema::quote;
 use crate::scope::{is_blob_table, Membership};
 use crate::value::SqlValue;
-use crate::verify::{check_dump, limits_with};
+use crate::verify::check_dump;
 use rusqlite::Connection;
 use std::collections::BTreeMap;
 
@@ -78,9 +78,10 @@ impl Staged {
     /// and checks (and talks to `progress`, which must stay on the calling
     /// thread), a second one owns the connection meanwhile and writes the
     /// rows. The connection is handed back either way.
-    pub fn load(
+    pub fn load<R: std::io::Read>(
         conn: Connection,
         ctx: &Context<'_>,
+        dump: DumpReader<R>,
         progress: &mut dyn Progress,
     ) -> (Connection, Result<Staged>) {
         let mut staged = Staged {
@@ -92,11 +93,14 @@ impl Staged {
         }
         let (sender, receiver) = std::sync::mpsc::sync_channel::<ToWriter>(8);
         std::thread::scope(|scope| {
-            let writer = scope.spawn(move || {
-                let written = write_staged_rows(&conn, receiver);
-                (conn, written)
-            });
-            let parsed = staged.parse_rows(ctx, progress, &sender);
+            let writer = std::thread::Builder::new()
+                .name("tenant_kit-stage".into())
+                .spawn_scoped(scope, move || {
+                    let written = write_staged_rows(&conn, receiver);
+                    (conn, written)
+                })
+                .expect("spawning the staging thread");
+            let parsed = staged.parse_rows(ctx, dump, progress, &sender);
             drop(sender);
             let (conn, written) = match writer.join() {
                 Ok(joined) => joined,
@@ -109,17 +113,17 @@ impl Staged {
         })
     }
 
-    fn parse_rows(
+    fn parse_rows<R: std::io::Read>(
         &mut self,
         ctx: &Context<'_>,
+        dump: DumpReader<R>,
         progress: &mut dyn Progress,
         writer: &std::sync::mpsc::SyncSender<ToWriter>,
     ) -> Result<()> {
         // A closed channel means the writer failed: its error is reported.
         let gone = || Error::internal("the staging writer stopped");
         let mut batch: Vec<Vec<SqlValue>> = Vec::with_capacity(BATCH_ROWS);
-        let limits = limits_with(ctx.options.max_line_bytes);
-        check_dump(ctx.extracted, limits, progress, |entry, line| {
+        check_dump(ctx.manifest, dump, progress, |entry, line| {
             if self
                 .tables
                 .last()
@@ -308,7 +312,12 @@ impl StagedTable {
     fn values(&self, ctx: &Context<'_>, line: RowLine) -> Result<Vec<SqlValue>> {
         // check_dump let through only rows with the manifest's columns; in
         // the manifest's order (our backups) they are taken as they are.
-        let in_order = line.row.0.iter().map(|(c, _)| c).eq(self.columns.iter());
+        let in_order = line
+            .row
+            .0
+            .iter()
+            .map(|(c, _)| &**c)
+            .eq(self.columns.iter().map(String::as_str));
         let mut values: Vec<SqlValue> = if in_order {
             line.row.0.into_iter().map(|(_, v)| v).collect()
         } else {
