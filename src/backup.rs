@@ -403,6 +403,10 @@ fn read_snapshot(
     // anywhere is almost certainly a wrong id.
     let mut counts = Vec::with_capacity(scope.tables.len());
     for t in &scope.tables {
+        if let Some(n) = sets.member_count(conn, &t.name)? {
+            counts.push(n);
+            continue;
+        }
         let sql = format!(
             "SELECT count(*) FROM {} AS a WHERE {}",
             quote(&t.name),

@@ -827,6 +827,9 @@ pub struct MemberSets<'a> {
     scope: &'a TenantScope,
     schema: &'a Schema,
     side: Side,
+    /// Made for the whole tenant ([`MemberSets::materialize`]), not only
+    /// for some candidates.
+    whole: bool,
 }
 
 impl<'a> MemberSets<'a> {
@@ -869,6 +872,7 @@ impl<'a> MemberSets<'a> {
             scope,
             schema,
             side,
+            whole: within.is_none(),
         };
         for (i, t) in scope.tables.iter().enumerate() {
             if let Membership::Derived { .. } = t.membership {
@@ -900,6 +904,7 @@ impl<'a> MemberSets<'a> {
             scope,
             schema,
             side,
+            whole: false,
         }
     }
 
@@ -1020,6 +1025,19 @@ impl<'a> MemberSets<'a> {
     /// rebuild the whole list on every execution.
     pub fn member_probe(&self, table: &str, alias: &str) -> Result<String> {
         self.predicate(table, alias, true)
+    }
+
+    /// How many rows of derived `table` are members, read off a set made
+    /// for the whole tenant (it holds exactly their keys); None for the
+    /// other tables and for sets made within candidates.
+    pub fn member_count(&self, conn: &Connection, table: &str) -> Result<Option<u64>> {
+        let Some(index) = self.scope.derived_index(table).filter(|_| self.whole) else {
+            return Ok(None);
+        };
+        let sql = format!("SELECT count(*) FROM temp.{}", self.set_name(index));
+        Ok(Some(
+            conn.query_row(&sql, [], |r| r.get::<_, i64>(0))? as u64
+        ))
     }
 
     /// Whether the set of derived `table` has no row (false for tables
