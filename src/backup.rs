@@ -115,10 +115,8 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
 
     // Everything we write goes to a private temp dir next to the archive;
     // dropping it (error, cancel, panic) removes every trace.
-    let work = tempfile::Builder::new()
-        .prefix(".tenant_kit-backup-")
-        .permissions(crate::private_dir_permissions())
-        .tempdir_in(&options.output_dir)
+    // (A killed run's leftovers older than a day are removed first.)
+    let work = crate::work_dir::create(&options.output_dir, crate::work_dir::BACKUP_PREFIX)
         .map_err(|e| {
             Error::io(format!(
                 "output_dir {} is not writable: {e}",

@@ -23,27 +23,13 @@ pub mod selftest;
 pub mod settings;
 pub mod value;
 pub mod verify;
+pub mod work_dir;
 
 #[cfg(feature = "capi")]
 pub mod capi;
 
 pub use error::{Error, ErrorKind, Result};
 pub use progress::{Event, NoProgress, Progress};
-
-/// Temp dirs hold customer data (dumps, blob files): owner only.
-pub(crate) fn private_dir_permissions() -> std::fs::Permissions {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::Permissions::from_mode(0o700)
-    }
-    #[cfg(not(unix))]
-    {
-        std::fs::metadata(".")
-            .map(|m| m.permissions())
-            .expect("current dir is readable")
-    }
-}
 
 /// The crate version, also the gem version and the archive's `tool_version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

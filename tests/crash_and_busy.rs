@@ -117,8 +117,31 @@ fn sigkill_during_backup_leaves_no_archive() {
         assert!(archives.is_empty(), "SIGKILL at {step} left {archives:?}");
         integrity_ok(&app.db);
     }
+    // The killed runs could not remove their work dirs; once those are
+    // older than a day, the next backup does.
+    let work_dirs = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&app.out)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(tenant_kit::work_dir::BACKUP_PREFIX))
+            })
+            .collect()
+    };
+    let left = work_dirs();
+    assert!(!left.is_empty(), "the kills left no work dir to sweep");
+    let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86_400);
+    for dir in &left {
+        std::fs::File::open(dir)
+            .unwrap()
+            .set_times(std::fs::FileTimes::new().set_modified(two_days_ago))
+            .unwrap();
+    }
     let report = app.backup(1);
     tenant_kit::verify::verify_path(&report.path).unwrap();
+    assert_eq!(work_dirs(), Vec::<std::path::PathBuf>::new());
 }
 
 #[test]

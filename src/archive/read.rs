@@ -244,11 +244,8 @@ fn extract_into(
         _ => Error::io(format!("cannot open archive {}: {e}", archive.display())),
     })?;
     let archive_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let dir = tempfile::Builder::new()
-        .prefix(".tenant_kit-restore-")
-        .permissions(crate::private_dir_permissions())
-        .tempdir_in(temp_parent)
-        .map_err(|e| {
+    let dir =
+        crate::work_dir::create(temp_parent, crate::work_dir::RESTORE_PREFIX).map_err(|e| {
             Error::io(format!(
                 "cannot create a temp dir in {}: {e}",
                 temp_parent.display()
