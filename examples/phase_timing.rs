@@ -1,5 +1,5 @@
 //! Phase timings of one restore or backup, for profiling by hand:
-//! `cargo run --release --example restore_timing -- <options.json>`
+//! `cargo run --release --example phase_timing -- <options.json>`
 //! (restore options), `-- backup:<options.json>` (backup options) or
 //! `-- verify:<archive>`.
 use std::time::Instant;
