@@ -500,7 +500,8 @@ fn distinct_types(conn: &Connection, table: &str, column: &str) -> Result<Vec<St
     Ok(types)
 }
 
-/// Parents before children (Kahn's algorithm). Self references are ignored;
+/// Parents before children (Kahn's algorithm), tables with the tenant column
+/// before derived ones where the references allow. Self references are ignored;
 /// a cycle is broken at the table with the fewest unmet parents, which the
 /// restore handles with deferred foreign keys.
 fn dependency_order(
@@ -535,9 +536,15 @@ fn dependency_order(
                 .filter(|p| !order.contains(p))
                 .count()
         };
+        // Of the tables that are ready, one chosen by a condition on its
+        // rows goes before a derived one: a backup dumps those while the
+        // member sets of the derived ones are still being computed.
+        let ready = |n: &String| unmet(n, &order) == 0;
+        let by_row = |n: &String| !matches!(member.get(n), Some(Membership::Derived { .. }));
         let next = remaining
             .iter()
-            .position(|n| unmet(n, &order) == 0)
+            .position(|n| ready(n) && by_row(n))
+            .or_else(|| remaining.iter().position(ready))
             .unwrap_or_else(|| {
                 (0..remaining.len())
                     .min_by_key(|&i| unmet(&remaining[i], &order))

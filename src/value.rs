@@ -79,11 +79,29 @@ pub fn write_json(out: &mut Vec<u8>, value: ValueRef<'_>) {
         ValueRef::Null => out.extend_from_slice(b"null"),
         ValueRef::Integer(i) => out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes()),
         ValueRef::Real(r) => write_real(out, r),
-        ValueRef::Text(t) => match std::str::from_utf8(t) {
-            Ok(s) => write_json_string(out, s),
-            Err(_) => write_tagged(out, "$text_base64", &BASE64.encode(t)),
-        },
+        ValueRef::Text(t) => write_json_text(out, t),
         ValueRef::Blob(b) => write_tagged(out, "$base64", &BASE64.encode(b)),
+    }
+}
+
+/// TEXT as a JSON string when it is UTF-8, as tagged base64 when it is
+/// not (Ruby can store such bytes): lossless either way.
+fn write_json_text(out: &mut Vec<u8>, text: &[u8]) {
+    // Most values are plain ASCII from end to end: found in one pass and
+    // copied whole, without a separate UTF-8 validation.
+    let plain = plain_prefix(text);
+    if plain == text.len() {
+        out.reserve(text.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(text);
+        out.push(b'"');
+        return;
+    }
+    // The prefix is ASCII, so the whole is UTF-8 exactly when the rest is.
+    if std::str::from_utf8(&text[plain..]).is_ok() {
+        write_escaped(out, text, plain);
+    } else {
+        write_tagged(out, "$text_base64", &BASE64.encode(text));
     }
 }
 
@@ -101,14 +119,48 @@ fn write_real(out: &mut Vec<u8>, r: f64) {
 
 /// Append `s` as a JSON string literal, escaped exactly as serde_json
 /// escapes it. Written out because the backup spends a good part of its
-/// time here: one table lookup a byte, runs of plain bytes copied whole.
+/// time here.
 pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
+    write_escaped(out, s.as_bytes(), plain_prefix(s.as_bytes()));
+}
+
+/// How many leading bytes are ASCII that stands for itself in a JSON
+/// string (no control character, quote or backslash). Eight bytes at a
+/// time: a word is plain when no byte has its high bit set, none is below
+/// 0x20 and none equals `"` or `\\`.
+fn plain_prefix(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Non-zero when some byte of `v` is below `n` (n <= 0x80) or has its
+    // high bit set; exact about whether there is one, which is all we ask.
+    let any_below = |v: u64, n: u64| v.wrapping_sub(ONES * n) & !v & HIGH;
+    let any_zero = |v: u64| any_below(v, 1);
+    let mut i = 0;
+    while let Some(word) = bytes.get(i..i + 8) {
+        let x = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        let special = (x & HIGH)
+            | any_below(x, 0x20)
+            | any_zero(x ^ (ONES * u64::from(b'"')))
+            | any_zero(x ^ (ONES * u64::from(b'\\')));
+        if special != 0 {
+            break;
+        }
+        i += 8;
+    }
+    while i < bytes.len() && bytes[i] < 0x80 && ESCAPE[bytes[i] as usize] == 0 {
+        i += 1;
+    }
+    i
+}
+
+/// Append `bytes` (UTF-8) as a JSON string; the first `plain` bytes are
+/// known to need no escaping.
+fn write_escaped(out: &mut Vec<u8>, bytes: &[u8], plain: usize) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.reserve(s.len() + 2);
+    out.reserve(bytes.len() + 2);
     out.push(b'"');
-    let bytes = s.as_bytes();
     let mut plain_from = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    for (i, &b) in bytes.iter().enumerate().skip(plain) {
         let escape = ESCAPE[b as usize];
         if escape == 0 {
             continue;
@@ -270,6 +322,36 @@ mod tests {
         }
         for i in [0, -1, i64::MIN, i64::MAX, 1234567890] {
             assert_eq!(encode(ValueRef::Integer(i)), i.to_string());
+        }
+    }
+
+    /// Every byte at every position of an eight-byte word: the word-wise
+    /// scan must stop exactly where serde_json would start escaping, and
+    /// TEXT that is not UTF-8 must go to base64 whole.
+    #[test]
+    fn text_is_encoded_as_serde_json_encodes_it_at_every_offset() {
+        for special in (0u8..=0xff).map(|b| vec![b]).chain([
+            "Ü".as_bytes().to_vec(),
+            "🐢".as_bytes().to_vec(),
+            vec![0xe2, 0x82], // a truncated sequence
+        ]) {
+            for before in 0..18 {
+                for after in [0, 1, 7, 9] {
+                    let text: Vec<u8> = [
+                        "a".repeat(before).as_bytes(),
+                        &special,
+                        "z".repeat(after).as_bytes(),
+                    ]
+                    .concat();
+                    let mut ours = Vec::new();
+                    write_json(&mut ours, ValueRef::Text(&text));
+                    let expected = match std::str::from_utf8(&text) {
+                        Ok(s) => serde_json::to_string(s).unwrap(),
+                        Err(_) => format!(r#"{{"$text_base64":"{}"}}"#, BASE64.encode(&text)),
+                    };
+                    assert_eq!(String::from_utf8(ours).unwrap(), expected, "{text:?}");
+                }
+            }
         }
     }
 

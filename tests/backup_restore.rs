@@ -427,6 +427,47 @@ fn blob_key_taken_by_another_blob_gets_a_fresh_key() {
     );
 }
 
+/// In rollback-journal mode a helper connection that shares the snapshot
+/// computes the member sets while the main connection dumps; in WAL mode
+/// one connection does both in turn. The same data gives the same dump.
+#[test]
+fn the_dump_is_the_same_whether_member_sets_are_computed_alongside_or_not() {
+    let app = App::new();
+    let backup = |app: &App| -> (Vec<u8>, bool) {
+        let mut parallel = None;
+        let mut progress = |e: Event| {
+            if e.step() == "snapshot" {
+                parallel = e.get("parallel").and_then(|v| v.as_bool());
+            }
+            Ok(())
+        };
+        let report = tenant_kit::backup::backup(&app.backup_options(1), &mut progress).unwrap();
+        let dump = archive_entry(&report.path, "dump.jsonl");
+        std::fs::remove_file(&report.path).unwrap();
+        (dump, parallel.expect("a snapshot event with `parallel`"))
+    };
+    let (alongside, helper_used) = backup(&app);
+    let mode: String = app
+        .conn()
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let (in_turn, helper_used_in_wal) = backup(&app);
+    assert!(helper_used, "rollback-journal mode should use the helper");
+    assert!(!helper_used_in_wal, "WAL mode must not use the helper");
+    assert_eq!(
+        String::from_utf8_lossy(&alongside),
+        String::from_utf8_lossy(&in_turn)
+    );
+    let text = String::from_utf8(alongside).unwrap();
+    for derived in [
+        "\"table\":\"tags_tasks\"",
+        "\"table\":\"active_storage_attachments\"",
+    ] {
+        assert!(text.contains(derived), "no {derived} rows in the dump");
+    }
+}
+
 #[test]
 fn cancelled_backup_leaves_no_archive_and_no_temp_files() {
     let app = App::new();

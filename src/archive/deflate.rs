@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use flate2::{Compress, Compression, FlushCompress};
 use sha2::{Digest, Sha256};
 use std::io::{self, Write};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::thread::JoinHandle;
 
 /// A `Write` that raw-deflates into `out`, counting and CRC-ing its input.
@@ -86,26 +86,35 @@ pub struct DeflatedDump {
     pub sha256: String,
 }
 
-/// Feeds dump bytes to a compressor thread in 1 MiB chunks.
+/// Feeds dump bytes to a compressor thread in 1 MiB chunks. The rows are
+/// encoded straight into the chunk ([`DumpCompressor::buffer`]), and the
+/// worker hands emptied chunks back, so the dump neither copies its bytes
+/// once more nor touches fresh memory for every megabyte.
 pub struct DumpCompressor {
     sender: Option<SyncSender<Vec<u8>>>,
+    emptied: Receiver<Vec<u8>>,
     chunk: Vec<u8>,
     worker: Option<JoinHandle<io::Result<DeflatedDump>>>,
 }
 
+/// A chunk is sent when it holds this much; the slack above it takes the
+/// line that crossed the mark without growing the buffer.
 const CHUNK: usize = 1 << 20;
+const CHUNK_CAPACITY: usize = CHUNK + (64 << 10);
 
 impl DumpCompressor {
     /// Start compressing into `out` (the `dump.deflate` piece).
     pub fn start<W: Write + Send + 'static>(out: W, level: u32) -> DumpCompressor {
         let (sender, receiver) = sync_channel::<Vec<u8>>(4);
+        let (give_back, emptied) = channel::<Vec<u8>>();
         let worker = std::thread::Builder::new()
             .name("tenant_kit-deflate".into())
-            .spawn(move || compress_chunks(receiver, out, level))
+            .spawn(move || compress_chunks(receiver, give_back, out, level))
             .expect("spawning the compressor thread");
         DumpCompressor {
             sender: Some(sender),
-            chunk: Vec::with_capacity(CHUNK),
+            emptied,
+            chunk: Vec::with_capacity(CHUNK_CAPACITY),
             worker: Some(worker),
         }
     }
@@ -121,7 +130,11 @@ impl DumpCompressor {
     }
 
     fn send(&mut self) -> Result<()> {
-        let full = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK));
+        let next = self
+            .emptied
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(CHUNK_CAPACITY));
+        let full = std::mem::replace(&mut self.chunk, next);
         let sent = self
             .sender
             .as_ref()
@@ -136,6 +149,16 @@ impl DumpCompressor {
 
     pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
         self.chunk.extend_from_slice(bytes);
+        self.end_line()
+    }
+
+    /// Where the next line goes: append it, then call [`Self::end_line`].
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.chunk
+    }
+
+    /// A line was appended to [`Self::buffer`]: send the chunk when full.
+    pub fn end_line(&mut self) -> Result<()> {
         if self.chunk.len() >= CHUNK {
             self.send()?;
         }
@@ -167,14 +190,18 @@ impl Drop for DumpCompressor {
 
 fn compress_chunks<W: Write>(
     chunks: Receiver<Vec<u8>>,
+    give_back: Sender<Vec<u8>>,
     out: W,
     level: u32,
 ) -> io::Result<DeflatedDump> {
     let mut deflate = RawDeflate::new(out, level);
     let mut sha = Sha256::new();
-    for chunk in chunks {
+    for mut chunk in chunks {
         sha.update(&chunk);
         deflate.write_all(&chunk)?;
+        chunk.clear();
+        // The writer may be gone already (it is finishing): then drop it.
+        let _ = give_back.send(chunk);
     }
     let (mut out, crc, size) = deflate.finish(false)?;
     out.flush()?;

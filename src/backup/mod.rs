@@ -3,28 +3,25 @@
 //! manifest into `tenant_<id>_<UTC stamp>.tar.gz` (mode 0600), which appears
 //! under its final name only when complete. Failure or cancel leaves nothing.
 
-use crate::archive::deflate::{DeflatedDump, DumpCompressor};
 use crate::archive::write::{write_archive, BlobFile, DumpPiece};
 use crate::archive::{
-    self, BlobEntry, ColumnInfo, FileEntry, Manifest, ManifestError, SkippedTable, SourceInfo,
-    TableEntry, TenantInfo, DUMP_NAME,
+    self, BlobEntry, ColumnInfo, Manifest, ManifestError, SkippedTable, SourceInfo, TenantInfo,
 };
 use crate::clock::UtcTime;
 use crate::db;
-use crate::error::{Error, Result, ResultExt};
-use crate::progress::{report_failure, Event, Progress, Throttle};
-use crate::schema::{quote, Schema};
-use crate::scope::{
-    is_blob_table, tenant_params, MemberSets, RelationHint, ScopeOptions, Side, TenantScope,
-};
-use crate::value::write_json;
+use crate::error::{Error, Result};
+use crate::progress::{report_failure, Event, Progress};
+use crate::scope::{RelationHint, ScopeOptions};
 use crate::TenantId;
+use snapshot::{BlobRow, Snapshot};
+
+mod snapshot;
 use md5::Md5;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufWriter, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -126,13 +123,16 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
 
     let conn = db::open_read_only(&options.database, options.busy_timeout_ms)?;
     let journal_mode = db::journal_mode(&conn)?;
+    // A second connection computes the member sets while the first one
+    // dumps (see snapshot.rs).
+    let helper = snapshot::open_helper(options, &journal_mode);
     // The dump, deflate-compressed as it is written (see archive/deflate.rs).
     let dump_path = work.path().join("dump.jsonl.deflate");
 
     // ---- the read snapshot: as short as we can make it ----
     let snapshot_started = Instant::now();
     conn.execute_batch("BEGIN")?;
-    let snapshot = read_snapshot(&conn, options, &dump_path, progress);
+    let snapshot = snapshot::read_snapshot(&conn, helper, options, &dump_path, progress);
     let snapshot_ms = snapshot_started.elapsed().as_millis() as u64;
     // A read transaction has nothing to commit; ending it frees the writers.
     let _ = conn.execute_batch("ROLLBACK");
@@ -143,13 +143,15 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
         dump,
         deflated,
         blob_rows,
+        parallel,
     } = snapshot?;
     drop(conn);
     progress.emit(
         Event::new("snapshot")
             .with("journal_mode", journal_mode.clone())
             .with("held_ms", snapshot_ms)
-            .with("writers_blocked", journal_mode != "wal"),
+            .with("writers_blocked", journal_mode != "wal")
+            .with("parallel", parallel),
     )?;
 
     // ---- blob files: hash and check against ActiveStorage's checksum ----
@@ -349,204 +351,6 @@ fn check_options(options: &BackupOptions) -> Result<()> {
         }
     }
     Ok(())
-}
-
-struct Snapshot {
-    schema: Schema,
-    scope: TenantScope,
-    tables: Vec<TableEntry>,
-    dump: FileEntry,
-    deflated: DeflatedDump,
-    blob_rows: Vec<BlobRow>,
-}
-
-/// The ActiveStorage columns of one blob row we back up.
-struct BlobRow {
-    key: String,
-    checksum: Option<String>,
-    byte_size: Option<i64>,
-}
-
-fn read_snapshot(
-    conn: &rusqlite::Connection,
-    options: &BackupOptions,
-    dump_path: &Path,
-    progress: &mut dyn Progress,
-) -> Result<Snapshot> {
-    let schema = Schema::read(conn)?;
-    let scope = TenantScope::discover(conn, &schema, &options.scope_options(), &[])?;
-    progress.emit(
-        Event::new("scan_tables")
-            .with(
-                "tables",
-                scope
-                    .tables
-                    .iter()
-                    .map(|t| t.name.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .with(
-                "skipped",
-                scope
-                    .skipped
-                    .iter()
-                    .map(|(n, _)| n.as_str())
-                    .collect::<Vec<_>>(),
-            ),
-    )?;
-    let sets = MemberSets::materialize(conn, &scope, &schema, &options.tenant_id, Side::Ours)?;
-    let tenant = options.tenant_id.to_sql_value();
-
-    // Count first: progress needs totals, and a tenant without a single row
-    // anywhere is almost certainly a wrong id.
-    let mut counts = Vec::with_capacity(scope.tables.len());
-    for t in &scope.tables {
-        if let Some(n) = sets.member_count(conn, &t.name)? {
-            counts.push(n);
-            continue;
-        }
-        let sql = format!(
-            "SELECT count(*) FROM {} AS a WHERE {}",
-            quote(&t.name),
-            sets.member_predicate(&t.name, "a")?
-        );
-        let mut stmt = conn.prepare(&sql)?;
-        let params = tenant_params(&stmt, &tenant);
-        counts.push(stmt.query_row(&*params, |r| r.get::<_, i64>(0))? as u64);
-    }
-    if counts.iter().all(|&c| c == 0) {
-        return Err(Error::argument(format!(
-            "tenant {} has no rows (no {} = {} in any table)",
-            options.tenant_id, options.tenant_column, options.tenant_id
-        )));
-    }
-
-    // Rows are compressed on a second thread while they are read.
-    let file = File::create(dump_path).at("creating dump.jsonl")?;
-    let mut out = DumpCompressor::start(
-        BufWriter::with_capacity(1 << 20, file),
-        options.compression_level,
-    );
-    let mut line = Vec::with_capacity(4096);
-    let mut tables = Vec::with_capacity(scope.tables.len());
-    let mut blob_rows = Vec::new();
-    for (t, &total) in scope.tables.iter().zip(&counts) {
-        let table = schema.table(&t.name).expect("scope tables exist");
-        let columns: Vec<&str> = table.stored_columns().map(|c| c.name.as_str()).collect();
-        let select = columns
-            .iter()
-            .map(|c| format!("a.{}", quote(c)))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let order = table
-            .row_key()
-            .iter()
-            .map(|k| format!("a.{}", quote(k)))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "SELECT {select} FROM {} AS a WHERE {} ORDER BY {order}",
-            quote(&t.name),
-            sets.member_predicate(&t.name, "a")?
-        );
-        // The constant part of every line, built once per table.
-        let mut prefix = b"{\"table\":".to_vec();
-        crate::value::write_json_string(&mut prefix, &t.name);
-        prefix.extend_from_slice(b",\"row\":{");
-        let keys: Vec<Vec<u8>> = columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let mut k = if i == 0 { Vec::new() } else { b",".to_vec() };
-                crate::value::write_json_string(&mut k, c);
-                k.push(b':');
-                k
-            })
-            .collect();
-        let blob_cols = if is_blob_table(&t.name) {
-            Some((
-                columns.iter().position(|c| *c == "key"),
-                columns.iter().position(|c| *c == "checksum"),
-                columns.iter().position(|c| *c == "byte_size"),
-            ))
-        } else {
-            None
-        };
-
-        progress.emit(Event::table_progress(
-            "dump_progress",
-            t.name.as_str(),
-            0u64,
-            total,
-        ))?;
-        let mut throttle = Throttle::new(total);
-        let mut stmt = conn.prepare(&sql)?;
-        let params = tenant_params(&stmt, &tenant);
-        let mut rows = stmt.query(&*params)?;
-        let mut written = 0u64;
-        while let Some(row) = rows.next()? {
-            line.clear();
-            line.extend_from_slice(&prefix);
-            for (i, key) in keys.iter().enumerate() {
-                line.extend_from_slice(key);
-                write_json(&mut line, row.get_ref(i)?);
-            }
-            line.extend_from_slice(b"}}\n");
-            out.write_all(&line)?;
-            if let Some((Some(k), checksum, size)) = blob_cols {
-                blob_rows.push(BlobRow {
-                    key: row.get_ref(k)?.as_str().unwrap_or_default().to_string(),
-                    checksum: checksum
-                        .and_then(|i| row.get_ref(i).ok()?.as_str().ok().map(String::from)),
-                    byte_size: size.and_then(|i| row.get_ref(i).ok()?.as_i64().ok()),
-                });
-            }
-            written += 1;
-            if written % 1024 == 0 {
-                progress.check_interrupt()?;
-            }
-            if throttle.due(written) {
-                progress.emit(Event::table_progress(
-                    "dump_progress",
-                    t.name.as_str(),
-                    written,
-                    total,
-                ))?;
-            }
-        }
-        if written != total {
-            return Err(Error::internal(format!(
-                "{}: counted {total} rows but read {written}",
-                t.name
-            )));
-        }
-        progress.emit(Event::table_progress(
-            "dump_progress",
-            t.name.as_str(),
-            written,
-            total,
-        ))?;
-        tables.push(TableEntry {
-            name: t.name.clone(),
-            columns: columns.iter().map(|c| c.to_string()).collect(),
-            rows: written,
-            scope: t.membership.describe(),
-            polymorphic: scope.polymorphic_types(&t.name),
-        });
-    }
-    let deflated = out.finish()?;
-    Ok(Snapshot {
-        schema,
-        scope,
-        tables,
-        dump: FileEntry {
-            name: DUMP_NAME.into(),
-            size: deflated.size,
-            sha256: deflated.sha256.clone(),
-        },
-        deflated,
-        blob_rows,
-    })
 }
 
 /// Hash one blob's file; a missing or unreadable file becomes a manifest
