@@ -827,6 +827,102 @@ fn schema_table<'s>(schema: &'s Schema, name: &str) -> Result<&'s Table> {
         .ok_or_else(|| Error::schema(format!("table {name:?} disappeared from the database")))
 }
 
+/// How a fill finds the rows of a derived table that reference member
+/// rows of a parent through one column. Without statistics SQLite cannot
+/// tell which side is small, so we look at what it cannot see: indexes and
+/// table sizes (`max(rowid)`, one seek).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FillPlan {
+    /// `c.col IN (SELECT p.key FROM parent …)`: the parents' keys become a
+    /// list, and SQLite walks the child's index from it or scans the child
+    /// once. Safe whatever the indexes; building the list costs as much as
+    /// the parent has member rows.
+    ParentList,
+    /// Scan the child, probing each row's parent by its (indexed) key: for
+    /// a child much smaller than its parent, such as attachments of tasks.
+    ProbeParent,
+    /// Step through the member parents and seek each one's children through
+    /// an index that starts with the link column: no list to build, for
+    /// large children such as join tables.
+    JoinFromParents,
+}
+
+impl FillPlan {
+    fn choose(
+        conn: &Connection,
+        schema: &Schema,
+        r: &Reference,
+        column: &str,
+        parent_column: &str,
+    ) -> Result<FillPlan> {
+        let child = schema_table(schema, &r.table)?;
+        let parent = schema_table(schema, &r.parent)?;
+        if let (Some(child_rows), Some(parent_rows)) =
+            (estimated_rows(conn, child)?, estimated_rows(conn, parent)?)
+        {
+            if child_rows.saturating_mul(4) <= parent_rows
+                && leads_an_index(conn, parent, &[parent_column])?
+            {
+                return Ok(FillPlan::ProbeParent);
+            }
+        }
+        let mut link = vec![column];
+        if let Some((type_column, _)) = &r.polymorphic {
+            link.push(type_column);
+        }
+        if leads_an_index(conn, child, &link)? {
+            return Ok(FillPlan::JoinFromParents);
+        }
+        Ok(FillPlan::ParentList)
+    }
+}
+
+/// About how many rows a rowid table has (`max(rowid)`, exact unless rows
+/// were deleted); None for WITHOUT ROWID tables.
+fn estimated_rows(conn: &Connection, table: &Table) -> Result<Option<u64>> {
+    if table.without_rowid {
+        return Ok(None);
+    }
+    let sql = format!("SELECT max(rowid) FROM {}", quote(&table.name));
+    let max: Option<i64> = conn.query_row(&sql, [], |r| r.get(0))?;
+    Ok(Some(max.unwrap_or(0).max(0) as u64))
+}
+
+/// Whether `columns` (in any order) are the leading columns of one of
+/// `table`'s full indexes, or `columns` is the table's INTEGER PRIMARY KEY.
+fn leads_an_index(conn: &Connection, table: &Table, columns: &[&str]) -> Result<bool> {
+    if let ([column], [pk]) = (columns, table.primary_key().as_slice()) {
+        let rowid_alias = !table.without_rowid
+            && table
+                .column(pk)
+                .is_some_and(|c| c.decl_type.eq_ignore_ascii_case("INTEGER"));
+        if rowid_alias && column == pk {
+            return Ok(true);
+        }
+    }
+    let mut indexes = conn.prepare("SELECT name FROM pragma_index_list(?1) WHERE partial = 0")?;
+    let names: Vec<String> = indexes
+        .query_map([&table.name], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut info =
+        conn.prepare("SELECT name FROM pragma_index_info(?1) WHERE seqno < ?2 ORDER BY seqno")?;
+    for index in names {
+        let mut leading: Vec<String> = info
+            .query_map(rusqlite::params![index, columns.len() as i64], |r| {
+                r.get::<_, Option<String>>(0)
+            })?
+            .filter_map(|name| name.transpose())
+            .collect::<rusqlite::Result<_>>()?;
+        leading.sort();
+        let mut wanted: Vec<&str> = columns.to_vec();
+        wanted.sort();
+        if leading.len() == wanted.len() && leading.iter().zip(&wanted).all(|(a, b)| a == b) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Materialised membership: for every derived table, a temp table of the
 /// keys of its member rows, computed to a fixpoint inside the caller's
 /// transaction (so it sees the same snapshot as the reads that follow).
@@ -888,7 +984,7 @@ impl<'a> MemberSets<'a> {
         }
         let mut fills: Vec<Fill> = Vec::new();
         for (i, t) in scope.tables.iter().enumerate() {
-            fills.extend(sets.fill_statements(i, t, within)?);
+            fills.extend(sets.fill_statements(conn, i, t, within)?);
         }
         // Statements fed by tenant-column tables go first.
         fills.sort_by_key(|f| {
@@ -920,13 +1016,15 @@ impl<'a> MemberSets<'a> {
     }
 
     /// One INSERT per reference that can make a row of `t` a member. Over
-    /// the whole table, single column references are written
-    /// `c.col IN (SELECT …)` so SQLite walks the child's index from the
-    /// (small) parent set instead of scanning the whole child table for
-    /// every tenant. Within candidates, the candidates drive instead, each
-    /// probing its parent or children.
+    /// the whole table, a single column reference from `t` to a member
+    /// parent is found the cheapest way we can tell (see [`FillPlan`]);
+    /// other links are written `c.col IN (SELECT …)`, so SQLite walks the
+    /// child's index from the (small) parent set instead of scanning the
+    /// whole child table for every tenant. Within candidates, the
+    /// candidates drive instead, each probing its parent or children.
     fn fill_statements(
         &self,
+        conn: &Connection,
         index: usize,
         t: &ScopedTable,
         within: Option<&Candidates<'_>>,
@@ -996,13 +1094,37 @@ impl<'a> MemberSets<'a> {
                 }
                 None => String::new(),
             };
-            out.push(Fill {
-                target: t.name.clone(),
-                source: r.parent.clone(),
-                sql: format!(
+            let plan = match (within, r.columns.as_slice(), r.parent_columns.as_slice()) {
+                (None, [c], [p]) => FillPlan::choose(conn, self.schema, r, c, p)?,
+                _ => FillPlan::ParentList,
+            };
+            let sql = match plan {
+                FillPlan::ParentList => format!(
                     "{head}{typed}{}",
                     link(&r.columns, &r.parent_columns, &r.parent, "p")?
                 ),
+                FillPlan::ProbeParent => format!(
+                    "{head}{typed}EXISTS (SELECT 1 FROM {} AS p WHERE p.{} = c.{} AND {})",
+                    quote(&r.parent),
+                    quote(&r.parent_columns[0]),
+                    quote(&r.columns[0]),
+                    self.member_probe(&r.parent, "p")?
+                ),
+                // CROSS JOIN keeps the parents as the outer loop.
+                FillPlan::JoinFromParents => format!(
+                    "INSERT OR IGNORE INTO temp.{set} SELECT {key} FROM {parent} AS p CROSS JOIN {child} AS c ON c.{col} = p.{pcol} WHERE {typed}{member}",
+                    set = self.set_name(index),
+                    parent = quote(&r.parent),
+                    child = quote(&t.name),
+                    col = quote(&r.columns[0]),
+                    pcol = quote(&r.parent_columns[0]),
+                    member = self.member_predicate(&r.parent, "p")?
+                ),
+            };
+            out.push(Fill {
+                target: t.name.clone(),
+                source: r.parent.clone(),
+                sql,
             });
         }
         for r in owned_by_children {
@@ -1146,4 +1268,77 @@ impl MemberSets<'_> {
 /// A SQL string literal (for class names read from the database).
 pub fn sql_string(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TenantId;
+
+    /// Three tables without the tenant column hang off `tasks` the same
+    /// way; only their size and indexes differ, and with them the plan.
+    fn app() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE tenants(id INTEGER PRIMARY KEY);
+             CREATE TABLE tasks(id INTEGER PRIMARY KEY, tenant_id INTEGER REFERENCES tenants(id));
+             CREATE INDEX tasks_tenant ON tasks(tenant_id);
+             CREATE TABLE notes(id INTEGER PRIMARY KEY, task_id INTEGER REFERENCES tasks(id));
+             CREATE TABLE links(id INTEGER PRIMARY KEY, task_id INTEGER REFERENCES tasks(id));
+             CREATE INDEX links_task ON links(task_id);
+             CREATE TABLE marks(id INTEGER PRIMARY KEY, task_id INTEGER REFERENCES tasks(id));
+             INSERT INTO tenants VALUES (1), (2);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400)
+               INSERT INTO tasks SELECT i, 1 + i % 2 FROM n;
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 30)
+               INSERT INTO notes SELECT i, CASE WHEN i % 5 = 0 THEN NULL ELSE i * 7 % 420 END FROM n;
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
+               INSERT INTO links SELECT i, i % 420 FROM n;
+             INSERT INTO marks SELECT id, task_id FROM links;",
+        )
+        .unwrap();
+        conn
+    }
+
+    #[test]
+    fn each_fill_plan_finds_exactly_the_rows_of_member_parents() {
+        let conn = app();
+        let schema = Schema::read(&conn).unwrap();
+        let scope = TenantScope::discover(&conn, &schema, &ScopeOptions::default(), &[]).unwrap();
+        for (table, plan) in [
+            ("notes", FillPlan::ProbeParent),
+            ("links", FillPlan::JoinFromParents),
+            ("marks", FillPlan::ParentList),
+        ] {
+            let r = scope
+                .references
+                .iter()
+                .find(|r| r.table == table && r.parent == "tasks")
+                .unwrap();
+            let chosen = FillPlan::choose(&conn, &schema, r, "task_id", "id").unwrap();
+            assert_eq!(chosen, plan, "{table}");
+        }
+        for tenant in [1, 2] {
+            let sets = MemberSets::materialize(
+                &conn,
+                &scope,
+                &schema,
+                &TenantId::Integer(tenant),
+                Side::Ours,
+            )
+            .unwrap();
+            for table in ["notes", "links", "marks"] {
+                let expected: i64 = conn
+                    .query_row(
+                        &format!("SELECT count(*) FROM {table} AS c JOIN tasks AS p ON p.id = c.task_id WHERE p.tenant_id = ?1"),
+                        [tenant],
+                        |r| r.get(0),
+                    )
+                    .unwrap();
+                assert!(expected > 0, "{table} has rows of tenant {tenant}");
+                let found = sets.member_count(&conn, table).unwrap();
+                assert_eq!(found, Some(expected as u64), "{table}, tenant {tenant}");
+            }
+        }
+    }
 }
