@@ -60,8 +60,17 @@ pub(super) fn open_helper(options: &BackupOptions, journal_mode: &str) -> Option
     if journal_mode == "wal" {
         return None;
     }
-    db::open_read_only(&options.database, options.busy_timeout_ms).ok()
+    let helper = db::open_read_only(&options.database, options.busy_timeout_ms).ok()?;
+    // The helper walks indexes once to fill the sets; a page cache as large
+    // as the main connection's would only add to the backup's memory.
+    helper
+        .pragma_update(None, "cache_size", -HELPER_CACHE_KIB)
+        .ok()?;
+    Some(helper)
 }
+
+/// Page cache of the helper connection, in KiB.
+const HELPER_CACHE_KIB: i64 = 2 << 10;
 
 /// Read everything the archive needs inside the read transaction already
 /// open on `conn`.
