@@ -143,6 +143,17 @@ pub struct TenantScope {
     pub references: Vec<Reference>,
 }
 
+/// Whose rows tell which classes a polymorphic `*_type` column names.
+#[derive(Debug, Clone, Copy)]
+enum TypeSource<'a> {
+    /// Every row: a restore must see other tenants' references too.
+    AllRows,
+    /// In tables with the tenant column, only the rows of this tenant: all
+    /// a backup needs, and it costs what the tenant costs, not a scan of
+    /// every tenant's rows.
+    TenantRows(&'a crate::value::SqlValue),
+}
+
 impl TenantScope {
     /// Find the tenant's tables. `known_types` adds polymorphic class names
     /// (table, type column, class) to those stored in the database: a
@@ -152,6 +163,29 @@ impl TenantScope {
         schema: &Schema,
         options: &ScopeOptions,
         known_types: &[(String, String, String)],
+    ) -> Result<TenantScope> {
+        Self::discover_from(conn, schema, options, known_types, TypeSource::AllRows)
+    }
+
+    /// The scope a backup of `tenant` needs. Its references are those the
+    /// tenant's own rows can make: class names of polymorphic columns in
+    /// tables with the tenant column are read from the tenant's rows only
+    /// (so the manifest names no class only other tenants use).
+    pub fn discover_for_backup(
+        conn: &Connection,
+        schema: &Schema,
+        options: &ScopeOptions,
+        tenant: &crate::value::SqlValue,
+    ) -> Result<TenantScope> {
+        Self::discover_from(conn, schema, options, &[], TypeSource::TenantRows(tenant))
+    }
+
+    fn discover_from(
+        conn: &Connection,
+        schema: &Schema,
+        options: &ScopeOptions,
+        known_types: &[(String, String, String)],
+        types: TypeSource<'_>,
     ) -> Result<TenantScope> {
         let column = options.tenant_column.as_str();
         if column.is_empty() {
@@ -169,7 +203,7 @@ impl TenantScope {
         }
 
         let tenant_table = find_tenant_table(schema, options, &direct)?;
-        let references = collect_references(conn, schema, options, known_types)?;
+        let references = collect_references(conn, schema, options, known_types, types)?;
 
         // Grow the member set until it stops changing: a table joins when
         // one of its references points at a member (or, for ActiveStorage
@@ -364,6 +398,7 @@ fn collect_references(
     schema: &Schema,
     options: &ScopeOptions,
     known_types: &[(String, String, String)],
+    types: TypeSource<'_>,
 ) -> Result<Vec<Reference>> {
     let mut refs: Vec<Reference> = Vec::new();
     let usable = |name: &str| schema.table_ci(name).filter(|t| t.skip.is_none());
@@ -423,8 +458,14 @@ fn collect_references(
             };
             let type_column = format!("{stem}_type");
             if table.has_column(&type_column) {
+                let of_tenant = match types {
+                    TypeSource::TenantRows(tenant) if table.has_column(&options.tenant_column) => {
+                        Some((options.tenant_column.as_str(), tenant))
+                    }
+                    _ => None,
+                };
                 let mut classes: BTreeSet<String> =
-                    distinct_types(conn, &table.name, &type_column)?
+                    distinct_types(conn, &table.name, &type_column, of_tenant)?
                         .into_iter()
                         .collect();
                 classes.extend(
@@ -487,15 +528,30 @@ fn push_unique(refs: &mut Vec<Reference>, r: Reference) {
     }
 }
 
-fn distinct_types(conn: &Connection, table: &str, column: &str) -> Result<Vec<String>> {
+/// The class names in `table.column`, of the rows whose `tenant column`
+/// holds the tenant when `of_tenant` is given (else of every row).
+fn distinct_types(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+    of_tenant: Option<(&str, &crate::value::SqlValue)>,
+) -> Result<Vec<String>> {
+    let tenant_rows = match of_tenant {
+        Some((tenant_column, _)) => format!(" AND {} = ?1", quote(tenant_column)),
+        None => String::new(),
+    };
     let sql = format!(
-        "SELECT DISTINCT {c} FROM {t} WHERE typeof({c}) = 'text' LIMIT 10000",
+        "SELECT DISTINCT {c} FROM {t} WHERE typeof({c}) = 'text'{tenant_rows} LIMIT 10000",
         c = quote(column),
         t = quote(table)
     );
     let mut stmt = conn.prepare(&sql)?;
+    let params: Vec<&dyn rusqlite::ToSql> = match of_tenant {
+        Some((_, tenant)) => vec![tenant],
+        None => Vec::new(),
+    };
     let types = stmt
-        .query_map([], |r| r.get(0))?
+        .query_map(&*params, |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     Ok(types)
 }

@@ -468,6 +468,35 @@ fn the_dump_is_the_same_whether_member_sets_are_computed_alongside_or_not() {
     }
 }
 
+/// A backup learns the classes a polymorphic column names from the
+/// tenant's own rows: the manifest names no class only another tenant
+/// uses, and a small tenant does not pay for scanning everyone's rows.
+#[test]
+fn polymorphic_classes_in_the_manifest_are_the_tenants_own() {
+    let app = App::new();
+    app.conn()
+        .execute(
+            "INSERT INTO comments(id, tenant_id, commentable_type, commentable_id, user_id, body, created_at, updated_at) VALUES (2999, 2, 'User', 2001, 2001, 'hi', 'x', 'x')",
+            [],
+        )
+        .unwrap();
+    let classes = |tenant: i64| -> serde_json::Value {
+        let report = app.backup(tenant);
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&archive_entry(&report.path, "manifest.json")).unwrap();
+        let comments = manifest["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == "comments")
+            .unwrap()
+            .clone();
+        comments["polymorphic"]["commentable_type"].clone()
+    };
+    assert_eq!(classes(1), json!(["Project", "Task"]));
+    assert_eq!(classes(2), json!(["Project", "Task", "User"]));
+}
+
 #[test]
 fn cancelled_backup_leaves_no_archive_and_no_temp_files() {
     let app = App::new();

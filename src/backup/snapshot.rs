@@ -82,7 +82,12 @@ pub(super) fn read_snapshot(
     progress: &mut dyn Progress,
 ) -> Result<Snapshot> {
     let schema = Schema::read(conn)?;
-    let scope = TenantScope::discover(conn, &schema, &options.scope_options(), &[])?;
+    let scope = TenantScope::discover_for_backup(
+        conn,
+        &schema,
+        &options.scope_options(),
+        &options.tenant_id.to_sql_value(),
+    )?;
     progress.emit(
         Event::new("scan_tables")
             .with(
