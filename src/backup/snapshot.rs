@@ -424,12 +424,9 @@ fn dump_table(
         None
     };
 
-    progress.emit(Event::table_progress(
-        "dump_progress",
-        t.name.as_str(),
-        0u64,
-        total,
-    ))?;
+    let dumped =
+        |processed: u64| Event::table_progress("dump_progress", t.name.as_str(), processed, total);
+    progress.emit(dumped(0))?;
     let mut throttle = Throttle::new(total);
     let mut stmt = conn.prepare(&sql)?;
     let params = tenant_params(&stmt, tenant);
@@ -458,12 +455,7 @@ fn dump_table(
             progress.check_interrupt()?;
         }
         if throttle.due(written) {
-            progress.emit(Event::table_progress(
-                "dump_progress",
-                t.name.as_str(),
-                written,
-                total,
-            ))?;
+            progress.emit(dumped(written))?;
         }
     }
     if written != total {
@@ -472,12 +464,7 @@ fn dump_table(
             t.name
         )));
     }
-    progress.emit(Event::table_progress(
-        "dump_progress",
-        t.name.as_str(),
-        written,
-        total,
-    ))?;
+    progress.emit(dumped(written))?;
     Ok(TableEntry {
         name: t.name.clone(),
         columns: columns.iter().map(|c| c.to_string()).collect(),
