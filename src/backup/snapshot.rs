@@ -54,8 +54,9 @@ pub(super) struct BlobRow {
 }
 
 /// Open the helper connection, before the snapshot starts. None when the
-/// snapshot could not be shared (WAL mode) or the open fails: the backup
-/// then computes the sets on its main connection.
+/// snapshot could not be shared (WAL mode; checked again once the snapshot
+/// has begun) or the open fails: the backup then computes the sets on its
+/// main connection.
 pub(super) fn open_helper(options: &BackupOptions, journal_mode: &str) -> Option<Connection> {
     if journal_mode == "wal" {
         return None;
@@ -108,9 +109,12 @@ pub(super) fn read_snapshot(
             ),
     )?;
     let any_derived = scope.tables.iter().any(is_derived);
-    // `conn` holds its SHARED lock now (it read the schema).
+    // `conn` holds its SHARED lock now (it read the schema). Asked again
+    // under that lock, the journal mode cannot change until we are done
+    // (a switch to WAL needs the database to itself).
+    let still_rollback = any_derived && helper.is_some() && db::journal_mode(conn)? != "wal";
     let helper = helper
-        .filter(|_| any_derived)
+        .filter(|_| still_rollback)
         .and_then(|h| join_snapshot(h, options.busy_timeout_ms));
     let parallel = helper.is_some();
     let (tables, dump, deflated, blob_rows) = std::thread::scope(|threads| {
