@@ -935,7 +935,7 @@ impl FillPlan {
 
 /// About how many rows a rowid table has (`max(rowid)`, exact unless rows
 /// were deleted); None for WITHOUT ROWID tables.
-fn estimated_rows(conn: &Connection, table: &Table) -> Result<Option<u64>> {
+pub(crate) fn estimated_rows(conn: &Connection, table: &Table) -> Result<Option<u64>> {
     if table.without_rowid {
         return Ok(None);
     }
@@ -962,6 +962,8 @@ fn leads_an_index(conn: &Connection, table: &Table, columns: &[&str]) -> Result<
         .collect::<rusqlite::Result<_>>()?;
     let mut info =
         conn.prepare("SELECT name FROM pragma_index_info(?1) WHERE seqno < ?2 ORDER BY seqno")?;
+    let mut wanted: Vec<&str> = columns.to_vec();
+    wanted.sort();
     for index in names {
         let mut leading: Vec<String> = info
             .query_map(rusqlite::params![index, columns.len() as i64], |r| {
@@ -970,8 +972,6 @@ fn leads_an_index(conn: &Connection, table: &Table, columns: &[&str]) -> Result<
             .filter_map(|name| name.transpose())
             .collect::<rusqlite::Result<_>>()?;
         leading.sort();
-        let mut wanted: Vec<&str> = columns.to_vec();
-        wanted.sort();
         if leading.len() == wanted.len() && leading.iter().zip(&wanted).all(|(a, b)| a == b) {
             return Ok(true);
         }
@@ -1114,6 +1114,26 @@ impl<'a> MemberSets<'a> {
                 key_match(&row_key, "k", "c")
             ),
         };
+        // `c` is linked to a member row of `other`, probed row by row.
+        let probe_link = |c_cols: &[String],
+                          other_cols: &[String],
+                          other: &str,
+                          alias: &str|
+         -> Result<String> {
+            let member = self.member_probe(other, alias)?;
+            let join = c_cols
+                .iter()
+                .zip(other_cols)
+                .map(|(c, o)| format!("{alias}.{} = c.{}", quote(o), quote(c)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            Ok(format!(
+                "EXISTS (SELECT 1 FROM {} AS {alias} WHERE {join} AND {member})",
+                quote(other)
+            ))
+        };
+        // The same condition, over the whole table through the members'
+        // key list where the link has one column.
         let link = |c_cols: &[String],
                     other_cols: &[String],
                     other: &str,
@@ -1130,17 +1150,7 @@ impl<'a> MemberSets<'a> {
                     ));
                 }
             }
-            let member = self.member_probe(other, alias)?;
-            let join = c_cols
-                .iter()
-                .zip(other_cols)
-                .map(|(c, o)| format!("{alias}.{} = c.{}", quote(o), quote(c)))
-                .collect::<Vec<_>>()
-                .join(" AND ");
-            Ok(format!(
-                "EXISTS (SELECT 1 FROM {} AS {alias} WHERE {join} AND {member})",
-                quote(other)
-            ))
+            probe_link(c_cols, other_cols, other, alias)
         };
         let mut out = Vec::new();
         for r in owners {
@@ -1160,11 +1170,8 @@ impl<'a> MemberSets<'a> {
                     link(&r.columns, &r.parent_columns, &r.parent, "p")?
                 ),
                 FillPlan::ProbeParent => format!(
-                    "{head}{typed}EXISTS (SELECT 1 FROM {} AS p WHERE p.{} = c.{} AND {})",
-                    quote(&r.parent),
-                    quote(&r.parent_columns[0]),
-                    quote(&r.columns[0]),
-                    self.member_probe(&r.parent, "p")?
+                    "{head}{typed}{}",
+                    probe_link(&r.columns, &r.parent_columns, &r.parent, "p")?
                 ),
                 // CROSS JOIN keeps the parents as the outer loop.
                 FillPlan::JoinFromParents => format!(

@@ -131,8 +131,8 @@ pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
 fn plain_prefix(bytes: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    // Non-zero when some byte of `v` is below `n` (n <= 0x80) or has its
-    // high bit set; exact about whether there is one, which is all we ask.
+    // Non-zero exactly when some byte of `v` is below `n` (n <= 0x80);
+    // which bit is set says nothing, but whether one is, is all we ask.
     let any_below = |v: u64, n: u64| v.wrapping_sub(ONES * n) & !v & HIGH;
     let any_zero = |v: u64| any_below(v, 1);
     let mut i = 0;

@@ -147,11 +147,6 @@ impl DumpCompressor {
         }
     }
 
-    pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
-        self.chunk.extend_from_slice(bytes);
-        self.end_line()
-    }
-
     /// Where the next line goes: append it, then call [`Self::end_line`].
     pub fn buffer(&mut self) -> &mut Vec<u8> {
         &mut self.chunk
@@ -252,7 +247,8 @@ mod tests {
         let piece = SharedBuf::default();
         let mut c = DumpCompressor::start(piece.clone(), 6);
         for part in middle.chunks(70_000) {
-            c.write_all(part).unwrap();
+            c.buffer().extend_from_slice(part);
+            c.end_line().unwrap();
         }
         let dump = c.finish().unwrap();
 
