@@ -141,6 +141,9 @@ pub struct TenantScope {
     pub skipped: Vec<(String, String)>,
     /// Every reference between tables we know of (for ordering, checks).
     pub references: Vec<Reference>,
+    /// Polymorphic columns whose references are not known yet: a backup
+    /// learns them while dumping (see [`BackupTypes::LearnInLargest`]).
+    pub types_to_learn: Option<TypesToLearn>,
 }
 
 /// Whose rows tell which classes a polymorphic `*_type` column names.
@@ -150,8 +153,37 @@ enum TypeSource<'a> {
     AllRows,
     /// In tables with the tenant column, only the rows of this tenant: all
     /// a backup needs, and it costs what the tenant costs, not a scan of
-    /// every tenant's rows.
-    TenantRows(&'a crate::value::SqlValue),
+    /// every tenant's rows. Except in `learn_in`, whose classes the backup
+    /// learns while it dumps those rows anyway (see [`TypesToLearn`]).
+    TenantRows {
+        tenant: &'a crate::value::SqlValue,
+        learn_in: Option<&'a str>,
+    },
+}
+
+/// How a backup finds the classes in polymorphic columns of tables with the
+/// tenant column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupTypes {
+    /// Read them before the dump, for every table (a `DISTINCT` over the
+    /// tenant's rows of each).
+    ReadFirst,
+    /// Learn those of the largest such table while dumping it (its
+    /// `DISTINCT` would read the same rows once more, before the dump can
+    /// start); the dump order puts that table after every table its classes
+    /// could name. The others are read first.
+    LearnInLargest,
+}
+
+/// The polymorphic columns of one table with the tenant column whose
+/// classes a backup learns while it dumps the table. Until then the scope
+/// has no references from them; [`TenantScope::learned_references`] makes
+/// them from what the dump saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypesToLearn {
+    pub table: String,
+    /// (type column, id column) pairs, `commentable_type`/`commentable_id`.
+    pub columns: Vec<(String, String)>,
 }
 
 impl TenantScope {
@@ -176,8 +208,22 @@ impl TenantScope {
         schema: &Schema,
         options: &ScopeOptions,
         tenant: &crate::value::SqlValue,
+        types: BackupTypes,
     ) -> Result<TenantScope> {
-        Self::discover_from(conn, schema, options, &[], TypeSource::TenantRows(tenant))
+        let learn_in = match types {
+            BackupTypes::ReadFirst => None,
+            BackupTypes::LearnInLargest => largest_polymorphic_table(conn, schema, options)?,
+        };
+        Self::discover_from(
+            conn,
+            schema,
+            options,
+            &[],
+            TypeSource::TenantRows {
+                tenant,
+                learn_in: learn_in.as_deref(),
+            },
+        )
     }
 
     fn discover_from(
@@ -203,7 +249,19 @@ impl TenantScope {
         }
 
         let tenant_table = find_tenant_table(schema, options, &direct)?;
-        let references = collect_references(conn, schema, options, known_types, types)?;
+        let mut types_to_learn = None;
+        let references = collect_references(
+            conn,
+            schema,
+            options,
+            known_types,
+            types,
+            &mut types_to_learn,
+        )?;
+        // The tenants table goes first whatever its columns say.
+        if types_to_learn.as_ref().map(|l| &l.table) == tenant_table.as_ref() {
+            types_to_learn = None;
+        }
 
         // Grow the member set until it stops changing: a table joins when
         // one of its references points at a member (or, for ActiveStorage
@@ -287,7 +345,13 @@ impl TenantScope {
             }
         }
 
-        let order = dependency_order(schema, &member, &references, tenant_table.as_deref());
+        let order = dependency_order(
+            schema,
+            &member,
+            &references,
+            tenant_table.as_deref(),
+            types_to_learn.as_ref().map(|l| l.table.as_str()),
+        );
         let tables = order
             .into_iter()
             .map(|name| {
@@ -314,7 +378,46 @@ impl TenantScope {
             tables,
             skipped,
             references,
+            types_to_learn,
         })
+    }
+
+    /// The references of [`Self::types_to_learn`], made from the classes the
+    /// dump saw in each type column (`(type column, id column, classes)`).
+    /// None when one of them contradicts what the dump assumed before it
+    /// saw them: a class naming a table dumped after this one (a cycle) or
+    /// an ActiveStorage blobs table (whose membership the reference would
+    /// have changed). The backup then starts over, reading the classes
+    /// first.
+    pub fn learned_references(
+        &self,
+        schema: &Schema,
+        seen: &[(String, String, BTreeSet<String>)],
+    ) -> Option<Vec<Reference>> {
+        let learn = self.types_to_learn.as_ref()?;
+        let position = |name: &str| self.tables.iter().position(|t| t.name == name);
+        let own = position(&learn.table)?;
+        let mut refs = Vec::new();
+        for (type_column, id_column, classes) in seen {
+            for class_name in classes {
+                let Some((parent, pk)) = polymorphic_target(schema, &self.options, class_name)
+                else {
+                    continue;
+                };
+                let later = position(&parent.name).is_some_and(|p| p > own);
+                if later || is_blob_table(&parent.name) {
+                    return None;
+                }
+                refs.push(Reference {
+                    table: learn.table.clone(),
+                    columns: vec![id_column.clone()],
+                    parent: parent.name.clone(),
+                    parent_columns: vec![pk.to_string()],
+                    polymorphic: Some((type_column.clone(), class_name.clone())),
+                });
+            }
+        }
+        Some(refs)
     }
 
     /// Position of `table` among the member tables when its rows belong
@@ -338,13 +441,7 @@ impl TenantScope {
     /// (table, type column, class) of every polymorphic reference in use,
     /// recorded in the manifest for restores into other databases.
     pub fn polymorphic_types(&self, table: &str) -> BTreeMap<String, Vec<String>> {
-        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for r in self.references.iter().filter(|r| r.table == table) {
-            if let Some((type_col, class)) = &r.polymorphic {
-                out.entry(type_col.clone()).or_default().push(class.clone());
-            }
-        }
-        out
+        polymorphic_types_of(&self.references, table)
     }
 
     /// Table for a polymorphic class name, honouring the caller's map.
@@ -360,6 +457,78 @@ impl TenantScope {
 /// ActiveStorage blobs belong to whoever attaches them.
 pub fn is_blob_table(name: &str) -> bool {
     name == "active_storage_blobs"
+}
+
+/// Class names per type column of `table`'s polymorphic references.
+pub fn polymorphic_types_of(
+    references: &[Reference],
+    table: &str,
+) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in references.iter().filter(|r| r.table == table) {
+        if let Some((type_col, class)) = &r.polymorphic {
+            out.entry(type_col.clone()).or_default().push(class.clone());
+        }
+    }
+    out
+}
+
+/// The table a polymorphic class name points at, with its single-column
+/// key: None when there is no such table we could reference.
+fn polymorphic_target<'s>(
+    schema: &'s Schema,
+    options: &ScopeOptions,
+    class_name: &str,
+) -> Option<(&'s Table, &'s str)> {
+    let target = options
+        .polymorphic
+        .get(class_name)
+        .cloned()
+        .unwrap_or_else(|| naming::table_for_class(class_name));
+    let parent = schema.table_ci(&target).filter(|t| t.skip.is_none())?;
+    match parent.primary_key().as_slice() {
+        [pk] => Some((parent, pk)),
+        _ => None,
+    }
+}
+
+/// The table with the tenant column, polymorphic columns and the most rows
+/// (by its largest rowid, no scan): the one whose classes a backup learns
+/// while dumping.
+fn largest_polymorphic_table(
+    conn: &Connection,
+    schema: &Schema,
+    options: &ScopeOptions,
+) -> Result<Option<String>> {
+    let mut largest: Option<(u64, String)> = None;
+    for table in schema.tables.iter().filter(|t| t.skip.is_none()) {
+        if !table.has_column(&options.tenant_column)
+            || polymorphic_columns(table, &options.tenant_column).is_empty()
+        {
+            continue;
+        }
+        let rows = estimated_rows(conn, table)?.unwrap_or(0);
+        if largest.as_ref().is_none_or(|(most, _)| rows > *most) {
+            largest = Some((rows, table.name.clone()));
+        }
+    }
+    Ok(largest.map(|(_, name)| name))
+}
+
+/// `(type column, id column)` of each `x_type`/`x_id` pair of `table`.
+fn polymorphic_columns(table: &Table, tenant_column: &str) -> Vec<(String, String)> {
+    table
+        .columns
+        .iter()
+        .filter(|c| c.name != tenant_column)
+        .filter_map(|c| {
+            let stem = c.name.strip_suffix("_id")?;
+            let type_column = format!("{stem}_type");
+            table
+                .has_column(&type_column)
+                .then(|| (type_column, c.name.clone()))
+        })
+        .collect()
 }
 
 fn find_tenant_table(
@@ -399,6 +568,7 @@ fn collect_references(
     options: &ScopeOptions,
     known_types: &[(String, String, String)],
     types: TypeSource<'_>,
+    types_to_learn: &mut Option<TypesToLearn>,
 ) -> Result<Vec<Reference>> {
     let mut refs: Vec<Reference> = Vec::new();
     let usable = |name: &str| schema.table_ci(name).filter(|t| t.skip.is_none());
@@ -459,7 +629,19 @@ fn collect_references(
             let type_column = format!("{stem}_type");
             if table.has_column(&type_column) {
                 let of_tenant = match types {
-                    TypeSource::TenantRows(tenant) if table.has_column(&options.tenant_column) => {
+                    TypeSource::TenantRows { tenant, learn_in }
+                        if table.has_column(&options.tenant_column) =>
+                    {
+                        if learn_in == Some(table.name.as_str()) {
+                            types_to_learn
+                                .get_or_insert_with(|| TypesToLearn {
+                                    table: table.name.clone(),
+                                    columns: Vec::new(),
+                                })
+                                .columns
+                                .push((type_column, column.name.clone()));
+                            continue;
+                        }
                         Some((options.tenant_column.as_str(), tenant))
                     }
                     _ => None,
@@ -475,24 +657,17 @@ fn collect_references(
                         .map(|(_, _, class)| class.clone()),
                 );
                 for class_name in classes {
-                    let target = options
-                        .polymorphic
-                        .get(&class_name)
-                        .cloned()
-                        .unwrap_or_else(|| naming::table_for_class(&class_name));
-                    if let Some(parent) = usable(&target) {
-                        if let [pk] = parent.primary_key().as_slice() {
-                            push_unique(
-                                &mut refs,
-                                Reference {
-                                    table: table.name.clone(),
-                                    columns: vec![column.name.clone()],
-                                    parent: parent.name.clone(),
-                                    parent_columns: vec![pk.to_string()],
-                                    polymorphic: Some((type_column.clone(), class_name.clone())),
-                                },
-                            );
-                        }
+                    if let Some((parent, pk)) = polymorphic_target(schema, options, &class_name) {
+                        push_unique(
+                            &mut refs,
+                            Reference {
+                                table: table.name.clone(),
+                                columns: vec![column.name.clone()],
+                                parent: parent.name.clone(),
+                                parent_columns: vec![pk.to_string()],
+                                polymorphic: Some((type_column.clone(), class_name.clone())),
+                            },
+                        );
                     }
                 }
                 continue;
@@ -565,6 +740,7 @@ fn dependency_order(
     member: &BTreeMap<String, Membership>,
     references: &[Reference],
     tenant_table: Option<&str>,
+    learned_late: Option<&str>,
 ) -> Vec<String> {
     // Keep schema order for ties, so the order is stable run to run.
     let mut remaining: Vec<String> = schema
@@ -573,12 +749,47 @@ fn dependency_order(
         .filter(|t| member.contains_key(&t.name))
         .map(|t| t.name.clone())
         .collect();
-    let parents_of = |name: &str| -> BTreeSet<String> {
+    let known_parents = |name: &str| -> BTreeSet<String> {
         references
             .iter()
             .filter(|r| r.table == name && r.parent != name && member.contains_key(&r.parent))
             .map(|r| r.parent.clone())
             .collect()
+    };
+    // The table whose polymorphic classes are learned while it is dumped
+    // (`learned_late`) could name any table a class can name (a single-column
+    // key): it goes after all of them except its own descendants.
+    let could_be_named: BTreeSet<String> = match learned_late {
+        Some(late) => {
+            let mut descendants = BTreeSet::from([late.to_string()]);
+            loop {
+                let more: Vec<String> = references
+                    .iter()
+                    .filter(|r| descendants.contains(&r.parent) && member.contains_key(&r.table))
+                    .map(|r| r.table.clone())
+                    .filter(|t| !descendants.contains(t))
+                    .collect();
+                if more.is_empty() {
+                    break;
+                }
+                descendants.extend(more);
+            }
+            schema
+                .tables
+                .iter()
+                .filter(|t| member.contains_key(&t.name) && !descendants.contains(&t.name))
+                .filter(|t| t.primary_key().len() == 1)
+                .map(|t| t.name.clone())
+                .collect()
+        }
+        None => BTreeSet::new(),
+    };
+    let parents_of = |name: &str| -> BTreeSet<String> {
+        let mut parents = known_parents(name);
+        if Some(name) == learned_late {
+            parents.extend(could_be_named.iter().cloned());
+        }
+        parents
     };
     let mut order: Vec<String> = Vec::with_capacity(remaining.len());
     if let Some(t) = tenant_table {

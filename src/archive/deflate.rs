@@ -19,6 +19,7 @@ use std::thread::JoinHandle;
 /// A `Write` that raw-deflates into `out`, counting and CRC-ing its input.
 pub struct RawDeflate<W: Write> {
     compress: Compress,
+    level: u32,
     out: W,
     buf: Vec<u8>,
     crc: crc32fast::Hasher,
@@ -27,13 +28,30 @@ pub struct RawDeflate<W: Write> {
 
 impl<W: Write> RawDeflate<W> {
     pub fn new(out: W, level: u32) -> Self {
+        let level = level.min(9);
         RawDeflate {
-            compress: Compress::new(Compression::new(level.min(9)), false),
+            compress: Compress::new(Compression::new(level), false),
+            level,
             out,
             buf: Vec::with_capacity(256 << 10),
             crc: crc32fast::Hasher::new(),
             len: 0,
         }
+    }
+
+    /// Compress what follows at `level` (0: store it).
+    pub fn set_level(&mut self, level: u32) -> io::Result<()> {
+        let level = level.min(9);
+        if level == self.level {
+            return Ok(());
+        }
+        // End on a byte boundary, as a piece does, and go on with a fresh
+        // compressor, as the next piece would. (`Compress::set_level` wants
+        // to flush into an output buffer it is not given, and fails.)
+        self.run(&[], FlushCompress::Sync)?;
+        self.compress = Compress::new(Compression::new(level), false);
+        self.level = level;
+        Ok(())
     }
 
     fn run(&mut self, mut input: &[u8], flush: FlushCompress) -> io::Result<()> {
@@ -77,6 +95,34 @@ impl<W: Write> Write for RawDeflate<W> {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// Whether a file that starts with `sample` is worth deflating. Most
+/// ActiveStorage files (images, video, PDFs, archives) are compressed
+/// already: deflating them again costs time for nothing, so the archive
+/// stores them. Judged by the bytes' entropy, which costs a histogram, not
+/// a trial compression: compressed data looks random (close to 8 bits a
+/// byte); text and most uncompressed formats stay well below 7.
+pub fn worth_compressing(sample: &[u8]) -> bool {
+    const SAMPLE: usize = 8 << 10;
+    let sample = &sample[..sample.len().min(SAMPLE)];
+    if sample.len() < 1024 {
+        return true;
+    }
+    let mut counts = [0u32; 256];
+    for &b in sample {
+        counts[b as usize] += 1;
+    }
+    let n = sample.len() as f64;
+    let bits_per_byte: f64 = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum();
+    bits_per_byte < 7.5
 }
 
 /// The dump, compressed: where the deflate piece is and what it holds.
@@ -236,6 +282,50 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn files_that_look_compressed_are_stored_and_others_deflated() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..20_000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        assert!(!worth_compressing(&noise));
+        assert!(worth_compressing(
+            "{\"id\":1,\"name\":\"Ünïcode text\"}\n"
+                .repeat(500)
+                .as_bytes()
+        ));
+        // Base64 of the noise: 6 bits a byte, still worth deflating.
+        let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &noise);
+        assert!(worth_compressing(b64.as_bytes()));
+        // Too short to judge: deflated.
+        assert!(worth_compressing(&noise[..500]));
+    }
+
+    #[test]
+    fn a_level_change_keeps_one_valid_deflate_stream() {
+        let text = b"some text that deflates well ".repeat(5_000);
+        let mut d = RawDeflate::new(Vec::new(), 6);
+        d.write_all(&text).unwrap();
+        d.set_level(0).unwrap();
+        d.write_all(&text).unwrap();
+        d.set_level(2).unwrap();
+        d.write_all(&text).unwrap();
+        let (raw, _, len) = d.finish(true).unwrap();
+        assert_eq!(len, 3 * text.len() as u64);
+        // The stored middle third is in there as it is.
+        assert!(raw.len() > text.len());
+        let mut back = Vec::new();
+        flate2::read::DeflateDecoder::new(&raw[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, text.repeat(3));
     }
 
     #[test]

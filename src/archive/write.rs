@@ -2,7 +2,7 @@
 //! The manifest goes first so readers can check every later entry against
 //! it as it streams past.
 
-use super::deflate::{gzip_header, DeflatedDump, RawDeflate};
+use super::deflate::{gzip_header, worth_compressing, DeflatedDump, RawDeflate};
 use super::{ustar, BlobEntry, Manifest, BLOB_PREFIX, DUMP_NAME, MANIFEST_NAME};
 use crate::error::{Error, Result, ResultExt};
 use crate::progress::{Event, Progress};
@@ -115,7 +115,7 @@ pub fn write_archive(
             file,
             blob.entry.size,
             &blob.entry.sha256,
-            mtime,
+            (mtime, level),
             progress,
         )?;
         if (done + 1) % 100 == 0 || done + 1 == blobs.len() {
@@ -152,25 +152,26 @@ fn append_bytes<W: Write>(out: &mut W, name: &str, bytes: &[u8], mtime: u64) -> 
 
 /// Copy a file into the archive, re-hashing it on the way: a file that
 /// changed since the manifest was written fails the backup instead of
-/// producing an archive that can never verify.
+/// producing an archive that can never verify. The file is deflated at
+/// `level` unless its first 64 KiB show it is compressed already; then it
+/// is stored.
 fn append_file<W: Write>(
-    out: &mut W,
+    out: &mut RawDeflate<W>,
     name: &str,
     mut file: File,
     size: u64,
     sha256: &str,
-    mtime: u64,
+    (mtime, level): (u64, u32),
     progress: &mut dyn Progress,
 ) -> Result<()> {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut n = read_full(&mut file, &mut buf)?;
+    let stored = level == 0 || !worth_compressing(&buf[..n]);
+    out.set_level(if stored { 0 } else { level })?;
     ustar::write_header(out, name, size, mtime)?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
     let mut copied = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
+    while n > 0 {
         copied += n as u64;
         if copied > size {
             break;
@@ -180,6 +181,7 @@ fn append_file<W: Write>(
         if copied % (64 << 20) < n as u64 {
             progress.check_interrupt()?;
         }
+        n = file.read(&mut buf)?;
     }
     if copied != size || super::hex(&hasher.finalize()) != sha256 {
         return Err(Error::integrity(format!(
@@ -188,6 +190,21 @@ fn append_file<W: Write>(
     }
     ustar::write_padding(out, size)?;
     Ok(())
+}
+
+/// Read until `buf` is full or the file ends: the first chunk is the sample
+/// [`worth_compressing`] judges by.
+fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// `OpenOptions::mode(0o600)` where the platform has modes.

@@ -25,11 +25,13 @@ use crate::error::{Error, Result, ResultExt};
 use crate::progress::{Event, Progress, Throttle};
 use crate::schema::{quote, Schema};
 use crate::scope::{
-    estimated_rows, is_blob_table, tenant_params, MemberSets, Membership, ScopedTable, Side,
-    TenantScope,
+    estimated_rows, is_blob_table, polymorphic_types_of, tenant_params, BackupTypes, MemberSets,
+    Membership, Reference, ScopedTable, Side, TenantScope, TypesToLearn,
 };
 use crate::value::{write_json, SqlValue};
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, InterruptHandle};
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::Path;
@@ -84,53 +86,77 @@ pub(super) fn read_snapshot(
     progress: &mut dyn Progress,
 ) -> Result<Snapshot> {
     let schema = Schema::read(conn)?;
-    let scope = TenantScope::discover_for_backup(
-        conn,
-        &schema,
-        &options.scope_options(),
-        &options.tenant_id.to_sql_value(),
-    )?;
-    progress.emit(
-        Event::new("scan_tables")
-            .with(
-                "tables",
-                scope
-                    .tables
-                    .iter()
-                    .map(|t| t.name.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .with(
-                "skipped",
-                scope
-                    .skipped
-                    .iter()
-                    .map(|(n, _)| n.as_str())
-                    .collect::<Vec<_>>(),
-            ),
-    )?;
-    let any_derived = scope.tables.iter().any(is_derived);
-    // `conn` holds its SHARED lock now (it read the schema). Asked again
-    // under that lock, the journal mode cannot change until we are done
-    // (a switch to WAL needs the database to itself).
-    let still_rollback = any_derived && helper.is_some() && db::journal_mode(conn)? != "wal";
-    let helper = helper
-        .filter(|_| still_rollback)
-        .and_then(|h| join_snapshot(h, options.busy_timeout_ms));
-    let parallel = helper.is_some();
-    let (tables, dump, deflated, blob_rows) = std::thread::scope(|threads| {
-        let sets = MemberSetsSource::start(threads, helper, &scope, &schema, options);
-        dump_tables(conn, sets, &scope, &schema, options, dump_path, progress)
-    })?;
-    Ok(Snapshot {
-        schema,
-        scope,
-        tables,
-        dump,
-        deflated,
-        blob_rows,
-        parallel,
-    })
+    let tenant = options.tenant_id.to_sql_value();
+    let mut helper = helper;
+    // The classes of the largest polymorphic table are learned while it is
+    // dumped. Should they contradict the order the dump committed to (rare:
+    // see `TenantScope::learned_references`), the dump starts over with
+    // every class read first.
+    for types in [BackupTypes::LearnInLargest, BackupTypes::ReadFirst] {
+        let mut scope = TenantScope::discover_for_backup(
+            conn,
+            &schema,
+            &options.scope_options(),
+            &tenant,
+            types,
+        )?;
+        progress.emit(
+            Event::new("scan_tables")
+                .with(
+                    "tables",
+                    scope
+                        .tables
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .with(
+                    "skipped",
+                    scope
+                        .skipped
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>(),
+                ),
+        )?;
+        let any_derived = scope.tables.iter().any(is_derived);
+        // `conn` holds its SHARED lock now (it read the schema). Asked again
+        // under that lock, the journal mode cannot change until we are done
+        // (a switch to WAL needs the database to itself).
+        let still_rollback = any_derived && helper.is_some() && db::journal_mode(conn)? != "wal";
+        let helper = helper
+            .take()
+            .filter(|_| still_rollback)
+            .and_then(|h| join_snapshot(h, options.busy_timeout_ms));
+        let parallel = helper.is_some();
+        let dumped = std::thread::scope(|threads| {
+            let sets = MemberSetsSource::start(threads, helper, &scope, &schema, options);
+            dump_tables(conn, sets, &scope, &schema, options, dump_path, progress)
+        })?;
+        let Some(Dumped {
+            tables,
+            dump,
+            deflated,
+            blob_rows,
+            learned,
+        }) = dumped
+        else {
+            continue;
+        };
+        scope.references.extend(learned);
+        return Ok(Snapshot {
+            schema,
+            scope,
+            tables,
+            dump,
+            deflated,
+            blob_rows,
+            parallel,
+        });
+    }
+    Err(Error::internal(
+        "the dump order contradicted classes that were read before it",
+    ))
 }
 
 fn is_derived(t: &ScopedTable) -> bool {
@@ -250,7 +276,18 @@ impl Drop for HelperJob<'_, '_> {
 }
 
 /// Count and dump every table of the scope, in its (dependency) order.
-#[allow(clippy::type_complexity)]
+/// What [`dump_tables`] read.
+struct Dumped {
+    tables: Vec<TableEntry>,
+    dump: FileEntry,
+    deflated: DeflatedDump,
+    blob_rows: Vec<BlobRow>,
+    /// The references learned while dumping (see `BackupTypes`).
+    learned: Vec<Reference>,
+}
+
+/// None: the classes learned while dumping contradict the dump's order,
+/// which must then be made again with the classes read first.
 fn dump_tables<'env>(
     conn: &Connection,
     mut sets_source: MemberSetsSource<'_, 'env>,
@@ -259,7 +296,7 @@ fn dump_tables<'env>(
     options: &BackupOptions,
     dump_path: &Path,
     progress: &mut dyn Progress,
-) -> Result<(Vec<TableEntry>, FileEntry, DeflatedDump, Vec<BlobRow>)> {
+) -> Result<Option<Dumped>> {
     let tenant = options.tenant_id.to_sql_value();
     // Tables whose membership is a condition on the row need no sets.
     let by_row = MemberSets::unmaterialized(scope, schema, Side::Ours);
@@ -293,6 +330,7 @@ fn dump_tables<'env>(
     let mut derived: Option<(Option<Connection>, MemberSets<'env>)> = None;
     let mut tables = Vec::with_capacity(scope.tables.len());
     let mut blob_rows = Vec::new();
+    let mut learned = Vec::new();
     for (t, count) in scope.tables.iter().zip(&counts) {
         let (conn, sets) = if is_derived(t) {
             let (helper, sets) = match derived {
@@ -312,7 +350,7 @@ fn dump_tables<'env>(
                 .member_count(conn, &t.name)?
                 .ok_or_else(|| Error::internal("derived tables have whole-tenant sets"))?,
         };
-        tables.push(dump_table(
+        let (mut entry, classes) = dump_table(
             conn,
             sets,
             scope,
@@ -323,7 +361,15 @@ fn dump_tables<'env>(
             &mut out,
             &mut blob_rows,
             progress,
-        )?);
+        )?;
+        if let Some(classes) = classes {
+            let Some(refs) = scope.learned_references(schema, &classes.into_seen()) else {
+                return Ok(None);
+            };
+            entry.polymorphic = polymorphic_types_of(&refs, &t.name);
+            learned = refs;
+        }
+        tables.push(entry);
     }
     let deflated = out.finish()?;
     let dump = FileEntry {
@@ -331,7 +377,13 @@ fn dump_tables<'env>(
         size: deflated.size,
         sha256: deflated.sha256.clone(),
     };
-    Ok((tables, dump, deflated, blob_rows))
+    Ok(Some(Dumped {
+        tables,
+        dump,
+        deflated,
+        blob_rows,
+        learned,
+    }))
 }
 
 /// Whether reading the whole table beats the tenant-column index. Through
@@ -383,9 +435,14 @@ fn dump_table(
     out: &mut DumpCompressor,
     blob_rows: &mut Vec<BlobRow>,
     progress: &mut dyn Progress,
-) -> Result<TableEntry> {
+) -> Result<(TableEntry, Option<ClassesSeen>)> {
     let table = schema.table(&t.name).expect("scope tables exist");
     let columns: Vec<&str> = table.stored_columns().map(|c| c.name.as_str()).collect();
+    let mut classes = scope
+        .types_to_learn
+        .as_ref()
+        .filter(|learn| learn.table == t.name)
+        .map(|learn| ClassesSeen::new(learn, &columns));
     let select = columns
         .iter()
         .map(|c| format!("a.{}", quote(c)))
@@ -449,6 +506,9 @@ fn dump_table(
         }
         line.extend_from_slice(b"}}\n");
         out.end_line()?;
+        if let Some(classes) = classes.as_mut() {
+            classes.see(row)?;
+        }
         if let Some((Some(k), checksum, size)) = blob_cols {
             blob_rows.push(BlobRow {
                 key: row.get_ref(k)?.as_str().unwrap_or_default().to_string(),
@@ -472,13 +532,79 @@ fn dump_table(
         )));
     }
     progress.emit(dumped(written))?;
-    Ok(TableEntry {
+    let entry = TableEntry {
         name: t.name.clone(),
         columns: columns.iter().map(|c| c.to_string()).collect(),
         rows: written,
         scope: t.membership.describe(),
         polymorphic: scope.polymorphic_types(&t.name),
-    })
+    };
+    Ok((entry, classes))
+}
+
+/// The class names in the type columns of the table whose polymorphic
+/// references the backup learns while dumping it, as a `DISTINCT` over the
+/// same rows would have found them.
+struct ClassesSeen {
+    columns: Vec<ClassColumn>,
+}
+
+struct ClassColumn {
+    /// Position in the dump's SELECT.
+    index: usize,
+    type_column: String,
+    id_column: String,
+    classes: BTreeSet<String>,
+    /// The last value seen: rows of one class tend to come in runs.
+    last: Vec<u8>,
+}
+
+/// As many classes as the `DISTINCT` that reads them first takes.
+const MOST_CLASSES: usize = 10_000;
+
+impl ClassesSeen {
+    fn new(learn: &TypesToLearn, columns: &[&str]) -> ClassesSeen {
+        let columns = learn
+            .columns
+            .iter()
+            .filter_map(|(type_column, id_column)| {
+                Some(ClassColumn {
+                    index: columns.iter().position(|c| c == type_column)?,
+                    type_column: type_column.clone(),
+                    id_column: id_column.clone(),
+                    classes: BTreeSet::new(),
+                    last: Vec::new(),
+                })
+            })
+            .collect();
+        ClassesSeen { columns }
+    }
+
+    fn see(&mut self, row: &rusqlite::Row<'_>) -> Result<()> {
+        for column in &mut self.columns {
+            // Like the DISTINCT's `typeof(column) = 'text'`.
+            let ValueRef::Text(class) = row.get_ref(column.index)? else {
+                continue;
+            };
+            if class == column.last.as_slice() || column.classes.len() >= MOST_CLASSES {
+                continue;
+            }
+            column.last = class.to_vec();
+            // A name that is not UTF-8 names no table.
+            if let Ok(name) = std::str::from_utf8(class) {
+                column.classes.insert(name.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// `(type column, id column, classes)` for each column.
+    fn into_seen(self) -> Vec<(String, String, BTreeSet<String>)> {
+        self.columns
+            .into_iter()
+            .map(|c| (c.type_column, c.id_column, c.classes))
+            .collect()
+    }
 }
 
 #[cfg(test)]
