@@ -90,6 +90,21 @@ impl Table {
         pk.into_iter().map(|c| c.name.as_str()).collect()
     }
 
+    /// The INTEGER PRIMARY KEY column of a rowid table: the rowid under its
+    /// own name.
+    pub fn rowid_alias(&self) -> Option<&str> {
+        match self.primary_key().as_slice() {
+            [pk] if !self.without_rowid
+                && self
+                    .column(pk)
+                    .is_some_and(|c| c.decl_type.eq_ignore_ascii_case("INTEGER")) =>
+            {
+                Some(pk)
+            }
+            _ => None,
+        }
+    }
+
     /// Columns whose values we dump and insert (not generated ones).
     pub fn stored_columns(&self) -> impl Iterator<Item = &Column> {
         self.columns.iter().filter(|c| !c.generated)

@@ -1158,12 +1158,8 @@ pub(crate) fn estimated_rows(conn: &Connection, table: &Table) -> Result<Option<
 /// Whether `columns` (in any order) are the leading columns of one of
 /// `table`'s full indexes, or `columns` is the table's INTEGER PRIMARY KEY.
 fn leads_an_index(conn: &Connection, table: &Table, columns: &[&str]) -> Result<bool> {
-    if let ([column], [pk]) = (columns, table.primary_key().as_slice()) {
-        let rowid_alias = !table.without_rowid
-            && table
-                .column(pk)
-                .is_some_and(|c| c.decl_type.eq_ignore_ascii_case("INTEGER"));
-        if rowid_alias && column == pk {
+    if let [column] = columns {
+        if table.rowid_alias() == Some(column) {
             return Ok(true);
         }
     }
@@ -1212,7 +1208,21 @@ impl<'a> MemberSets<'a> {
         tenant_id: &crate::TenantId,
         side: Side,
     ) -> Result<MemberSets<'a>> {
-        Self::build(conn, scope, schema, tenant_id, side, None)
+        Self::build(conn, scope, schema, tenant_id, side, None, &BTreeSet::new())
+    }
+
+    /// The sets of every derived table but those in `without`, which no
+    /// other table's membership may depend on (a backup reads those its
+    /// own way: backup/filtered_scan.rs).
+    pub fn materialize_without(
+        conn: &Connection,
+        scope: &'a TenantScope,
+        schema: &'a Schema,
+        tenant_id: &crate::TenantId,
+        side: Side,
+        without: &BTreeSet<String>,
+    ) -> Result<MemberSets<'a>> {
+        Self::build(conn, scope, schema, tenant_id, side, None, without)
     }
 
     /// The same sets, but only for the candidates' rows (and what their
@@ -1227,7 +1237,15 @@ impl<'a> MemberSets<'a> {
         candidates: &Candidates<'_>,
     ) -> Result<MemberSets<'a>> {
         candidates.close(conn)?;
-        Self::build(conn, scope, schema, tenant_id, side, Some(candidates))
+        Self::build(
+            conn,
+            scope,
+            schema,
+            tenant_id,
+            side,
+            Some(candidates),
+            &BTreeSet::new(),
+        )
     }
 
     fn build(
@@ -1237,6 +1255,7 @@ impl<'a> MemberSets<'a> {
         tenant_id: &crate::TenantId,
         side: Side,
         within: Option<&Candidates<'_>>,
+        without: &BTreeSet<String>,
     ) -> Result<MemberSets<'a>> {
         let sets = MemberSets {
             scope,
@@ -1244,13 +1263,18 @@ impl<'a> MemberSets<'a> {
             side,
             whole: within.is_none(),
         };
-        for (i, t) in scope.tables.iter().enumerate() {
+        let wanted = scope
+            .tables
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| !without.contains(&t.name));
+        for (i, t) in wanted.clone() {
             if let Membership::Derived { .. } = t.membership {
                 create_key_table(conn, &sets.set_name(i), sets.schema_table(&t.name)?)?;
             }
         }
         let mut fills: Vec<Fill> = Vec::new();
-        for (i, t) in scope.tables.iter().enumerate() {
+        for (i, t) in wanted {
             fills.extend(sets.fill_statements(conn, i, t, within)?);
         }
         // Statements fed by tenant-column tables go first.

@@ -87,20 +87,7 @@ pub fn write_json(out: &mut Vec<u8>, value: ValueRef<'_>) {
 /// TEXT as a JSON string when it is UTF-8, as tagged base64 when it is
 /// not (Ruby can store such bytes): lossless either way.
 fn write_json_text(out: &mut Vec<u8>, text: &[u8]) {
-    // Most values are plain ASCII from end to end: found in one pass and
-    // copied whole, without a separate UTF-8 validation.
-    let plain = plain_prefix(text);
-    if plain == text.len() {
-        out.reserve(text.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(text);
-        out.push(b'"');
-        return;
-    }
-    // The prefix is ASCII, so the whole is UTF-8 exactly when the rest is.
-    if std::str::from_utf8(&text[plain..]).is_ok() {
-        write_escaped(out, text, plain);
-    } else {
+    if !write_string_literal(out, text) {
         write_tagged(out, "$text_base64", &BASE64.encode(text));
     }
 }
@@ -121,7 +108,57 @@ fn write_real(out: &mut Vec<u8>, r: f64) {
 /// escapes it. Written out because the backup spends a good part of its
 /// time here.
 pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
-    write_escaped(out, s.as_bytes(), plain_prefix(s.as_bytes()));
+    let written = write_string_literal(out, s.as_bytes());
+    debug_assert!(written, "a str is UTF-8");
+}
+
+/// Append `text` as a JSON string literal, escaped as serde_json escapes
+/// it, validating UTF-8 on the way; false, with nothing appended, when it
+/// is not UTF-8. One pass: plain ASCII is skipped eight bytes at a time,
+/// and only the runs of non-ASCII bytes are validated, each on its own
+/// (an ASCII byte is never part of a multi-byte sequence, so the text is
+/// UTF-8 exactly when every such run is).
+fn write_string_literal(out: &mut Vec<u8>, text: &[u8]) -> bool {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let start = out.len();
+    out.reserve(text.len() + 2);
+    out.push(b'"');
+    let mut i = 0;
+    loop {
+        let plain_end = i + plain_prefix(&text[i..]);
+        out.extend_from_slice(&text[i..plain_end]);
+        let Some(&b) = text.get(plain_end) else {
+            break;
+        };
+        if b >= 0x80 {
+            let run_end = text[plain_end..]
+                .iter()
+                .position(|&c| c < 0x80)
+                .map_or(text.len(), |n| plain_end + n);
+            let run = &text[plain_end..run_end];
+            if std::str::from_utf8(run).is_err() {
+                out.truncate(start);
+                return false;
+            }
+            out.extend_from_slice(run);
+            i = run_end;
+            continue;
+        }
+        match ESCAPE[b as usize] {
+            b'u' => {
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[(b >> 4) as usize]);
+                out.push(HEX[(b & 0xf) as usize]);
+            }
+            letter => {
+                out.push(b'\\');
+                out.push(letter);
+            }
+        }
+        i = plain_end + 1;
+    }
+    out.push(b'"');
+    true
 }
 
 /// How many leading bytes are ASCII that stands for itself in a JSON
@@ -151,33 +188,6 @@ fn plain_prefix(bytes: &[u8]) -> usize {
         i += 1;
     }
     i
-}
-
-/// Append `bytes` (UTF-8) as a JSON string; the first `plain` bytes are
-/// known to need no escaping.
-fn write_escaped(out: &mut Vec<u8>, bytes: &[u8], plain: usize) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
-    let mut plain_from = 0;
-    for (i, &b) in bytes.iter().enumerate().skip(plain) {
-        let escape = ESCAPE[b as usize];
-        if escape == 0 {
-            continue;
-        }
-        out.extend_from_slice(&bytes[plain_from..i]);
-        plain_from = i + 1;
-        if escape == b'u' {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[(b >> 4) as usize]);
-            out.push(HEX[(b & 0xf) as usize]);
-        } else {
-            out.push(b'\\');
-            out.push(escape);
-        }
-    }
-    out.extend_from_slice(&bytes[plain_from..]);
-    out.push(b'"');
 }
 
 /// For each byte: 0 when it stands for itself in a JSON string, else the
@@ -352,6 +362,53 @@ mod tests {
                     assert_eq!(String::from_utf8(ours).unwrap(), expected, "{text:?}");
                 }
             }
+        }
+    }
+
+    /// Texts pieced together from fragments that stress the one-pass scan:
+    /// runs of non-ASCII bytes next to escapes, sequences cut in two by an
+    /// ASCII byte, lone continuation and lead bytes, long plain stretches.
+    #[test]
+    fn mixed_texts_are_encoded_as_serde_json_or_base64_encodes_them() {
+        let fragments: [&[u8]; 14] = [
+            b"a",
+            b"plain ascii text!",
+            b"\"",
+            b"\\",
+            b"\n",
+            b"\x00",
+            b"\x1f",
+            "Ü".as_bytes(),
+            "🐢".as_bytes(),
+            "\u{2028}".as_bytes(),
+            b"\xc3",
+            b"\xa4",
+            b"\x80",
+            b"\xf0\x9f",
+        ];
+        let mut state = 0x853c_49e6_748f_ea9bu64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let len = next() % 12;
+            let text: Vec<u8> = (0..len)
+                .flat_map(|_| fragments[(next() % fragments.len() as u64) as usize].to_vec())
+                .collect();
+            let mut ours = b"prefix ".to_vec();
+            write_json(&mut ours, ValueRef::Text(&text));
+            let expected = match std::str::from_utf8(&text) {
+                Ok(s) => serde_json::to_string(s).unwrap(),
+                Err(_) => format!(r#"{{"$text_base64":"{}"}}"#, BASE64.encode(&text)),
+            };
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                format!("prefix {expected}"),
+                "{text:?}"
+            );
         }
     }
 

@@ -624,6 +624,64 @@ fn incompressible_and_text_blob_files_round_trip() {
     assert!(report.bytes < noise.len() as u64 + text.len() as u64 / 4);
 }
 
+/// A join table is read by one scan filtered by the ids of its parents
+/// (backup/filtered_scan.rs). Its rows must be exactly those the member
+/// sets' SQL would choose: a row belongs when either parent is the
+/// tenant's, whatever the other one is, and values that equal no id (text,
+/// a missing parent) make no row the tenant's.
+#[test]
+fn join_rows_are_those_of_the_tenants_parents_on_either_side() {
+    let app = App::new();
+    // Tenant 1 owns most tasks, so its backup takes the filtered scan
+    // (tenants 2 and 3 own too few for a scan to pay off: member sets).
+    app.conn()
+        .execute_batch(
+            "WITH RECURSIVE n(i) AS (SELECT 5000 UNION ALL SELECT i + 1 FROM n WHERE i < 9000)
+             INSERT INTO tasks(id, tenant_id, project_id, title, created_at, updated_at)
+                 SELECT i, 1, 1001, 'bulk', 'x', 'x' FROM n;
+             INSERT OR IGNORE INTO tags_tasks(tag_id, task_id) SELECT 2001, id FROM tasks WHERE id % 7 = 0;
+             INSERT INTO tags_tasks(tag_id, task_id) VALUES (1001, 2003);  -- tag of 1, task of 2
+             INSERT INTO tags_tasks(tag_id, task_id) VALUES (2002, 1004);  -- tag of 2, task of 1
+             INSERT INTO tags_tasks(tag_id, task_id) VALUES (3001, 3004);  -- tenant 3 only
+             INSERT INTO tags_tasks(tag_id, task_id) VALUES (1002, 999999); -- no such task
+             INSERT INTO tags_tasks(tag_id, task_id) VALUES ('1001x', 2001); -- text, tenant 2's task
+             INSERT INTO tags_tasks(tag_id, task_id) VALUES (2001.0, 3001); -- stored as integer 2001",
+        )
+        .unwrap();
+    for tenant in [1, 2, 3] {
+        let report = app.backup(tenant);
+        let dumped: Vec<serde_json::Value> = dump_lines(&report.path)
+            .into_iter()
+            .filter(|l| l["table"] == "tags_tasks")
+            .map(|l| l["row"].clone())
+            .collect();
+        let conn = app.conn();
+        let mut oracle = conn
+            .prepare(
+                "SELECT tag_id, task_id FROM tags_tasks
+                 WHERE tag_id IN (SELECT id FROM tags WHERE tenant_id = ?1)
+                    OR task_id IN (SELECT id FROM tasks WHERE tenant_id = ?1)
+                 ORDER BY rowid",
+            )
+            .unwrap();
+        let expected: Vec<serde_json::Value> = oracle
+            .query_map([tenant], |r| {
+                let value = |i: usize| -> rusqlite::Result<serde_json::Value> {
+                    Ok(match r.get_ref(i)? {
+                        rusqlite::types::ValueRef::Integer(n) => json!(n),
+                        other => json!(other.as_str().unwrap()),
+                    })
+                };
+                Ok(json!({"tag_id": value(0)?, "task_id": value(1)?}))
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(expected.len() >= 5, "tenant {tenant}: {expected:?}");
+        assert_eq!(dumped, expected, "tenant {tenant}");
+    }
+}
+
 #[test]
 fn cancelled_backup_leaves_no_archive_and_no_temp_files() {
     let app = App::new();

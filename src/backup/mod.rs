@@ -15,6 +15,7 @@ use crate::scope::{RelationHint, ScopeOptions};
 use crate::TenantId;
 use snapshot::{BlobRow, Snapshot};
 
+mod filtered_scan;
 mod snapshot;
 use md5::Md5;
 use serde::{Deserialize, Serialize};

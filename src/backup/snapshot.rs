@@ -17,6 +17,7 @@
 //! connection, one after the other, as they are when the helper cannot get
 //! its lock at once.
 
+use super::filtered_scan::FilteredScans;
 use super::BackupOptions;
 use crate::archive::deflate::{DeflatedDump, DumpCompressor};
 use crate::archive::{FileEntry, TableEntry, DUMP_NAME};
@@ -119,7 +120,13 @@ pub(super) fn read_snapshot(
                         .collect::<Vec<_>>(),
                 ),
         )?;
-        let any_derived = scope.tables.iter().any(is_derived);
+        let counts = count_by_row(conn, &scope, &schema, options)?;
+        let mut scans = FilteredScans::plan(conn, &scope, &schema, &counts)?;
+        let filtered = scans.tables();
+        let any_derived = scope
+            .tables
+            .iter()
+            .any(|t| is_derived(t) && !filtered.contains(&t.name));
         // `conn` holds its SHARED lock now (it read the schema). Asked again
         // under that lock, the journal mode cannot change until we are done
         // (a switch to WAL needs the database to itself).
@@ -130,8 +137,15 @@ pub(super) fn read_snapshot(
             .and_then(|h| join_snapshot(h, options.busy_timeout_ms));
         let parallel = helper.is_some();
         let dumped = std::thread::scope(|threads| {
-            let sets = MemberSetsSource::start(threads, helper, &scope, &schema, options);
-            dump_tables(conn, sets, &scope, &schema, options, dump_path, progress)
+            let sets =
+                MemberSetsSource::start(threads, helper, &scope, &schema, options, &filtered);
+            let plan = DumpPlan {
+                counts,
+                scans: &mut scans,
+                sets,
+                without: &filtered,
+            };
+            dump_tables(conn, plan, &scope, &schema, options, dump_path, progress)
         })?;
         let Some(Dumped {
             tables,
@@ -200,6 +214,7 @@ impl<'scope, 'env> MemberSetsSource<'scope, 'env> {
         scope: &'env TenantScope,
         schema: &'env Schema,
         options: &'env BackupOptions,
+        without: &'env BTreeSet<String>,
     ) -> Self {
         let Some(helper) = helper else {
             return MemberSetsSource::Main;
@@ -208,12 +223,13 @@ impl<'scope, 'env> MemberSetsSource<'scope, 'env> {
         let thread = std::thread::Builder::new()
             .name("tenant_kit-sets".into())
             .spawn_scoped(threads, move || {
-                let sets = MemberSets::materialize(
+                let sets = MemberSets::materialize_without(
                     &helper,
                     scope,
                     schema,
                     &options.tenant_id,
                     Side::Ours,
+                    without,
                 )?;
                 Ok((helper, sets))
             });
@@ -237,6 +253,7 @@ impl<'env> MemberSetsSource<'_, 'env> {
         scope: &'env TenantScope,
         schema: &'env Schema,
         options: &BackupOptions,
+        without: &BTreeSet<String>,
     ) -> Result<(Option<Connection>, MemberSets<'env>)> {
         match self {
             MemberSetsSource::Helper(job) => {
@@ -244,8 +261,14 @@ impl<'env> MemberSetsSource<'_, 'env> {
                 Ok((Some(helper), sets))
             }
             MemberSetsSource::Main => {
-                let sets =
-                    MemberSets::materialize(conn, scope, schema, &options.tenant_id, Side::Ours)?;
+                let sets = MemberSets::materialize_without(
+                    conn,
+                    scope,
+                    schema,
+                    &options.tenant_id,
+                    Side::Ours,
+                    without,
+                )?;
                 Ok((None, sets))
             }
         }
@@ -286,24 +309,30 @@ struct Dumped {
     learned: Vec<Reference>,
 }
 
-/// None: the classes learned while dumping contradict the dump's order,
-/// which must then be made again with the classes read first.
-fn dump_tables<'env>(
-    conn: &Connection,
-    mut sets_source: MemberSetsSource<'_, 'env>,
-    scope: &'env TenantScope,
-    schema: &'env Schema,
-    options: &BackupOptions,
-    dump_path: &Path,
-    progress: &mut dyn Progress,
-) -> Result<Option<Dumped>> {
-    let tenant = options.tenant_id.to_sql_value();
-    // Tables whose membership is a condition on the row need no sets.
-    let by_row = MemberSets::unmaterialized(scope, schema, Side::Ours);
+/// How [`dump_tables`] finds each table's rows.
+struct DumpPlan<'p, 'scope, 'env> {
+    /// Rows of the tenant in each table chosen by a condition on its rows.
+    counts: Vec<Option<u64>>,
+    /// Join tables read by a filtered scan, and their parents' ids.
+    scans: &'p mut FilteredScans,
+    /// The member sets of the other derived tables.
+    sets: MemberSetsSource<'scope, 'env>,
+    /// The derived tables without sets (those of `scans`).
+    without: &'p BTreeSet<String>,
+}
 
-    // Count those first: progress needs totals, and a tenant without a
-    // single row in them is almost certainly a wrong id (derived rows all
-    // hang off such rows, so they have none either).
+/// Count the rows of the tables chosen by a condition on their rows
+/// (None for derived tables): progress needs totals, and a tenant without a
+/// single row in them is almost certainly a wrong id (derived rows all
+/// hang off such rows, so they have none either).
+fn count_by_row(
+    conn: &Connection,
+    scope: &TenantScope,
+    schema: &Schema,
+    options: &BackupOptions,
+) -> Result<Vec<Option<u64>>> {
+    let tenant = options.tenant_id.to_sql_value();
+    let by_row = MemberSets::unmaterialized(scope, schema, Side::Ours);
     let mut counts: Vec<Option<u64>> = Vec::with_capacity(scope.tables.len());
     for t in &scope.tables {
         counts.push(if is_derived(t) {
@@ -318,6 +347,29 @@ fn dump_tables<'env>(
             options.tenant_id, options.tenant_column, options.tenant_id
         )));
     }
+    Ok(counts)
+}
+
+/// None: the classes learned while dumping contradict the dump's order,
+/// which must then be made again with the classes read first.
+fn dump_tables<'env>(
+    conn: &Connection,
+    plan: DumpPlan<'_, '_, 'env>,
+    scope: &'env TenantScope,
+    schema: &'env Schema,
+    options: &BackupOptions,
+    dump_path: &Path,
+    progress: &mut dyn Progress,
+) -> Result<Option<Dumped>> {
+    let tenant = options.tenant_id.to_sql_value();
+    // Tables whose membership is a condition on the row need no sets.
+    let by_row = MemberSets::unmaterialized(scope, schema, Side::Ours);
+    let DumpPlan {
+        counts,
+        scans,
+        sets: mut sets_source,
+        without,
+    } = plan;
 
     // Rows are compressed on a second thread while they are read.
     let file = File::create(dump_path).at("creating dump.jsonl")?;
@@ -332,12 +384,12 @@ fn dump_tables<'env>(
     let mut blob_rows = Vec::new();
     let mut learned = Vec::new();
     for (t, count) in scope.tables.iter().zip(&counts) {
-        let (conn, sets) = if is_derived(t) {
+        let (conn, sets) = if is_derived(t) && !scans.is_filtered(&t.name) {
             let (helper, sets) = match derived {
                 Some(ref ready) => ready,
                 None => derived.insert(
                     std::mem::replace(&mut sets_source, MemberSetsSource::Main)
-                        .into_sets(conn, scope, schema, options)?,
+                        .into_sets(conn, scope, schema, options, without)?,
                 ),
             };
             (helper.as_ref().unwrap_or(conn), sets)
@@ -346,6 +398,7 @@ fn dump_tables<'env>(
         };
         let total = match count {
             Some(n) => *n,
+            None if scans.is_filtered(&t.name) => count_filtered(conn, schema, t, scans)?,
             None => sets
                 .member_count(conn, &t.name)?
                 .ok_or_else(|| Error::internal("derived tables have whole-tenant sets"))?,
@@ -358,6 +411,7 @@ fn dump_tables<'env>(
             t,
             total,
             &tenant,
+            scans,
             &mut out,
             &mut blob_rows,
             progress,
@@ -404,6 +458,36 @@ fn prefers_table_scan(
     Ok(estimated_rows(conn, table)?.is_some_and(|rows| tenant_rows.saturating_mul(4) > rows))
 }
 
+/// How many rows a filtered scan of `t` keeps: one pass over its link
+/// columns.
+fn count_filtered(
+    conn: &Connection,
+    schema: &Schema,
+    t: &ScopedTable,
+    scans: &mut FilteredScans,
+) -> Result<u64> {
+    let table = schema.table(&t.name).expect("scope tables exist");
+    let links = scans.link_columns(&t.name);
+    let columns: Vec<&str> = links.iter().map(String::as_str).collect();
+    let sql = format!(
+        "SELECT {} FROM {} NOT INDEXED",
+        columns
+            .iter()
+            .map(|c| quote(c))
+            .collect::<Vec<_>>()
+            .join(", "),
+        quote(&t.name)
+    );
+    let mut hook = scans.hook(table, &columns);
+    let mut stmt = conn.prepare(&sql)?;
+    let mut rows = stmt.query([])?;
+    let mut kept = 0;
+    while let Some(row) = rows.next()? {
+        kept += u64::from(hook.keeps(row)?);
+    }
+    Ok(kept)
+}
+
 /// How many rows of `t`, a table whose membership is a condition on the
 /// row, are the tenant's.
 fn count_rows(
@@ -432,6 +516,7 @@ fn dump_table(
     t: &ScopedTable,
     total: u64,
     tenant: &SqlValue,
+    scans: &mut FilteredScans,
     out: &mut DumpCompressor,
     blob_rows: &mut Vec<BlobRow>,
     progress: &mut dyn Progress,
@@ -454,16 +539,25 @@ fn dump_table(
         .map(|k| format!("a.{}", quote(k)))
         .collect::<Vec<_>>()
         .join(", ");
-    let scan = if prefers_table_scan(conn, table, t, total)? {
-        " NOT INDEXED"
+    let mut hook = scans.hook(table, &columns);
+    let sql = if hook.is_filter() {
+        // Every row, in rowid order; `hook` keeps the tenant's.
+        format!(
+            "SELECT {select} FROM {} AS a NOT INDEXED ORDER BY {order}",
+            quote(&t.name)
+        )
     } else {
-        ""
+        let scan = if prefers_table_scan(conn, table, t, total)? {
+            " NOT INDEXED"
+        } else {
+            ""
+        };
+        format!(
+            "SELECT {select} FROM {} AS a{scan} WHERE {} ORDER BY {order}",
+            quote(&t.name),
+            sets.member_predicate(&t.name, "a")?
+        )
     };
-    let sql = format!(
-        "SELECT {select} FROM {} AS a{scan} WHERE {} ORDER BY {order}",
-        quote(&t.name),
-        sets.member_predicate(&t.name, "a")?
-    );
     // The constant part of every line, built once per table.
     let mut prefix = b"{\"table\":".to_vec();
     crate::value::write_json_string(&mut prefix, &t.name);
@@ -496,7 +590,15 @@ fn dump_table(
     let params = tenant_params(&stmt, tenant);
     let mut rows = stmt.query(&*params)?;
     let mut written = 0u64;
+    let mut read = 0u64;
     while let Some(row) = rows.next()? {
+        read += 1;
+        if read % 1024 == 0 {
+            progress.check_interrupt()?;
+        }
+        if !hook.keeps(row)? {
+            continue;
+        }
         // Encoded straight into the compressor's chunk.
         let line = out.buffer();
         line.extend_from_slice(&prefix);
@@ -518,9 +620,6 @@ fn dump_table(
             });
         }
         written += 1;
-        if written % 1024 == 0 {
-            progress.check_interrupt()?;
-        }
         if throttle.due(written) {
             progress.emit(dumped(written))?;
         }
