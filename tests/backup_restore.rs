@@ -25,6 +25,19 @@ fn archive_entry(path: &std::path::Path, name: &str) -> Vec<u8> {
     panic!("{name} not in archive");
 }
 
+/// The manifest's entry for `table`.
+fn manifest_table(path: &std::path::Path, table: &str) -> serde_json::Value {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&archive_entry(path, "manifest.json")).unwrap();
+    manifest["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == table)
+        .unwrap_or_else(|| panic!("{table} not in the manifest"))
+        .clone()
+}
+
 fn dump_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
     String::from_utf8(archive_entry(path, "dump.jsonl"))
         .unwrap()
@@ -482,19 +495,23 @@ fn polymorphic_classes_in_the_manifest_are_the_tenants_own() {
         .unwrap();
     let classes = |tenant: i64| -> serde_json::Value {
         let report = app.backup(tenant);
-        let manifest: serde_json::Value =
-            serde_json::from_slice(&archive_entry(&report.path, "manifest.json")).unwrap();
-        let comments = manifest["tables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["name"] == "comments")
-            .unwrap()
-            .clone();
-        comments["polymorphic"]["commentable_type"].clone()
+        manifest_table(&report.path, "comments")["polymorphic"]["commentable_type"].clone()
     };
     assert_eq!(classes(1), json!(["Project", "Task"]));
     assert_eq!(classes(2), json!(["Project", "Task", "User"]));
+}
+
+/// A backup, and how many times it listed the tables (`scan_tables`): more
+/// than once when the dump started over.
+fn backup_counting_scans(app: &App, tenant: i64) -> (tenant_kit::backup::BackupReport, usize) {
+    let mut progress = CollectProgress::default();
+    let report = tenant_kit::backup::backup(&app.backup_options(tenant), &mut progress).unwrap();
+    let scans = progress
+        .events
+        .iter()
+        .filter(|e| e.step() == "scan_tables")
+        .count();
+    (report, scans)
 }
 
 /// The largest polymorphic table (comments) has its classes learned while
@@ -512,13 +529,7 @@ fn the_table_whose_classes_are_learned_while_dumping_follows_the_tables_they_nam
              INSERT INTO comments(id, tenant_id, commentable_type, commentable_id, user_id, body, created_at, updated_at) VALUES (2999, 2, 'User', 2001, 2001, 'hi', 'x', 'x');",
         )
         .unwrap();
-    let mut progress = CollectProgress::default();
-    let report = tenant_kit::backup::backup(&app.backup_options(2), &mut progress).unwrap();
-    let scans = progress
-        .events
-        .iter()
-        .filter(|e| e.step() == "scan_tables")
-        .count();
+    let (report, scans) = backup_counting_scans(&app, 2);
     assert_eq!(scans, 1, "the order needed no second dump");
     let tables: Vec<String> = dump_lines(&report.path)
         .iter()
@@ -549,13 +560,7 @@ fn a_learned_class_that_changes_the_tenants_rows_starts_the_dump_over() {
         [],
     )
     .unwrap();
-    let mut progress = CollectProgress::default();
-    let report = tenant_kit::backup::backup(&app.backup_options(1), &mut progress).unwrap();
-    let scans = progress
-        .events
-        .iter()
-        .filter(|e| e.step() == "scan_tables")
-        .count();
+    let (report, scans) = backup_counting_scans(&app, 1);
     assert_eq!(scans, 2, "the dump started over once");
     let lines = dump_lines(&report.path);
     assert!(
@@ -568,16 +573,8 @@ fn a_learned_class_that_changes_the_tenants_rows_starts_the_dump_over() {
         archive_entry(&report.path, &format!("blobs/{key}")),
         b"commented on, attached to nothing"
     );
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&archive_entry(&report.path, "manifest.json")).unwrap();
-    let comments = manifest["tables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "comments")
-        .unwrap();
     assert_eq!(
-        comments["polymorphic"]["commentable_type"],
+        manifest_table(&report.path, "comments")["polymorphic"]["commentable_type"],
         json!(["ActiveStorage::Blob", "Project", "Task"])
     );
     tenant_kit::verify::verify_path(&report.path).unwrap();

@@ -223,14 +223,7 @@ impl<'scope, 'env> MemberSetsSource<'scope, 'env> {
         let thread = std::thread::Builder::new()
             .name("tenant_kit-sets".into())
             .spawn_scoped(threads, move || {
-                let sets = MemberSets::materialize_without(
-                    &helper,
-                    scope,
-                    schema,
-                    &options.tenant_id,
-                    Side::Ours,
-                    without,
-                )?;
+                let sets = tenant_sets(&helper, scope, schema, options, without)?;
                 Ok((helper, sets))
             });
         match thread {
@@ -261,18 +254,23 @@ impl<'env> MemberSetsSource<'_, 'env> {
                 Ok((Some(helper), sets))
             }
             MemberSetsSource::Main => {
-                let sets = MemberSets::materialize_without(
-                    conn,
-                    scope,
-                    schema,
-                    &options.tenant_id,
-                    Side::Ours,
-                    without,
-                )?;
+                let sets = tenant_sets(conn, scope, schema, options, without)?;
                 Ok((None, sets))
             }
         }
     }
+}
+
+/// The tenant's member sets on `conn`, but for the tables `without` (read
+/// by filtered scans).
+fn tenant_sets<'env>(
+    conn: &Connection,
+    scope: &'env TenantScope,
+    schema: &'env Schema,
+    options: &BackupOptions,
+    without: &BTreeSet<String>,
+) -> Result<MemberSets<'env>> {
+    MemberSets::materialize_without(conn, scope, schema, &options.tenant_id, Side::Ours, without)
 }
 
 impl<'env> HelperJob<'_, 'env> {
