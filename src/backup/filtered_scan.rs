@@ -17,10 +17,10 @@
 //! it, chosen by a condition on their rows (so their counts are known), of
 //! which the tenant owns a large enough share for a scan of the whole join
 //! table to beat one insert per member row. Parents' ids must fit a bitmap
-//! of at most [`MOST_BITMAP_BYTES`]; ids outside it are kept aside.
+//! of at most [`MOST_BITMAP_BYTES`].
 
 use crate::error::Result;
-use crate::schema::{Schema, Table};
+use crate::schema::{quote, Schema, Table};
 use crate::scope::{estimated_rows, Membership, Reference, TenantScope};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Row};
@@ -32,8 +32,10 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 /// against 60 ns a row, measured).
 const SCAN_WHEN_SHARE_AT_LEAST: u64 = 8;
 
-/// The largest bitmap of parent ids we keep: 8 MiB, ids up to 64 million.
-const MOST_BITMAP_BYTES: u64 = 8 << 20;
+/// The largest bitmap of parent ids we keep: 2 MiB, ids up to 16 million
+/// (two parents stay well inside the backup's memory budget). Larger tables
+/// take the member sets.
+const MOST_BITMAP_BYTES: u64 = 2 << 20;
 
 /// The join tables read by a filtered scan, and the parents whose ids the
 /// dump keeps for them.
@@ -43,6 +45,15 @@ pub(super) struct FilteredScans {
     tables: BTreeMap<String, Vec<Reference>>,
     /// Parent table → its ids, filled while it is dumped.
     ids: BTreeMap<String, IdSet>,
+}
+
+/// Whether some row of `table` has a negative rowid (one seek): such ids
+/// would not fit the bitmap.
+fn has_negative_rowids(conn: &Connection, table: &Table) -> Result<bool> {
+    let sql = format!("SELECT min(rowid) < 0 FROM {}", quote(&table.name));
+    Ok(conn
+        .query_row(&sql, [], |r| r.get::<_, Option<bool>>(0))?
+        .unwrap_or(false))
 }
 
 /// What a table's dump does besides writing rows.
@@ -119,9 +130,9 @@ impl FilteredScans {
                 // An INTEGER PRIMARY KEY holds integers only, and a column
                 // of integer affinity stores every value that could equal
                 // one as an integer: comparing integers is the fill's `=`.
-                let integer_link = table
-                    .column(column)
-                    .is_some_and(|c| c.decl_type.to_ascii_uppercase().contains("INT"));
+                let integer_link = table.column(column).is_some_and(|c| {
+                    !c.generated && c.decl_type.to_ascii_uppercase().contains("INT")
+                });
                 if r.parent_columns.first().map(String::as_str) != parent.rowid_alias()
                     || !integer_link
                     || r.polymorphic.is_some()
@@ -131,7 +142,7 @@ impl FilteredScans {
                 let Some(parent_rows) = estimated_rows(conn, parent)? else {
                     continue 'tables;
                 };
-                if parent_rows / 8 > MOST_BITMAP_BYTES {
+                if parent_rows / 8 > MOST_BITMAP_BYTES || has_negative_rowids(conn, parent)? {
                     continue 'tables;
                 }
                 large_share |= tenant_rows.saturating_mul(SCAN_WHEN_SHARE_AT_LEAST) >= parent_rows;
@@ -242,8 +253,9 @@ impl RowFilter<'_> {
     }
 }
 
-/// A set of ids: a bitmap up to the table's largest rowid at the start of
-/// the snapshot, a hash set for the rest (negative ids).
+/// A set of ids: a bitmap up to the table's largest rowid in the snapshot,
+/// a hash set for any other (the plan leaves out tables with negative
+/// rowids, so it stays empty; it is there so that no id is ever lost).
 pub(super) struct IdSet {
     bits: Vec<u64>,
     others: HashSet<i64>,
