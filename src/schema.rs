@@ -27,9 +27,15 @@ impl Column {
     /// Rules: <https://www.sqlite.org/datatype3.html#determination_of_column_affinity>.
     pub fn keeps_storage_class(&self) -> bool {
         let t = self.decl_type.to_ascii_uppercase();
-        !t.contains("INT")
+        !self.has_integer_affinity()
             && !["CHAR", "CLOB", "TEXT"].iter().any(|k| t.contains(k))
             && (t.is_empty() || t.contains("BLOB"))
+    }
+
+    /// INTEGER affinity (the declared type contains `INT`): every value
+    /// that could equal an integer is stored as one.
+    pub fn has_integer_affinity(&self) -> bool {
+        self.decl_type.to_ascii_uppercase().contains("INT")
     }
 }
 

@@ -60,6 +60,17 @@ pub struct ScopeOptions {
 }
 
 /// Rails' usual tenant column; apps with `account_id` say so.
+impl ScopeOptions {
+    /// Table for a polymorphic class name: the caller's map first, then the
+    /// Rails convention.
+    pub fn table_for_class(&self, class_name: &str) -> String {
+        self.polymorphic
+            .get(class_name)
+            .cloned()
+            .unwrap_or_else(|| naming::table_for_class(class_name))
+    }
+}
+
 pub fn default_tenant_column() -> String {
     "tenant_id".into()
 }
@@ -446,11 +457,7 @@ impl TenantScope {
 
     /// Table for a polymorphic class name, honouring the caller's map.
     pub fn table_for_class(&self, class_name: &str) -> String {
-        self.options
-            .polymorphic
-            .get(class_name)
-            .cloned()
-            .unwrap_or_else(|| naming::table_for_class(class_name))
+        self.options.table_for_class(class_name)
     }
 }
 
@@ -480,12 +487,9 @@ fn polymorphic_target<'s>(
     options: &ScopeOptions,
     class_name: &str,
 ) -> Option<(&'s Table, &'s str)> {
-    let target = options
-        .polymorphic
-        .get(class_name)
-        .cloned()
-        .unwrap_or_else(|| naming::table_for_class(class_name));
-    let parent = schema.table_ci(&target).filter(|t| t.skip.is_none())?;
+    let parent = schema
+        .table_ci(&options.table_for_class(class_name))
+        .filter(|t| t.skip.is_none())?;
     match parent.primary_key().as_slice() {
         [pk] => Some((parent, pk)),
         _ => None,
@@ -521,14 +525,15 @@ fn polymorphic_columns(table: &Table, tenant_column: &str) -> Vec<(String, Strin
         .columns
         .iter()
         .filter(|c| c.name != tenant_column)
-        .filter_map(|c| {
-            let stem = c.name.strip_suffix("_id")?;
-            let type_column = format!("{stem}_type");
-            table
-                .has_column(&type_column)
-                .then(|| (type_column, c.name.clone()))
-        })
+        .filter_map(|c| Some((polymorphic_type_column(table, &c.name)?, c.name.clone())))
         .collect()
+}
+
+/// `x_type` when `column` is `x_id` and `table` has both: a polymorphic
+/// reference.
+fn polymorphic_type_column(table: &Table, column: &str) -> Option<String> {
+    let type_column = format!("{}_type", column.strip_suffix("_id")?);
+    table.has_column(&type_column).then_some(type_column)
 }
 
 fn find_tenant_table(
@@ -623,11 +628,10 @@ fn collect_references(
             if column.name == options.tenant_column {
                 continue;
             }
-            let Some(stem) = column.name.strip_suffix("_id") else {
+            if !column.name.ends_with("_id") {
                 continue;
-            };
-            let type_column = format!("{stem}_type");
-            if table.has_column(&type_column) {
+            }
+            if let Some(type_column) = polymorphic_type_column(table, &column.name) {
                 let of_tenant = match types {
                     TypeSource::TenantRows { tenant, learn_in }
                         if table.has_column(&options.tenant_column) =>

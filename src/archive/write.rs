@@ -153,8 +153,8 @@ fn append_bytes<W: Write>(out: &mut W, name: &str, bytes: &[u8], mtime: u64) -> 
 /// Copy a file into the archive, re-hashing it on the way: a file that
 /// changed since the manifest was written fails the backup instead of
 /// producing an archive that can never verify. The file is deflated at
-/// `level` unless its first 64 KiB show it is compressed already; then it
-/// is stored.
+/// `level` unless its start shows it is compressed already
+/// ([`worth_compressing`]); then it is stored.
 fn append_file<W: Write>(
     out: &mut RawDeflate<W>,
     name: &str,

@@ -47,15 +47,6 @@ pub(super) struct FilteredScans {
     ids: BTreeMap<String, IdSet>,
 }
 
-/// Whether some row of `table` has a negative rowid (one seek): such ids
-/// would not fit the bitmap.
-fn has_negative_rowids(conn: &Connection, table: &Table) -> Result<bool> {
-    let sql = format!("SELECT min(rowid) < 0 FROM {}", quote(&table.name));
-    Ok(conn
-        .query_row(&sql, [], |r| r.get::<_, Option<bool>>(0))?
-        .unwrap_or(false))
-}
-
 /// What a table's dump does besides writing rows.
 pub(super) enum RowHook<'a> {
     None,
@@ -115,6 +106,7 @@ impl FilteredScans {
                 continue;
             }
             let mut large_share = false;
+            let mut parents = Vec::with_capacity(owners.len());
             for r in owners {
                 let Some(p) = position(&r.parent).filter(|&p| p < i) else {
                     continue 'tables;
@@ -130,9 +122,9 @@ impl FilteredScans {
                 // An INTEGER PRIMARY KEY holds integers only, and a column
                 // of integer affinity stores every value that could equal
                 // one as an integer: comparing integers is the fill's `=`.
-                let integer_link = table.column(column).is_some_and(|c| {
-                    !c.generated && c.decl_type.to_ascii_uppercase().contains("INT")
-                });
+                let integer_link = table
+                    .column(column)
+                    .is_some_and(|c| !c.generated && c.has_integer_affinity());
                 if r.parent_columns.first().map(String::as_str) != parent.rowid_alias()
                     || !integer_link
                     || r.polymorphic.is_some()
@@ -146,15 +138,15 @@ impl FilteredScans {
                     continue 'tables;
                 }
                 large_share |= tenant_rows.saturating_mul(SCAN_WHEN_SHARE_AT_LEAST) >= parent_rows;
+                parents.push((&r.parent, parent_rows));
             }
             if !large_share {
                 continue;
             }
-            for r in owners {
-                let rows = estimated_rows(conn, schema.table(&r.parent).expect("checked"))?;
+            for (parent, rows) in parents {
                 plan.ids
-                    .entry(r.parent.clone())
-                    .or_insert_with(|| IdSet::with_max(rows.unwrap_or(0)));
+                    .entry(parent.clone())
+                    .or_insert_with(|| IdSet::with_max(rows));
             }
             plan.tables.insert(t.name.clone(), owners.clone());
         }
@@ -207,6 +199,15 @@ impl FilteredScans {
             _ => RowHook::None,
         }
     }
+}
+
+/// Whether some row of `table` has a negative rowid (one seek): such ids
+/// would not fit the bitmap.
+fn has_negative_rowids(conn: &Connection, table: &Table) -> Result<bool> {
+    let sql = format!("SELECT min(rowid) < 0 FROM {}", quote(&table.name));
+    Ok(conn
+        .query_row(&sql, [], |r| r.get::<_, Option<bool>>(0))?
+        .unwrap_or(false))
 }
 
 impl RowHook<'_> {

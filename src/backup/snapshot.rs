@@ -296,7 +296,6 @@ impl Drop for HelperJob<'_, '_> {
     }
 }
 
-/// Count and dump every table of the scope, in its (dependency) order.
 /// What [`dump_tables`] read.
 struct Dumped {
     tables: Vec<TableEntry>,
@@ -348,8 +347,9 @@ fn count_by_row(
     Ok(counts)
 }
 
-/// None: the classes learned while dumping contradict the dump's order,
-/// which must then be made again with the classes read first.
+/// Dump every table of the scope, in its (dependency) order. None: the
+/// classes learned while dumping contradict the dump's order, which must
+/// then be made again with the classes read first.
 fn dump_tables<'env>(
     conn: &Connection,
     plan: DumpPlan<'_, '_, 'env>,
