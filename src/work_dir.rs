@@ -68,6 +68,11 @@ pub(crate) fn private_permissions() -> std::fs::Permissions {
     }
 }
 
+/// Make a rename or a new file in `dir` durable (its entry, not its data).
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

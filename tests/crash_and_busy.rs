@@ -98,6 +98,88 @@ fn sigkill_during_restore_leaves_the_database_as_it_was() {
     assert_eq!(app.snapshot(), before);
 }
 
+/// Every path below `root`, folders too (None), with the files' bytes.
+fn storage_tree(root: &Path) -> std::collections::BTreeMap<PathBuf, Option<Vec<u8>>> {
+    let mut tree = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            let relative = path.strip_prefix(root).unwrap().to_path_buf();
+            if path.is_dir() {
+                tree.insert(relative, None);
+                stack.push(path);
+            } else {
+                tree.insert(relative, Some(std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    tree
+}
+
+/// The storage journals next to the app's database.
+fn storage_journals(app: &App) -> Vec<String> {
+    std::fs::read_dir(app.db.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("app.sqlite3-tenant_kit-journal-"))
+        .collect()
+}
+
+#[test]
+fn blob_files_of_a_restore_killed_before_its_commit_are_removed_by_the_next() {
+    let app = App::new();
+    let archive = app.backup(1).path;
+    let other_archive = app.backup(2).path;
+    // Tenant 1 loses its blobs, rows, files and folders: restoring it
+    // writes them all again.
+    app.conn()
+        .execute_batch(
+            "DELETE FROM active_storage_attachments WHERE blob_id IN (1001, 1002, 1009);
+             DELETE FROM active_storage_variant_records WHERE blob_id = 1001;
+             DELETE FROM active_storage_blobs WHERE id IN (1001, 1002, 1009);",
+        )
+        .unwrap();
+    std::fs::remove_dir_all(app.storage.join("t1")).unwrap();
+    let rows_before = app.snapshot();
+    let files_before = storage_tree(&app.storage);
+    for step in ["restore_progress", "commit"] {
+        let options = json!({"database": app.db, "archive": archive, "tenant_id": 1, "storage_root": app.storage});
+        run_and_kill("restore", step, options, app.dir.path());
+        assert_eq!(
+            app.snapshot(),
+            rows_before,
+            "database after SIGKILL at {step}"
+        );
+        let left = storage_tree(&app.storage);
+        let new_files = |tree: &std::collections::BTreeMap<PathBuf, Option<Vec<u8>>>| {
+            tree.values().filter(|f| f.is_some()).count()
+                - files_before.values().filter(|f| f.is_some()).count()
+        };
+        assert_eq!(new_files(&left), 3, "SIGKILL at {step}: {left:?}");
+        assert_eq!(storage_journals(&app).len(), 1, "SIGKILL at {step}");
+        // The next restore, of another tenant and writing no file of its
+        // own, first removes what the dead one left, folders too.
+        let report = app
+            .restore(&other_archive, 2, json!({"purge": true}))
+            .unwrap();
+        assert_eq!(report.blobs.recovered, 3);
+        assert_eq!(report.blobs.written, 0);
+        assert_eq!(
+            storage_tree(&app.storage),
+            files_before,
+            "storage after SIGKILL at {step} and one more restore"
+        );
+        assert_eq!(storage_journals(&app), Vec::<String>::new());
+        assert_eq!(app.snapshot(), rows_before);
+    }
+    // A restore that is not killed leaves no journal either.
+    let report = app.restore(&archive, 1, json!({})).unwrap();
+    assert_eq!(report.blobs.written, 3);
+    assert_eq!(report.blobs.recovered, 0);
+    assert_eq!(storage_journals(&app), Vec::<String>::new());
+}
+
 #[test]
 fn sigkill_during_backup_leaves_no_archive() {
     let app = App::new();

@@ -252,7 +252,8 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
         &options.tenant_id,
         &created,
     )?;
-    sync_dir(&options.output_dir);
+    // Best effort: the archive is complete either way.
+    let _ = crate::work_dir::sync_dir(&options.output_dir);
     drop(work);
 
     let report = BackupReport {
@@ -423,10 +424,4 @@ fn hash_blob(
         },
         path,
     ))
-}
-
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
 }

@@ -6,6 +6,7 @@
 use super::blobs::{self, WrittenFiles};
 use super::plan::{self, Plan};
 use super::stage::{Staged, StagedTable};
+use super::storage_journal;
 use super::{conflict_error, Context, RestoreReport};
 use crate::error::{Error, Result};
 use crate::progress::{Event, Progress};
@@ -33,6 +34,12 @@ pub(super) fn apply<'a>(
     conn.execute_batch("BEGIN IMMEDIATE")
         .map_err(|e| Error::database(format!("cannot take the write lock: {e}")))?;
     conn.execute_batch("PRAGMA defer_foreign_keys = ON")?;
+    // Before this run changes anything: undo the storage changes of a
+    // restore that died (its rows SQLite has already rolled back).
+    report.blobs.recovered = storage_journal::recover(conn)?;
+    if report.blobs.recovered > 0 {
+        progress.emit(Event::new("recovered").with("files", report.blobs.recovered))?;
+    }
     // The plan (and the sets it left in temp tables) holds as long as no
     // other connection committed since it was made; otherwise make it
     // again, now under the lock.
@@ -147,6 +154,9 @@ pub(super) fn apply<'a>(
         if written > 0 {
             check_restored_membership(conn, ctx, staged)?;
         }
+    } else if let Some(root) = &ctx.options.storage_root {
+        // Purge only: the files of the purged blobs go after the commit.
+        files.journal(conn, root, &[], &purged_keys)?;
     }
 
     Ok(purged_keys.into_iter().collect())

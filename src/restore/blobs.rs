@@ -1,7 +1,10 @@
 //! Blob files of a restore: keys kept where possible and renamed when taken,
 //! files verified by the extract and written with exclusive create before
-//! the commit, removed again if the transaction does not commit.
+//! the commit, removed again if the transaction does not commit, and
+//! journaled first so that a run killed before the end is undone by the
+//! next ([`super::storage_journal`]).
 
+use super::storage_journal::StorageJournal;
 use super::{Context, RestoreReport};
 use crate::archive;
 use crate::error::{Error, Result, ResultExt};
@@ -12,20 +15,45 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Files and directories this run created in the storage root, removed
-/// again if the transaction does not commit.
+/// again if the transaction does not commit, and the journal that lets the
+/// next run remove them if this one dies first.
 #[derive(Default)]
 pub(super) struct WrittenFiles {
     files: Vec<PathBuf>,
     dirs: Vec<PathBuf>,
+    journal: Option<StorageJournal>,
 }
 
 impl WrittenFiles {
+    /// Journal the files about to be written and the purged blobs' files to
+    /// remove after the commit, before any of them is touched.
+    pub fn journal(
+        &mut self,
+        conn: &Connection,
+        storage_root: &Path,
+        written: &[String],
+        purged: &BTreeSet<String>,
+    ) -> Result<()> {
+        debug_assert!(self.journal.is_none(), "one journal per run");
+        self.journal = StorageJournal::open(conn, storage_root, written, purged)?;
+        Ok(())
+    }
+
+    /// The transaction did not commit: remove what this run wrote.
     pub fn remove_all(&mut self) {
         for f in self.files.drain(..).rev() {
             let _ = std::fs::remove_file(f);
         }
         for d in self.dirs.drain(..).rev() {
             let _ = std::fs::remove_dir(d);
+        }
+        self.finish();
+    }
+
+    /// Committed, and the purged blobs' files removed: nothing to undo.
+    pub fn finish(&mut self) {
+        if let Some(journal) = self.journal.take() {
+            journal.close();
         }
     }
 
@@ -63,9 +91,10 @@ impl WrittenFiles {
 }
 
 /// Inside the write transaction, after the purge: decide each archive
-/// blob's key (its own, or a fresh one when another blob holds it) and
-/// write its file. Returns old key → new key for the renamed ones; keys
-/// whose file is reused are taken out of `purged_keys`.
+/// blob's key (its own, or a fresh one when another blob holds it), journal
+/// the storage changes, then write the files. Returns old key → new key for
+/// the renamed ones; keys whose file is reused are taken out of
+/// `purged_keys`.
 pub(super) fn place(
     conn: &Connection,
     ctx: &Context<'_>,
@@ -80,6 +109,8 @@ pub(super) fn place(
     let blob_files = ctx
         .blob_files
         .ok_or_else(|| Error::internal("blob files placed before they were unpacked"))?;
+    // Archive key → the key its file is written under.
+    let mut to_write: Vec<(&str, String)> = Vec::new();
     for blob in &ctx.manifest.blobs {
         progress.check_interrupt()?;
         let holder: Option<i64> = conn
@@ -94,29 +125,33 @@ pub(super) fn place(
             && !ctx.options.remap;
         let mut key = blob.key.clone();
         if holder.is_some() && !ours {
-            key = fresh_blob_key(conn, root)?;
+            key = fresh_blob_key(conn, root, &to_write)?;
             renamed.insert(blob.key.clone(), key.clone());
         }
         if let Some(root) = root {
             let dest = archive::disk_path(root, &key);
-            let source = &blob_files[&blob.key];
-            if dest.exists() {
-                if file_sha256(&dest).as_deref() == Some(blob.sha256.as_str()) {
-                    report.blobs.reused += 1;
-                    purged_keys.remove(&key);
-                } else {
-                    let fresh = fresh_blob_key(conn, Some(root))?;
-                    renamed.insert(blob.key.clone(), fresh.clone());
-                    files.write_blob(source, &archive::disk_path(root, &fresh))?;
-                    report.blobs.written += 1;
-                }
+            if !dest.exists() {
+                to_write.push((&blob.key, key));
+            } else if file_sha256(&dest).as_deref() == Some(blob.sha256.as_str()) {
+                report.blobs.reused += 1;
+                purged_keys.remove(&key);
             } else {
-                files.write_blob(source, &dest)?;
-                report.blobs.written += 1;
+                let fresh = fresh_blob_key(conn, Some(root), &to_write)?;
+                renamed.insert(blob.key.clone(), fresh.clone());
+                to_write.push((&blob.key, fresh));
             }
         }
     }
     report.blobs.renamed = renamed.len() as u64;
+    if let Some(root) = root {
+        let keys: Vec<String> = to_write.iter().map(|(_, key)| key.clone()).collect();
+        files.journal(conn, root, &keys, purged_keys)?;
+        for (archive_key, key) in &to_write {
+            progress.check_interrupt()?;
+            files.write_blob(&blob_files[*archive_key], &archive::disk_path(root, key))?;
+            report.blobs.written += 1;
+        }
+    }
     Ok(renamed)
 }
 
@@ -127,8 +162,13 @@ fn file_sha256(path: &Path) -> Option<String> {
     Some(archive::hex(&h.finalize()))
 }
 
-/// A fresh ActiveStorage-style key: 28 characters of base36.
-fn fresh_blob_key(conn: &Connection, root: Option<&Path>) -> Result<String> {
+/// A fresh ActiveStorage-style key: 28 characters of base36, held by no
+/// blob row, no file and no file about to be written.
+fn fresh_blob_key(
+    conn: &Connection,
+    root: Option<&Path>,
+    to_write: &[(&str, String)],
+) -> Result<String> {
     const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
     for _ in 0..100 {
         let mut bytes = [0u8; 28];
@@ -143,7 +183,8 @@ fn fresh_blob_key(conn: &Connection, root: Option<&Path>) -> Result<String> {
             |r| r.get(0),
         )?;
         let on_disk = root.is_some_and(|r| archive::disk_path(r, &key).exists());
-        if !taken && !on_disk {
+        let planned = to_write.iter().any(|(_, k)| *k == key);
+        if !taken && !on_disk && !planned {
             return Ok(key);
         }
     }

@@ -10,6 +10,10 @@
 //!    files ([`blobs`]), rows, checks; then commit;
 //! 5. after commit: files of purged blobs removed.
 //!
+//! Blob files are journaled before they are written ([`storage_journal`]):
+//! a run that dies is undone by the next, in step 4 before it changes
+//! anything.
+//!
 //! Never touches another tenant's rows, never `INSERT OR REPLACE`; a
 //! conflict, a failure or a cancel rolls back and removes every blob file
 //! this run wrote.
@@ -18,6 +22,7 @@ mod apply;
 mod blobs;
 mod plan;
 mod stage;
+mod storage_journal;
 
 use crate::archive::dump::DumpReader;
 use crate::archive::read::{extract_feeding, manifest_event, DumpFeed};
@@ -102,6 +107,9 @@ pub struct BlobCounts {
     pub removed: u64,
     /// Keys that collided with another blob and were given a fresh key.
     pub renamed: u64,
+    /// Files a restore that died had written (or left to remove), removed
+    /// before this one changed anything.
+    pub recovered: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -305,6 +313,7 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
             }
         }
     }
+    files.finish();
     report.duration_ms = started.elapsed().as_millis() as u64;
     progress.emit(
         Event::new("done")
