@@ -9,22 +9,26 @@ struct Timed {
     started: Instant,
     last: Instant,
     last_step: String,
+    /// When the current step's latest event came (a step may repeat).
+    latest: Instant,
 }
 
 impl Progress for Timed {
     fn emit(&mut self, event: Event) -> Result<()> {
         let step = event.step().to_string();
+        let now = Instant::now();
         if step != self.last_step {
-            let now = Instant::now();
             eprintln!(
-                "{:>8.3}s  (+{:.3}s)  {}",
+                "{:>8.3}s  (+{:.3}s)  {}  (the step before last reported at {:.3}s)",
                 self.started.elapsed().as_secs_f64(),
                 (now - self.last).as_secs_f64(),
-                step
+                step,
+                (self.latest - self.started).as_secs_f64(),
             );
             self.last = now;
             self.last_step = step;
         }
+        self.latest = now;
         Ok(())
     }
 }
@@ -42,6 +46,7 @@ fn main() {
         started: now,
         last: now,
         last_step: String::new(),
+        latest: now,
     };
     if let Some(options) = path.strip_prefix("backup:") {
         let json = std::fs::read_to_string(options).unwrap();

@@ -899,6 +899,45 @@ fn progress_events_cover_the_documented_steps() {
             .and_then(|v| v.as_str())
             .is_some_and(|t| t.ends_with('Z')));
     }
+    // With and without purge (which adds a step per table): the plan's
+    // steps count up one by one to their announced total, and the lock
+    // events frame the plan's read and the write transaction.
+    for extra in [json!({"purge": true}), json!({})] {
+        let mut events = CollectProgress::default();
+        let options = app.restore_options(&report.path, 1, extra.clone());
+        tenant_kit::restore::restore(&options, &mut events).unwrap();
+        let of = |e: &Event, key: &str| e.get(key).and_then(|v| v.as_u64()).unwrap();
+        let planned: Vec<(u64, u64)> = events
+            .events
+            .iter()
+            .filter(|e| e.step() == "plan_progress")
+            .map(|e| (of(e, "processed"), of(e, "total")))
+            .collect();
+        let total = planned.last().expect("plan_progress events").1;
+        let expected: Vec<(u64, u64)> = (1..=total).map(|n| (n, total)).collect();
+        assert_eq!(planned, expected, "{extra}");
+        let framing: Vec<String> = events
+            .events
+            .iter()
+            .filter(|e| ["lock", "plan", "commit"].contains(&e.step()))
+            .map(|e| match e.get("state").and_then(|v| v.as_str()) {
+                Some(state) => format!("lock {state}"),
+                None => e.step().to_string(),
+            })
+            .collect();
+        assert_eq!(
+            framing,
+            [
+                "lock read",
+                "lock none",
+                "plan",
+                "lock write",
+                "commit",
+                "lock none"
+            ],
+            "{extra}"
+        );
+    }
 }
 
 #[test]

@@ -149,27 +149,54 @@ RSpec.describe TenantKit::Rails::ProgressLogger do
         expect(stored["log"].map { |e| e["step"] }).to include("start", "scan_tables", "dump_progress", "snapshot", "done")
       end
 
-      it "writes a restore's log only after its transaction has ended" do
+      it "writes a restore's progress as it goes, but never while the native side holds a lock" do
         archive = TenantKit.backup(**TenantKit::Rails::App.options, tenant_id: acme.id, output_dir: backups_dir).path
         logger = described_class.new(job, interval: 0)
-        seen = []
-        writes_inside = nil
         options = TenantKit::Rails::App.options.merge(tenant_id: acme.id, archive: archive, purge: true)
+        lock = "none" # as the restore's lock events say
+        seen = []     # [lock, event step, the step another connection sees stored]
+        writes = []   # the lock at each write of the progress row
+        count_writes = lambda do |*, payload|
+          writes << lock if payload[:sql] =~ /\A\s*(UPDATE|INSERT INTO)\s+"background_jobs"/i
+        end
         started = monotonic
-        logger.track(:restore) do |on_event|
-          writes_inside = progress_writes do
+        ActiveSupport::Notifications.subscribed(count_writes, "sql.active_record") do
+          logger.track(:restore) do |on_event|
             TenantKit.restore(**options) do |event|
+              lock = event[:state] if event[:step] == :lock
               on_event.call(event)
-              seen << [event[:step], stored]
+              seen << [lock, event[:step], stored&.fetch("step", nil)]
             end
           end
         end
-        expect(monotonic - started).to be < 3
-        expect(writes_inside).to be_empty
-        expect(seen.map(&:first)).to include(:start, :verify, :plan, :purge_progress, :restore_progress, :commit, :done)
-        expect(seen.map(&:last).uniq).to eq([nil])
+        expect(monotonic - started).to be < 3 # the app connection's busy timeout is 5 s
+        expect(seen.select { |_, step, _| step == :lock }.map(&:first)).to eq(%w[read none write none])
+
+        # Verifying and staging hold no lock: another connection sees each step as it comes.
+        unlocked = seen.take_while { |_, step, _| step != :lock }
+        expect(unlocked.map { |_, step, _| step }).to include(:start, :verify)
+        expect(unlocked.map(&:last)).to eq(unlocked.map { |_, step, _| step.to_s })
+        # The plan's read transaction keeps writers out in rollback-journal mode only.
+        planning = seen.select { |l, step, _| l == "read" && step == :plan_progress }
+        expect(planning).not_to be_empty
+        expect(planning.map(&:last).uniq).to eq(journal_mode == "wal" ? ["plan_progress"] : ["verify"])
+        # (In rollback-journal mode a write then would only find the database busy.)
+        if journal_mode == "wal"
+          expect(writes).to include("read")
+        else
+          expect(writes).not_to include("read")
+        end
+        # Nothing is written while the restore writes.
+        expect(writes).not_to include("write")
+        expect(seen.select { |l, _, _| l == "write" }.map(&:last).uniq).to eq(["plan"])
+
         expect(stored).to include("operation" => "restore", "state" => "done", "percent" => 100.0)
-        expect(stored["log"].map { |e| e["step"] }).to include("start", "plan", "purge_progress", "restore_progress", "commit", "done")
+        steps = stored["log"].map { |e| e["step"] }
+        expect(steps).to include("start", "verify", "plan_progress", "plan", "purge_progress", "restore_progress",
+                                 "commit", "done")
+        expect(steps).not_to include("lock")
+        # Ticks of one step replace each other in the log.
+        expect(steps.each_cons(2).count { |a, b| a == b && %w[verify plan_progress].include?(a) }).to eq(0)
       end
 
       it "persists a failed restore's log after the rollback, data unchanged" do

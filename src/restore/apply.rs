@@ -31,6 +31,7 @@ pub(super) fn apply<'a>(
     files: &mut WrittenFiles,
     progress: &mut dyn Progress,
 ) -> Result<Vec<String>> {
+    progress.emit(super::lock_event("write"))?;
     conn.execute_batch("BEGIN IMMEDIATE")
         .map_err(|e| Error::database(format!("cannot take the write lock: {e}")))?;
     conn.execute_batch("PRAGMA defer_foreign_keys = ON")?;
@@ -46,7 +47,7 @@ pub(super) fn apply<'a>(
     let plan = if plan::data_version(conn)? == plan.data_version {
         plan
     } else {
-        let fresh = plan::make(conn, ctx, staged)?;
+        let fresh = plan::make(conn, ctx, staged, progress)?;
         if fresh.conflict_count > 0 {
             return Err(conflict_error(&fresh.conflicts, fresh.conflict_count));
         }

@@ -130,6 +130,10 @@ pub struct RestoreReport {
     /// Old blob key → new key, for keys that were already taken.
     pub renamed_keys: BTreeMap<String, String>,
     pub tenant_row_created: bool,
+    /// How long the plan's read transaction was open. In rollback-journal
+    /// mode other connections could not commit meanwhile (in WAL mode a
+    /// reader blocks nobody).
+    pub plan_ms: u64,
     /// How long the write lock was held (0 for a dry run).
     pub lock_ms: u64,
     pub duration_ms: u64,
@@ -214,8 +218,10 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
         blob_files: Some(&extracted.blobs),
         source: manifest.tenant.id.clone(),
     };
+    progress.emit(lock_event("read"))?;
+    let plan_started = Instant::now();
     conn.execute_batch("BEGIN")?;
-    let plan = plan::make(&conn, &ctx, &staged);
+    let plan = plan::make(&conn, &ctx, &staged, progress);
     // COMMIT, not ROLLBACK: the temp tables the plan made stay for the
     // write (the app's database was only read).
     let plan = match plan {
@@ -228,8 +234,11 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
             return Err(e);
         }
     };
+    let plan_ms = plan_started.elapsed().as_millis() as u64;
+    progress.emit(lock_event("none"))?;
     progress.emit(
         Event::new("plan")
+            .with("plan_ms", plan_ms)
             .with("tables", plan.counts.len() as u64)
             .with(
                 "insert",
@@ -259,6 +268,7 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
         },
         renamed_keys: BTreeMap::new(),
         tenant_row_created: false,
+        plan_ms,
         lock_ms: 0,
         duration_ms: 0,
         errors: manifest.errors.clone(),
@@ -302,6 +312,7 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
             return Err(e);
         }
     };
+    progress.emit(lock_event("none"))?;
 
     // ---- 5. after commit: files of purged blobs nobody uses any more ----
     if let Some(root) = &options.storage_root {
@@ -324,6 +335,15 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
             .with("duration_ms", report.duration_ms),
     )?;
     Ok(report)
+}
+
+/// Says which lock on the app's database the restore's connection is
+/// about to take ("read": no other connection can commit, in
+/// rollback-journal mode; "write": none can write) or has let go ("none").
+/// Emitted before a lock is taken and after it is released, so a progress
+/// callback that writes to the same database knows when it may.
+pub(crate) fn lock_event(state: &str) -> Event {
+    Event::new("lock").with("state", state)
 }
 
 /// What staging leaves for the plan.

@@ -23,6 +23,7 @@
 use super::stage::{Staged, StagedTable};
 use super::{Conflict, Context, PlannedCounts};
 use crate::error::Result;
+use crate::progress::{Event, Progress};
 use crate::schema::quote;
 use crate::scope::{key_names, tenant_params, Candidates, MemberSets, Membership, Side};
 use rusqlite::Connection;
@@ -59,9 +60,28 @@ pub(super) fn data_version(conn: &Connection) -> Result<i64> {
 /// connection's temp schema: the target tenant's member sets (`Side::Ours`,
 /// whole tenant) for the purge, the other tenants' sets restricted to the
 /// hit rows (`Side::Others`) for the write's guards, and the kept rows.
-pub(super) fn make<'a>(conn: &Connection, ctx: &Context<'a>, staged: &Staged) -> Result<Plan<'a>> {
+pub(super) fn make<'a>(
+    conn: &Connection,
+    ctx: &Context<'a>,
+    staged: &Staged,
+    progress: &mut dyn Progress,
+) -> Result<Plan<'a>> {
     let target = ctx.target();
     let data_version = data_version(conn)?;
+    let purge_counts = if ctx.options.purge {
+        ctx.scope
+            .tables
+            .iter()
+            .filter(|t| !matches!(t.membership, Membership::TenantRow { .. }))
+            .count()
+    } else {
+        0
+    };
+    let mut steps = PlanSteps {
+        progress,
+        done: 0,
+        total: 2 + 2 * staged.tables.len() as u64 + purge_counts as u64,
+    };
     let ours = MemberSets::materialize(
         conn,
         ctx.scope,
@@ -69,6 +89,7 @@ pub(super) fn make<'a>(conn: &Connection, ctx: &Context<'a>, staged: &Staged) ->
         &ctx.options.tenant_id,
         Side::Ours,
     )?;
+    steps.done("members", None)?;
 
     // The hits: staged row → database row with its identity, whether every
     // value is already the archive's, and whose the row is. Other tenants'
@@ -116,6 +137,7 @@ pub(super) fn make<'a>(conn: &Connection, ctx: &Context<'a>, staged: &Staged) ->
                 [],
             )?;
         }
+        steps.done("matches", Some(&table.name))?;
     }
     // A purge deletes the target's rows, but never one that is another
     // tenant's too (a blob two tenants attach): their membership is asked
@@ -131,6 +153,7 @@ pub(super) fn make<'a>(conn: &Connection, ctx: &Context<'a>, staged: &Staged) ->
         Side::Others,
         &candidates,
     )?;
+    steps.done("other_tenants", None)?;
     for table in &staged.tables {
         if let Some(probe) = others.key_probe(&table.name, "h") {
             if others.set_is_empty(conn, &table.name)? {
@@ -209,6 +232,7 @@ pub(super) fn make<'a>(conn: &Connection, ctx: &Context<'a>, staged: &Staged) ->
             if n > 0 {
                 counts.entry(t.name.clone()).or_default().purge = n as u64;
             }
+            steps.done("purge_counts", Some(&t.name))?;
         }
     }
 
@@ -310,6 +334,7 @@ pub(super) fn make<'a>(conn: &Connection, ctx: &Context<'a>, staged: &Staged) ->
                 });
             }
         }
+        steps.done("outcomes", Some(&table.name))?;
     }
     Ok(Plan {
         ours,
@@ -321,6 +346,31 @@ pub(super) fn make<'a>(conn: &Connection, ctx: &Context<'a>, staged: &Staged) ->
         conflict_count,
         data_version,
     })
+}
+
+/// `plan_progress` events: the plan is a fixed sequence of steps (the
+/// tenant's member sets, each table's matches, the other tenants' sets,
+/// each table's purge count, each table's outcomes), so `processed` of
+/// `total` steps can move a progress bar through work that has no rows to
+/// count. `phase` and `table` say which step just ended.
+struct PlanSteps<'p> {
+    progress: &'p mut dyn Progress,
+    done: u64,
+    total: u64,
+}
+
+impl PlanSteps<'_> {
+    fn done(&mut self, phase: &str, table: Option<&str>) -> Result<()> {
+        self.done += 1;
+        let mut event = Event::new("plan_progress")
+            .with("phase", phase)
+            .with("processed", self.done)
+            .with("total", self.total);
+        if let Some(table) = table {
+            event = event.with("table", table);
+        }
+        self.progress.emit(event)
+    }
 }
 
 /// Fill `hits` from `select` (columns sid, same, ours, others, k0) as a

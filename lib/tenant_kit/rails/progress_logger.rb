@@ -22,8 +22,9 @@ module TenantKit
     #   }
     #
     # `log` keeps the newest `max_log` entries (default 200, oldest dropped).
-    # Consecutive progress ticks of the same step and table replace each other
-    # in the log (the counts stay current, the log keeps its history).
+    # Consecutive progress ticks of the same step (and table, for per-table
+    # steps) replace each other in the log (the counts stay current, the log
+    # keeps its history).
     #
     # == Locks
     #
@@ -35,8 +36,13 @@ module TenantKit
     # wait for its busy timeout and fail. The logger therefore writes only
     # when that cannot happen, and keeps everything else in memory:
     #
-    # - restore (any journal mode): buffered; written once the native call
-    #   has returned, that is after COMMIT or ROLLBACK, success or failure;
+    # - restore: written as it goes while the native side holds no lock
+    #   (verifying and staging the archive), held while it does and written
+    #   when it lets go. The restore says so itself with `lock` events
+    #   (`state`: "read" before the plan's read transaction, "write" before
+    #   the write transaction, "none" after each): held during "write", and
+    #   during "read" in rollback-journal mode (where a reader keeps writers
+    #   from committing; in WAL it does not). `lock` events are not logged;
     # - backup, WAL: written as it goes (readers do not block writers in WAL,
     #   so another connection sees the progress while the backup runs);
     # - backup, rollback journal (delete/truncate/persist): buffered until the
@@ -67,11 +73,14 @@ module TenantKit
           blob_progress: [70, 85], archive_progress: [85, 99], archive_created: [99, 99], done: [100, 100]
         },
         restore: {
-          start: [0, 0], verify: [2, 25], plan: [25, 25], purge_progress: [25, 45], blobs: [45, 50],
-          restore_progress: [50, 95], commit: [97, 97], done: [100, 100]
+          start: [0, 0], verify: [2, 35], plan_progress: [35, 55], plan: [55, 55], purge_progress: [55, 65],
+          blobs: [65, 68], restore_progress: [68, 95], commit: [97, 97], done: [100, 100]
         }
       }.freeze
+      # Ticks that replace the previous log entry when it is the same step
+      # (for these: and the same table), so the log keeps its history.
       PER_TABLE_STEPS = %i[dump_progress purge_progress restore_progress].freeze
+      TICK_STEPS = %i[verify plan_progress blob_progress archive_progress].freeze
       ROLLBACK_JOURNALS = %w[delete truncate persist memory off].freeze
 
       attr_reader :record, :column, :max_log, :progress
@@ -134,13 +143,19 @@ module TenantKit
         @progress["started_at"] ||= Time.now.utc.iso8601(3)
         %w[error error_class finished_at result].each { |k| @progress.delete(k) }
         mode = (journal_mode || detect_journal_mode).to_s.downcase
-        @hold = operation == :restore || ROLLBACK_JOURNALS.include?(mode) || mode.empty?
+        @readers_block_writers = ROLLBACK_JOURNALS.include?(mode) || mode.empty?
+        @hold = operation == :backup && @readers_block_writers
         @release_on = operation == :backup && mode != "wal" ? :snapshot : nil
         on_event = lambda do |event|
           event = event.dup
-          step = event.delete(:step)
-          @hold = false if @release_on && step.to_sym == @release_on
-          quietly { log_progress(step: step, **event) } unless step.to_sym == :failed
+          step = event.delete(:step).to_sym
+          if step == :lock
+            @hold = event[:state].to_s == "write" || (event[:state].to_s == "read" && @readers_block_writers)
+            quietly { write(force: true) } # what was held back, now that it may
+            next
+          end
+          @hold = false if @release_on && step == @release_on
+          quietly { log_progress(step: step, **event) } unless step == :failed
         end
         result = yield(on_event)
         @hold = false
@@ -219,8 +234,9 @@ module TenantKit
       def append_log(entry)
         log = @progress["log"]
         last = log.last
-        if last && PER_TABLE_STEPS.include?(entry["step"].to_sym) && last["step"] == entry["step"] &&
-           last["table"] == entry["table"]
+        step = entry["step"].to_sym
+        if last && last["step"] == entry["step"] &&
+           (TICK_STEPS.include?(step) || (PER_TABLE_STEPS.include?(step) && last["table"] == entry["table"]))
           log[-1] = entry
         else
           log << entry
