@@ -38,6 +38,15 @@ impl Event {
             .with("total", total)
     }
 
+    /// Which lock on the app's database the work's connection is about to
+    /// take ("read": in rollback-journal mode no other connection can
+    /// commit; "write": none can write) or has let go ("none"). Emitted
+    /// before a lock is taken and after it is released, so a progress
+    /// callback that writes to the same database knows when it may.
+    pub fn lock(state: &str) -> Self {
+        Event::new("lock").with("state", state)
+    }
+
     pub fn step(&self) -> &str {
         self.fields["step"].as_str().unwrap_or_default()
     }

@@ -875,6 +875,14 @@ fn progress_events_cover_the_documented_steps() {
             "backup step {s} missing: {steps:?}"
         );
     }
+    // The read transaction is framed by lock events, the snapshot after it.
+    let framing: Vec<String> = events
+        .events
+        .iter()
+        .filter(|e| ["lock", "snapshot"].contains(&e.step()))
+        .map(lock_or_step)
+        .collect();
+    assert_eq!(framing, ["lock read", "lock none", "snapshot"]);
     let mut events = CollectProgress::default();
     let options = app.restore_options(&report.path, 1, json!({"purge": true}));
     tenant_kit::restore::restore(&options, &mut events).unwrap();
@@ -920,10 +928,7 @@ fn progress_events_cover_the_documented_steps() {
             .events
             .iter()
             .filter(|e| ["lock", "plan", "commit"].contains(&e.step()))
-            .map(|e| match e.get("state").and_then(|v| v.as_str()) {
-                Some(state) => format!("lock {state}"),
-                None => e.step().to_string(),
-            })
+            .map(lock_or_step)
             .collect();
         assert_eq!(
             framing,
@@ -937,6 +942,14 @@ fn progress_events_cover_the_documented_steps() {
             ],
             "{extra}"
         );
+    }
+}
+
+/// "lock read" for a lock event, the step for the others.
+fn lock_or_step(e: &Event) -> String {
+    match (e.step(), e.get("state").and_then(|v| v.as_str())) {
+        ("lock", Some(state)) => format!("lock {state}"),
+        (step, _) => step.to_string(),
     }
 }
 

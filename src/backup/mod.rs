@@ -131,12 +131,15 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
     let dump_path = work.path().join("dump.jsonl.deflate");
 
     // ---- the read snapshot: as short as we can make it ----
+    progress.emit(Event::lock("read"))?;
     let snapshot_started = Instant::now();
     conn.execute_batch("BEGIN")?;
     let snapshot = snapshot::read_snapshot(&conn, helper, options, &dump_path, progress);
     let snapshot_ms = snapshot_started.elapsed().as_millis() as u64;
     // A read transaction has nothing to commit; ending it frees the writers.
     let _ = conn.execute_batch("ROLLBACK");
+    let released = progress.emit(Event::lock("none"));
+    let snapshot = snapshot.and_then(|s| released.map(|()| s));
     let Snapshot {
         schema,
         scope,

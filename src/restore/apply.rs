@@ -31,7 +31,7 @@ pub(super) fn apply<'a>(
     files: &mut WrittenFiles,
     progress: &mut dyn Progress,
 ) -> Result<Vec<String>> {
-    progress.emit(super::lock_event("write"))?;
+    progress.emit(Event::lock("write"))?;
     conn.execute_batch("BEGIN IMMEDIATE")
         .map_err(|e| Error::database(format!("cannot take the write lock: {e}")))?;
     conn.execute_batch("PRAGMA defer_foreign_keys = ON")?;

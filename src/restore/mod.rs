@@ -218,7 +218,7 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
         blob_files: Some(&extracted.blobs),
         source: manifest.tenant.id.clone(),
     };
-    progress.emit(lock_event("read"))?;
+    progress.emit(Event::lock("read"))?;
     let plan_started = Instant::now();
     conn.execute_batch("BEGIN")?;
     let plan = plan::make(&conn, &ctx, &staged, progress);
@@ -235,7 +235,7 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
         }
     };
     let plan_ms = plan_started.elapsed().as_millis() as u64;
-    progress.emit(lock_event("none"))?;
+    progress.emit(Event::lock("none"))?;
     progress.emit(
         Event::new("plan")
             .with("plan_ms", plan_ms)
@@ -312,7 +312,7 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
             return Err(e);
         }
     };
-    progress.emit(lock_event("none"))?;
+    progress.emit(Event::lock("none"))?;
 
     // ---- 5. after commit: files of purged blobs nobody uses any more ----
     if let Some(root) = &options.storage_root {
@@ -335,15 +335,6 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
             .with("duration_ms", report.duration_ms),
     )?;
     Ok(report)
-}
-
-/// Says which lock on the app's database the restore's connection is
-/// about to take ("read": no other connection can commit, in
-/// rollback-journal mode; "write": none can write) or has let go ("none").
-/// Emitted before a lock is taken and after it is released, so a progress
-/// callback that writes to the same database knows when it may.
-pub(crate) fn lock_event(state: &str) -> Event {
-    Event::new("lock").with("state", state)
 }
 
 /// What staging leaves for the plan.

@@ -28,26 +28,22 @@ module TenantKit
     #
     # == Locks
     #
-    # The native side works on its own SQLite connection. During a restore it
-    # holds a write transaction (BEGIN IMMEDIATE); during a backup a read
-    # transaction until the :snapshot event. Progress events arrive in the
-    # job's thread while the native call waits for the block to return, so a
-    # synchronous write that needs the lock the native side holds could only
-    # wait for its busy timeout and fail. The logger therefore writes only
-    # when that cannot happen, and keeps everything else in memory:
+    # The native side works on its own SQLite connection: a backup holds a
+    # read transaction while it reads the rows, a restore one while it plans
+    # and then a write transaction (BEGIN IMMEDIATE). Progress events arrive
+    # in the job's thread while the native call waits for the block to
+    # return, so a synchronous write that needs a lock the native side holds
+    # could only wait for its busy timeout and fail. The native side says
+    # when it takes and lets go of a lock with `lock` events (`state`:
+    # "read", "write", "none"; emitted before a lock is taken and after it
+    # is released), and the logger writes as it goes except:
     #
-    # - restore: written as it goes while the native side holds no lock
-    #   (verifying and staging the archive), held while it does and written
-    #   when it lets go. The restore says so itself with `lock` events
-    #   (`state`: "read" before the plan's read transaction, "write" before
-    #   the write transaction, "none" after each): held during "write", and
-    #   during "read" in rollback-journal mode (where a reader keeps writers
-    #   from committing; in WAL it does not). `lock` events are not logged;
-    # - backup, WAL: written as it goes (readers do not block writers in WAL,
-    #   so another connection sees the progress while the backup runs);
-    # - backup, rollback journal (delete/truncate/persist): buffered until the
-    #   :snapshot event (the native read transaction has ended), then written
-    #   as it goes.
+    # - during "write" (any journal mode);
+    # - during "read" in rollback-journal mode (delete/truncate/persist),
+    #   where a reader keeps writers from committing (in WAL it does not).
+    #
+    # Meanwhile the progress is kept in memory and written once the lock is
+    # let go. `lock` events are not logged.
     #
     # Writes are throttled (`interval`, default 0.25 s; step changes and the
     # final state are always written). A write that still finds the database
@@ -144,8 +140,6 @@ module TenantKit
         %w[error error_class finished_at result].each { |k| @progress.delete(k) }
         mode = (journal_mode || detect_journal_mode).to_s.downcase
         @readers_block_writers = ROLLBACK_JOURNALS.include?(mode) || mode.empty?
-        @hold = operation == :backup && @readers_block_writers
-        @release_on = operation == :backup && mode != "wal" ? :snapshot : nil
         on_event = lambda do |event|
           event = event.dup
           step = event.delete(:step).to_sym
@@ -154,7 +148,6 @@ module TenantKit
             quietly { write(force: true) } # what was held back, now that it may
             next
           end
-          @hold = false if @release_on && step == @release_on
           quietly { log_progress(step: step, **event) } unless step == :failed
         end
         result = yield(on_event)
