@@ -312,9 +312,10 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
             return Err(e);
         }
     };
-    progress.emit(Event::lock("none"))?;
 
     // ---- 5. after commit: files of purged blobs nobody uses any more ----
+    // (Before any event: a callback that raises now cannot undo the commit,
+    // and must not leave this for the next run's recovery either.)
     if let Some(root) = &options.storage_root {
         for key in purged_keys {
             if archive::check_blob_key(&key).is_ok()
@@ -325,6 +326,7 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
         }
     }
     files.finish();
+    progress.emit(Event::lock("none"))?;
     report.duration_ms = started.elapsed().as_millis() as u64;
     progress.emit(
         Event::new("done")
