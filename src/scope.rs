@@ -303,11 +303,7 @@ impl TenantScope {
                 if member.contains_key(&table.name) {
                     continue;
                 }
-                let owners: Vec<Reference> = references
-                    .iter()
-                    .filter(|r| r.table == table.name && member.contains_key(&r.parent))
-                    .cloned()
-                    .collect();
+                let owners = owners_of(&table.name, &references, |t| member.contains_key(t));
                 let owned_by_children: Vec<Reference> = if is_blob_table(&table.name) {
                     references
                         .iter()
@@ -341,11 +337,7 @@ impl TenantScope {
                 owned_by_children,
             } = membership
             {
-                *owners = references
-                    .iter()
-                    .filter(|r| &r.table == name && names.contains(&r.parent))
-                    .cloned()
-                    .collect();
+                *owners = owners_of(name, &references, |t| names.contains(t));
                 if is_blob_table(name) {
                     *owned_by_children = references
                         .iter()
@@ -466,6 +458,48 @@ pub fn is_blob_table(name: &str) -> bool {
     name == "active_storage_blobs"
 }
 
+/// The references of `table` to member tables (`is_member`) that make its
+/// rows members. A reference to the blob table counts only when there is no
+/// other: a blob belongs to whoever attaches it, but an attachment belongs
+/// to its record, not to everyone attached to the same blob (a blob two
+/// tenants share would otherwise bring each one the other's attachment).
+/// Variant records hang off their blob alone, and keep that reference.
+fn owners_of(
+    table: &str,
+    references: &[Reference],
+    is_member: impl Fn(&str) -> bool,
+) -> Vec<Reference> {
+    let owners: Vec<Reference> = references
+        .iter()
+        .filter(|r| r.table == table && is_member(&r.parent))
+        .cloned()
+        .collect();
+    if owners.iter().all(|r| is_blob_table(&r.parent)) {
+        return owners;
+    }
+    owners
+        .into_iter()
+        .filter(|r| !is_blob_table(&r.parent))
+        .collect()
+}
+
+/// References Rails' own tables have whether or not the schema declares
+/// them: ActiveStorage's models name their blob with `class_name`, which
+/// no naming convention finds (`blob_id` → `blobs`). Rails' migrations
+/// declare these foreign keys, but an app's schema may have lost them.
+const FRAMEWORK_REFERENCES: &[(&str, &str, &str)] = &[
+    (
+        "active_storage_attachments",
+        "blob_id",
+        "active_storage_blobs",
+    ),
+    (
+        "active_storage_variant_records",
+        "blob_id",
+        "active_storage_blobs",
+    ),
+];
+
 /// Class names per type column of `table`'s polymorphic references.
 pub fn polymorphic_types_of(
     references: &[Reference],
@@ -565,8 +599,9 @@ fn find_tenant_table(
         .map(|t| t.name.clone()))
 }
 
-/// Declared foreign keys, then hints, then conventions (`x_id` → `xs`,
-/// polymorphic `x_type`/`x_id` → the tables the stored class names map to).
+/// Declared foreign keys, then hints, then Rails' own tables' references,
+/// then conventions (`x_id` → `xs`, polymorphic `x_type`/`x_id` → the
+/// tables the stored class names map to).
 fn collect_references(
     conn: &Connection,
     schema: &Schema,
@@ -622,6 +657,27 @@ fn collect_references(
                 polymorphic: None,
             },
         );
+    }
+    for &(table, column, parent) in FRAMEWORK_REFERENCES {
+        let (Some(child), Some(parent)) = (usable(table), usable(parent)) else {
+            continue;
+        };
+        let declared = refs
+            .iter()
+            .any(|r| r.table == child.name && r.columns == [column]);
+        if let (false, true, [pk]) = (
+            declared,
+            child.has_column(column),
+            parent.primary_key().as_slice(),
+        ) {
+            refs.push(Reference {
+                table: child.name.clone(),
+                columns: vec![column.to_string()],
+                parent: parent.name.clone(),
+                parent_columns: vec![pk.to_string()],
+                polymorphic: None,
+            });
+        }
     }
     for table in schema.tables.iter().filter(|t| t.skip.is_none()) {
         for column in &table.columns {

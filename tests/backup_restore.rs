@@ -787,7 +787,15 @@ fn other_tenant_column_names_uuid_keys_and_no_foreign_keys() {
          INSERT INTO accounts VALUES ('a-1', 'One'), ('a-2', 'Two');
          INSERT INTO documents VALUES ('d-1', 'a-1', NULL, 'root'), ('d-2', 'a-1', 'd-1', 'child'), ('d-3', 'a-2', NULL, 'theirs');
          INSERT INTO labels VALUES ('l-1', 'a-1', 'red'), ('l-2', 'a-2', 'blue');
-         INSERT INTO documents_labels VALUES ('d-1', 'l-1'), ('d-2', 'l-1'), ('d-3', 'l-2');",
+         INSERT INTO documents_labels VALUES ('d-1', 'l-1'), ('d-2', 'l-1'), ('d-3', 'l-2');
+         -- ActiveStorage's tables without their foreign keys: blob_id names
+         -- no table by convention (there is no `blobs`).
+         CREATE TABLE active_storage_blobs (id integer PRIMARY KEY, key varchar NOT NULL, filename varchar, byte_size integer, checksum varchar);
+         CREATE TABLE active_storage_attachments (id integer PRIMARY KEY, name varchar, record_type varchar, record_id varchar, blob_id integer);
+         CREATE TABLE active_storage_variant_records (id integer PRIMARY KEY, blob_id integer, variation_digest varchar);
+         INSERT INTO active_storage_blobs VALUES (1, 'key1aaaaaaaaaaaaaaaaaaaaaaaaa', 'a.txt', 1, 'x'), (2, 'key2aaaaaaaaaaaaaaaaaaaaaaaaa', 'b.txt', 1, 'y');
+         INSERT INTO active_storage_attachments VALUES (1, 'file', 'Document', 'd-1', 1), (2, 'file', 'Document', 'd-3', 2);
+         INSERT INTO active_storage_variant_records VALUES (1, 1, 'v'), (2, 2, 'w');",
     )
     .unwrap();
     let before = snapshot(&conn);
@@ -803,6 +811,18 @@ fn other_tenant_column_names_uuid_keys_and_no_foreign_keys() {
         report.tables["documents_labels"], 2,
         "join rows found by naming convention"
     );
+    for table in [
+        "active_storage_attachments",
+        "active_storage_blobs",
+        "active_storage_variant_records",
+    ] {
+        assert_eq!(
+            report.tables.get(table),
+            Some(&1),
+            "{table}: {:?}",
+            report.tables
+        );
+    }
     let restore: tenant_kit::restore::RestoreOptions = serde_json::from_value(json!({
         "database": db, "archive": report.path, "tenant_id": "a-1", "tenant_column": "account_id", "purge": true
     }))
@@ -1141,9 +1161,9 @@ fn a_purge_leaves_rows_another_tenant_shares() {
     let result = app
         .restore(&archive, 1, json!({"purge": true, "restore": false}))
         .unwrap();
-    // Tenant 1's attachment 1002 reaches tenant 2 through the shared blob,
-    // so it stays too: a purge errs on the side of the other tenant.
-    assert_eq!(result.purged["active_storage_attachments"], 2);
+    // Tenant 1's attachments (1001, 1002, 1009) are its own, whatever blob
+    // they use; the shared blob stays, as tenant 2 still attaches it.
+    assert_eq!(result.purged["active_storage_attachments"], 3);
     let (attachment, blob): (i64, i64) = app
         .conn()
         .query_row(
@@ -1158,4 +1178,67 @@ fn a_purge_leaves_rows_another_tenant_shares() {
         blob_path(&app.storage, &blob_key(1, 2)).exists(),
         "the shared file stays"
     );
+}
+
+#[test]
+fn a_shared_blob_brings_neither_tenant_the_others_attachment() {
+    let app = App::new();
+    // Tenant 2's attachment 2002 uses tenant 1's blob 1002 (a blob copied
+    // across tenants by its signed id); tenant 2's own blob 2002 goes.
+    app.conn()
+        .execute_batch(
+            "UPDATE active_storage_attachments SET blob_id = 1002 WHERE id = 2002;
+             DELETE FROM active_storage_blobs WHERE id = 2002;",
+        )
+        .unwrap();
+    std::fs::remove_file(blob_path(&app.storage, &blob_key(2, 2))).unwrap();
+    for (tenant, own, others) in [(1, 1002, 2002), (2, 2002, 1002)] {
+        let report = app.backup(tenant);
+        let attachments: Vec<i64> = dump_lines(&report.path)
+            .iter()
+            .filter(|l| l["table"] == "active_storage_attachments")
+            .map(|l| l["row"]["id"].as_i64().unwrap())
+            .collect();
+        assert!(
+            attachments.contains(&own),
+            "tenant {tenant}: {attachments:?}"
+        );
+        assert!(
+            !attachments.contains(&others),
+            "tenant {tenant}'s archive holds the other tenant's attachment: {attachments:?}"
+        );
+        // The shared blob and its file go into both archives.
+        let blobs: Vec<i64> = dump_lines(&report.path)
+            .iter()
+            .filter(|l| l["table"] == "active_storage_blobs")
+            .map(|l| l["row"]["id"].as_i64().unwrap())
+            .collect();
+        assert!(blobs.contains(&1002), "tenant {tenant}: {blobs:?}");
+    }
+
+    // The app removes tenant 2 (the shared blob stays: tenant 1 attaches
+    // it); restoring tenant 2 reuses the blob and its file.
+    let archive = app.backup(2).path;
+    let before = app.snapshot();
+    let files_before = app.storage_files();
+    app.conn()
+        .execute_batch(
+            "DELETE FROM active_storage_attachments WHERE id IN (2001, 2002, 2009);
+             DELETE FROM active_storage_variant_records WHERE id = 2001;
+             DELETE FROM active_storage_blobs WHERE id IN (2001, 2009);
+             DELETE FROM comments WHERE tenant_id = 2; DELETE FROM settings WHERE tenant_id = 2;
+             DELETE FROM tags_tasks WHERE task_id IN (SELECT id FROM tasks WHERE tenant_id = 2);
+             DELETE FROM time_entries WHERE tenant_id = 2; DELETE FROM tags WHERE tenant_id = 2;
+             UPDATE tasks SET parent_id = NULL WHERE tenant_id = 2;
+             DELETE FROM tasks WHERE tenant_id = 2; DELETE FROM projects WHERE tenant_id = 2;
+             DELETE FROM teams WHERE tenant_id = 2; DELETE FROM users WHERE tenant_id = 2;",
+        )
+        .unwrap();
+    for n in [1, 9] {
+        std::fs::remove_file(blob_path(&app.storage, &blob_key(2, n))).unwrap();
+    }
+    let result = app.restore(&archive, 2, json!({})).unwrap();
+    assert_eq!(result.blobs.reused, 1, "{:?}", result.blobs);
+    assert_eq!(app.snapshot(), before);
+    assert_eq!(app.storage_files(), files_before);
 }

@@ -145,7 +145,22 @@ pub(super) fn apply<'a>(
                 .kept
                 .get(&table.name)
                 .map(|hits| (hits.as_str(), as_is));
-            copy_rows(conn, table, &plan.others, keep, &target, report, progress)?;
+            let shared = plan::may_share(ctx, table).then(|| {
+                format!(
+                    "SELECT count(*) FROM temp.{} WHERE sid BETWEEN ?1 AND ?2 AND others AND same",
+                    plan::scratch_table("hits", table)
+                )
+            });
+            copy_rows(
+                conn,
+                table,
+                &plan.others,
+                keep,
+                shared.as_deref(),
+                &target,
+                report,
+                progress,
+            )?;
         }
         report.renamed_keys = renamed;
         // Nothing purged, nothing written: the database is the one the plan
@@ -192,11 +207,13 @@ pub(super) fn commit(conn: &Connection, ctx: &Context<'_>) -> Result<()> {
 /// row with the same key unless it is another tenant's (the guard; the plan
 /// found none, so a refused row means the plan was wrong: a conflict).
 /// Kept rows that already hold the archive's values are not written.
+#[allow(clippy::too_many_arguments)]
 fn copy_rows(
     conn: &Connection,
     table: &StagedTable,
     others: &MemberSets<'_>,
     keep: Option<(&str, u64)>,
+    shared: Option<&str>,
     target: &SqlValue,
     report: &mut RestoreReport,
     progress: &mut dyn Progress,
@@ -325,8 +342,17 @@ fn copy_rows(
             conn.prepare_cached(&unchanged)?
                 .query_row([lo, hi], |r| r.get::<_, i64>(0))? as u64
         };
+        // Rows another tenant shares (blobs, see `plan::may_share`): the
+        // guard leaves them alone, and they already hold the archive's
+        // values.
+        let shared = match shared {
+            Some(sql) => conn
+                .prepare_cached(sql)?
+                .query_row([lo, hi], |r| r.get::<_, i64>(0))? as u64,
+            None => 0,
+        };
         written += changed;
-        let changed = changed + same;
+        let changed = changed + same + shared;
         if table.has_pk() && changed < (hi - lo + 1) as u64 {
             return Err(refused_rows(conn, table, others, target, lo, hi));
         }
@@ -439,13 +465,18 @@ fn check_restored_membership(conn: &Connection, ctx: &Context<'_>, staged: &Stag
     )?;
     let target = ctx.target();
     for table in &derived {
+        // The tenant's, and nobody else's unless it may be shared.
+        let exclusive = if plan::may_share(ctx, table) {
+            String::new()
+        } else {
+            format!(" AND NOT {}", others.member_probe(&table.name, "m")?)
+        };
         let sql = format!(
-            "SELECT s.rowid FROM {} AS s WHERE NOT EXISTS (SELECT 1 FROM main.{} AS m WHERE {} AND {} AND NOT {}) LIMIT 1",
+            "SELECT s.rowid FROM {} AS s WHERE NOT EXISTS (SELECT 1 FROM main.{} AS m WHERE {} AND {}{exclusive}) LIMIT 1",
             table.stage,
             quote(&table.name),
             table.identity("m", "s"),
             ours.member_probe(&table.name, "m")?,
-            others.member_probe(&table.name, "m")?
         );
         let mut stmt = conn.prepare(&sql)?;
         let params = tenant_params(&stmt, &target);

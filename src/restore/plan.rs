@@ -25,7 +25,9 @@ use super::{Conflict, Context, PlannedCounts};
 use crate::error::Result;
 use crate::progress::{Event, Progress};
 use crate::schema::quote;
-use crate::scope::{key_names, tenant_params, Candidates, MemberSets, Membership, Side};
+use crate::scope::{
+    is_blob_table, key_names, tenant_params, Candidates, MemberSets, Membership, Side,
+};
 use rusqlite::Connection;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -254,8 +256,9 @@ pub(super) fn make<'a>(
         } else {
             format!("SELECT max(coalesce(ours, 0)) AS ours, max(coalesce(others, 0)) AS others, 0 AS kept, 0 AS same FROM temp.{hits} GROUP BY sid")
         };
+        let shareable = shareable(ctx, table);
         // One pass, one row of sums (a GROUP BY would sort every hit).
-        let classes: [Hit; 5] = [
+        let classes: [Hit; 6] = [
             Hit {
                 ours: false,
                 others: true,
@@ -286,14 +289,20 @@ pub(super) fn make<'a>(
                 kept: false,
                 same: false,
             },
+            Hit {
+                ours: false,
+                others: true,
+                kept: false,
+                same: true,
+            },
         ];
-        let sums: [i64; 5] = conn.query_row(
+        let sums: [i64; 6] = conn.query_row(
             &format!(
-                "SELECT total(others), total(NOT others AND kept AND same), total(NOT others AND kept AND NOT same), total(NOT others AND NOT kept AND ours), total(NOT others AND NOT kept AND NOT ours) FROM ({per_row})"
+                "SELECT total(others AND NOT {shareable}), total(NOT others AND kept AND same), total(NOT others AND kept AND NOT same), total(NOT others AND NOT kept AND ours), total(NOT others AND NOT kept AND NOT ours), total(others AND {shareable}) FROM ({per_row})"
             ),
             [],
             |r| {
-                let mut out = [0i64; 5];
+                let mut out = [0i64; 6];
                 for (i, slot) in out.iter_mut().enumerate() {
                     *slot = r.get::<_, f64>(i)? as i64;
                 }
@@ -322,7 +331,7 @@ pub(super) fn make<'a>(
             let room = MAX_LISTED_CONFLICTS - conflicts.len();
             let sids: Vec<i64> = conn
                 .prepare(&format!(
-                    "SELECT DISTINCT sid FROM temp.{hits} WHERE others ORDER BY sid LIMIT {room}"
+                    "SELECT DISTINCT sid FROM temp.{hits} WHERE others AND NOT {shareable} ORDER BY sid LIMIT {room}"
                 ))?
                 .query_map([], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
@@ -445,8 +454,26 @@ pub(super) fn kept_as_is(hits: &str, alias: &str) -> String {
     format!("EXISTS (SELECT 1 FROM temp.{hits} AS k WHERE k.sid = {alias}.rowid AND k.same AND k.ours AND NOT k.others)")
 }
 
+/// Whether a staged row may hit another tenant's row and leave it as it
+/// is instead of being refused: only a blob that holds every value of the
+/// archive's (key, checksum…). A blob belongs to whoever attaches it, so
+/// the restored attachments share it, as they did when the backup was
+/// made. Never with remap, whose blobs get fresh keys.
+pub(super) fn may_share(ctx: &Context<'_>, table: &StagedTable) -> bool {
+    is_blob_table(&table.name) && !ctx.options.remap
+}
+
+/// [`may_share`] as an SQL condition on a row of the hits table.
+fn shareable(ctx: &Context<'_>, table: &StagedTable) -> &'static str {
+    if may_share(ctx, table) {
+        "same"
+    } else {
+        "0"
+    }
+}
+
 /// `tk_<what>_<i>` for the staged table `temp.tk_stage_<i>`.
-fn scratch_table(what: &str, table: &StagedTable) -> String {
+pub(super) fn scratch_table(what: &str, table: &StagedTable) -> String {
     format!("tk_{what}_{}", &table.stage["temp.tk_stage_".len()..])
 }
 
@@ -475,7 +502,12 @@ fn outcome(table: &StagedTable, hit: Hit, purge: bool) -> Outcome {
         // The tenants row is created when missing and never overwritten.
         Outcome::Unchanged
     } else if hit.others {
-        Outcome::Conflict
+        if hit.same {
+            // A blob another tenant attaches too (see `shareable`).
+            Outcome::Unchanged
+        } else {
+            Outcome::Conflict
+        }
     } else if hit.same {
         Outcome::Unchanged
     } else if hit.kept {
