@@ -1242,3 +1242,93 @@ fn a_shared_blob_brings_neither_tenant_the_others_attachment() {
     assert_eq!(app.snapshot(), before);
     assert_eq!(app.storage_files(), files_before);
 }
+
+#[test]
+fn keyword_names_and_a_reply_chain_without_tenant_column_round_trip() {
+    // Tables named by SQL keywords and with spaces, columns named like the
+    // dump line's own keys, a self-referencing table reached only through
+    // its parent chain, a WITHOUT ROWID join table; in WAL mode.
+    let small = SmallDb::new(
+        r#"PRAGMA journal_mode = WAL;
+        CREATE TABLE tenants (id integer PRIMARY KEY, name text);
+        CREATE TABLE "order" (id integer PRIMARY KEY, tenant_id integer NOT NULL REFERENCES tenants, "group" text, "table" text, "row" text);
+        CREATE TABLE "line items" (id integer PRIMARY KEY, order_id integer NOT NULL REFERENCES "order", qty integer);
+        CREATE TABLE replies (id integer PRIMARY KEY, order_id integer REFERENCES "order", parent_id integer REFERENCES replies, body text);
+        CREATE TABLE order_tags (order_id integer NOT NULL REFERENCES "order", tag text NOT NULL, PRIMARY KEY (order_id, tag)) WITHOUT ROWID;"#,
+    );
+    let mut reply = 0;
+    for t in 1..=3i64 {
+        small
+            .conn
+            .execute("INSERT INTO tenants VALUES (?1, 'x')", [t])
+            .unwrap();
+        for i in 0..3i64 {
+            let order = t * 100 + i;
+            small
+                .conn
+                .execute(
+                    r#"INSERT INTO "order" VALUES (?1, ?2, 'g', 'tbl', 'row "quoted"')"#,
+                    [order, t],
+                )
+                .unwrap();
+            small
+                .conn
+                .execute(
+                    r#"INSERT INTO "line items" VALUES (?1, ?2, ?3)"#,
+                    [order * 10, order, i],
+                )
+                .unwrap();
+            small
+                .conn
+                .execute("INSERT INTO order_tags VALUES (?1, 'tag')", [order])
+                .unwrap();
+            // A thread: the first reply names the order, the others only
+            // their parent reply.
+            reply += 1;
+            small
+                .conn
+                .execute(
+                    "INSERT INTO replies VALUES (?1, ?2, NULL, 'top')",
+                    [reply, order],
+                )
+                .unwrap();
+            for _ in 0..2 {
+                reply += 1;
+                small
+                    .conn
+                    .execute(
+                        "INSERT INTO replies VALUES (?1, NULL, ?2, 'reply')",
+                        [reply, reply - 1],
+                    )
+                    .unwrap();
+            }
+        }
+    }
+    let archive = small.backup(2);
+    let lines = dump_lines(&archive);
+    let count = |table: &str| lines.iter().filter(|l| l["table"] == table).count();
+    assert_eq!(
+        [
+            count("tenants"),
+            count("order"),
+            count("line items"),
+            count("replies"),
+            count("order_tags")
+        ],
+        [1, 3, 3, 9, 3]
+    );
+    let before = snapshot(&small.conn);
+    small
+        .conn
+        .execute_batch(
+            r#"DELETE FROM replies WHERE id BETWEEN 10 AND 18;
+               DELETE FROM "line items" WHERE order_id BETWEEN 200 AND 299;
+               DELETE FROM order_tags WHERE order_id BETWEEN 200 AND 299;
+               DELETE FROM "order" WHERE tenant_id = 2;"#,
+        )
+        .unwrap();
+    small.restore(&archive, 2, json!({})).unwrap();
+    assert_eq!(snapshot(&small.conn), before);
+    small.restore(&archive, 2, json!({"purge": true})).unwrap();
+    assert_eq!(snapshot(&small.conn), before);
+}
