@@ -1,7 +1,8 @@
 //! Phase timings of one restore or backup, for profiling by hand:
 //! `cargo run --release --example phase_timing -- <options.json>`
 //! (restore options), `-- backup:<options.json>` (backup options) or
-//! `-- verify:<archive>`.
+//! `-- verify:<archive>`. With `PHASE_EVENTS=1` it also prints every
+//! `plan_progress` event (which plan step took how long).
 use std::time::Instant;
 use tenant_kit::{Event, Progress, Result};
 
@@ -27,6 +28,13 @@ impl Progress for Timed {
             );
             self.last = now;
             self.last_step = step;
+        }
+        if std::env::var_os("PHASE_EVENTS").is_some() && event.step() == "plan_progress" {
+            eprintln!(
+                "{:>8.3}s    {}",
+                self.started.elapsed().as_secs_f64(),
+                event.to_json()
+            );
         }
         self.latest = now;
         Ok(())

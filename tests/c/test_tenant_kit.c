@@ -88,11 +88,22 @@ static void test_versions(void) {
     check(version != NULL && strcmp(version, TK_EXPECTED_VERSION) == 0,
           "tk_version() equals the Cargo.toml version", version);
 
+    const char *sqlite = tk_sqlite_version();
+#ifdef TK_BUNDLED_SQLITE
+    /* Built with SQLite compiled in: the library runs that copy, whatever
+     * this program links (the system's, for the shared build). */
+    check(sqlite != NULL && strcmp(sqlite, TK_BUNDLED_SQLITE) == 0,
+          "tk_sqlite_version() is the bundled SQLite's", sqlite);
+#ifdef TK_STATIC_BUNDLED
+    check(strcmp(sqlite3_libversion(), TK_BUNDLED_SQLITE) == 0,
+          "this program's sqlite3_* are the static library's copy", sqlite3_libversion());
+#endif
+#else
     /* One SQLite in the process: the library uses the system libsqlite3,
      * the same one this program links. */
-    const char *sqlite = tk_sqlite_version();
     check(sqlite != NULL && strcmp(sqlite, sqlite3_libversion()) == 0,
           "tk_sqlite_version() equals sqlite3_libversion()", sqlite);
+#endif
     check(sqlite != NULL && strncmp(sqlite, "3.", 2) == 0, "tk_sqlite_version() is 3.x", sqlite);
 }
 
