@@ -1,4 +1,4 @@
-//! Entry points of the fuzz targets (`fuzz/`, cargo-fuzz on nightly) and of
+//! Entry points of the fuzz targets (`fuzz/`, cargo-fuzz) and of
 //! the corpus replay test (`tests/fuzz_corpus.rs`, stable), so both run the
 //! same code and check the same invariants. Not an API: hidden from the docs.
 //!
