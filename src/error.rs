@@ -15,7 +15,8 @@ pub enum ErrorKind {
     Integrity,
     /// Archive and database disagree on tables or columns.
     Schema,
-    /// The restore would touch rows of another tenant.
+    /// The restore would touch rows of another tenant, or make the tenant's rows
+    /// point at them.
     Conflict,
     /// SQLite reported an error (busy, corrupt, constraint…).
     Database,

@@ -393,9 +393,23 @@ fn conflict_with_another_tenant_raises_and_changes_nothing() {
     let dry = app
         .restore(&report.path, 1, json!({"dry_run": true}))
         .unwrap();
-    assert_eq!(dry.conflict_count, 1, "{:?}", dry.conflicts);
+    // The task's key, and the time entry deleted above, which the restore
+    // would write again pointing at what is now tenant 2's task.
+    assert_eq!(dry.conflict_count, 2, "{:?}", dry.conflicts);
     assert_eq!(dry.conflicts[0].table, "tasks");
     assert!(dry.conflicts[0].key.contains("1001"), "{:?}", dry.conflicts);
+    assert_eq!(
+        (
+            dry.conflicts[1].table.as_str(),
+            dry.conflicts[1].key.as_str()
+        ),
+        ("time_entries", "id=1001")
+    );
+    assert!(
+        dry.conflicts[1].reason.contains("task_id"),
+        "{:?}",
+        dry.conflicts
+    );
     let err = app
         .restore(&report.path, 1, json!({"purge": true}))
         .unwrap_err();

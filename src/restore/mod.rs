@@ -540,7 +540,7 @@ fn conflict_error(conflicts: &[Conflict], count: u64) -> Error {
         String::new()
     };
     Error::conflict(format!(
-        "the restore would touch rows of another tenant: {}{more}; nothing was changed",
+        "the restore would touch or point at rows of another tenant: {}{more}; nothing was changed",
         listed.join(", ")
     ))
 }

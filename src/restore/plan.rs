@@ -22,7 +22,7 @@
 
 use super::stage::{Staged, StagedTable};
 use super::{Conflict, Context, PlannedCounts};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::progress::{Event, Progress};
 use crate::schema::quote;
 use crate::scope::{
@@ -82,7 +82,7 @@ pub(super) fn make<'a>(
     let mut steps = PlanSteps {
         progress,
         done: 0,
-        total: 2 + 2 * staged.tables.len() as u64 + purge_counts as u64,
+        total: 3 + 2 * staged.tables.len() as u64 + purge_counts as u64,
     };
     let ours = MemberSets::materialize(
         conn,
@@ -345,6 +345,11 @@ pub(super) fn make<'a>(
         }
         steps.done("outcomes", Some(&table.name))?;
     }
+    let crossing =
+        references_to_other_tenants(conn, ctx, staged, &kept, &kept_as_is, conflicts.len())?;
+    conflict_count += crossing.count;
+    conflicts.extend(crossing.listed);
+    steps.done("references", None)?;
     Ok(Plan {
         ours,
         others,
@@ -357,9 +362,231 @@ pub(super) fn make<'a>(
     })
 }
 
+/// Rows the archive would write that point at another tenant's row.
+struct CrossingReferences {
+    count: u64,
+    /// The first of them, up to [`MAX_LISTED_CONFLICTS`] in all.
+    listed: Vec<Conflict>,
+}
+
+/// A restored row may refer only to rows of its own tenant, to rows of no
+/// tenant (global tables, a NULL tenant column) or to nothing in the
+/// database yet. An archive is untrusted input, and its SHA-256s are no
+/// signature: an edited one could give the tenant a task in another
+/// tenant's project, or a comment on another tenant's task, which the app's
+/// associations would then show across tenants. So every reference out of
+/// a staged row into a table chosen by the tenant column (or into the
+/// tenants table) is followed, and a target row of another tenant is a
+/// conflict. Rows the restore leaves exactly as they are (kept and equal)
+/// are not asked: they write nothing, and a reference the app itself made
+/// across tenants stays restorable as long as it is not changed.
+///
+/// Checked in the plan (a dry run lists them) and not after the write: the
+/// write changes only the tenant's rows, so whose a target row is cannot
+/// change in between. Join tables and ActiveStorage rows are left to the
+/// write's membership check (`apply::check_restored_membership`), which
+/// refuses such a row when it belongs to another tenant through any parent.
+fn references_to_other_tenants(
+    conn: &Connection,
+    ctx: &Context<'_>,
+    staged: &Staged,
+    kept: &BTreeMap<String, String>,
+    not_written: &BTreeMap<String, u64>,
+    listed_before: usize,
+) -> Result<CrossingReferences> {
+    let target = ctx.target();
+    let mut found = CrossingReferences {
+        count: 0,
+        listed: Vec::new(),
+    };
+    for table in staged.tables.iter().filter(|t| !t.derived && !t.tenant_row) {
+        // The usual restore (an older backup over today's data) writes
+        // few rows, often none of a table: nothing to ask there.
+        if not_written.get(&table.name) == Some(&table.rows) {
+            continue;
+        }
+        let mut checks = Vec::new();
+        for r in references_of(conn, ctx, table)? {
+            let Some(owner) = other_tenants_row(ctx, &r.parent, "m") else {
+                continue;
+            };
+            let class = r
+                .classes
+                .map(|(t, classes)| {
+                    let names: Vec<String> = classes
+                        .iter()
+                        .map(|c| format!("'{}'", c.replace('\'', "''")))
+                        .collect();
+                    format!(" AND s.c{t} IN ({})", names.join(", "))
+                })
+                .unwrap_or_default();
+            checks.push((
+                format!(
+                    "SELECT s.rowid FROM {stage} AS s JOIN main.{p} AS m ON m.{pc} = s.c{c}{class} WHERE {owner}",
+                    stage = table.stage,
+                    p = quote(&r.parent),
+                    pc = quote(&r.parent_column),
+                    c = r.column,
+                ),
+                format!(
+                    "its {} refers to a row of {} that belongs to another tenant",
+                    table.columns[r.column], r.parent
+                ),
+            ));
+        }
+        if checks.is_empty() {
+            continue;
+        }
+        // Rows kept as they are write nothing (see above).
+        let unchanged = match kept.get(&table.name) {
+            Some(hits) => {
+                conn.execute_batch(&format!(
+                    "CREATE INDEX IF NOT EXISTS temp.{hits}_sid ON {hits}(sid);"
+                ))?;
+                format!(" AND NOT {}", kept_as_is(hits, "s"))
+            }
+            None => String::new(),
+        };
+        for (select, reason) in checks {
+            let mut stmt = conn.prepare(&format!("{select}{unchanged}"))?;
+            let params = tenant_params(&stmt, &target);
+            let mut rows = stmt.query(&*params)?;
+            let mut sids = Vec::new();
+            while let Some(row) = rows.next()? {
+                found.count += 1;
+                if listed_before + found.listed.len() + sids.len() < MAX_LISTED_CONFLICTS {
+                    sids.push(row.get::<_, i64>(0)?);
+                }
+            }
+            for key in table.describe_rows(conn, &sids)? {
+                found.listed.push(Conflict {
+                    table: table.name.clone(),
+                    key,
+                    reason: reason.clone(),
+                });
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// A reference out of a staged table that a row could use to point at
+/// another tenant's row.
+struct OutgoingReference {
+    /// Stage column `c<column>` holds the referring value.
+    column: usize,
+    parent: String,
+    parent_column: String,
+    /// Polymorphic: stage column of the type, and the classes that name
+    /// `parent`.
+    classes: Option<(usize, Vec<String>)>,
+}
+
+/// Most distinct classes one polymorphic type column of an archive may
+/// name. An app has a handful; a limit keeps a hostile archive from making
+/// the list as long as the table, and is an error rather than a cut-off
+/// past which classes would go unchecked.
+const MOST_CLASSES: usize = 10_000;
+
+/// The references out of a staged table. Foreign keys, naming and hints
+/// come from the scope; polymorphic pairs (`x_type`, `x_id`) are taken for
+/// every class the staged rows name, known to the scope or not, since an
+/// archive may name a class no row of the database does yet.
+fn references_of(
+    conn: &Connection,
+    ctx: &Context<'_>,
+    table: &StagedTable,
+) -> Result<Vec<OutgoingReference>> {
+    let position = |c: &str| table.columns.iter().position(|x| x == c);
+    let mut out = Vec::new();
+    for r in ctx
+        .scope
+        .references
+        .iter()
+        .filter(|r| r.table == table.name)
+    {
+        // The tenant column holds the target already (staging checks it).
+        if r.polymorphic.is_some() || r.columns == [ctx.scope.options.tenant_column.clone()] {
+            continue;
+        }
+        let ([column], [parent_column]) = (r.columns.as_slice(), r.parent_columns.as_slice())
+        else {
+            continue;
+        };
+        if let Some(column) = position(column) {
+            out.push(OutgoingReference {
+                column,
+                parent: r.parent.clone(),
+                parent_column: parent_column.clone(),
+                classes: None,
+            });
+        }
+    }
+    for (t, column) in table.columns.iter().enumerate() {
+        let Some(stem) = column.strip_suffix("_type") else {
+            continue;
+        };
+        let Some(id) = position(&format!("{stem}_id")) else {
+            continue;
+        };
+        let classes: Vec<String> = conn
+            .prepare(&format!(
+                "SELECT DISTINCT c{t} FROM {} WHERE typeof(c{t}) = 'text' LIMIT {}",
+                table.stage,
+                MOST_CLASSES + 1
+            ))?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        if classes.len() > MOST_CLASSES {
+            return Err(Error::archive(format!(
+                "{}.{column} names more than {MOST_CLASSES} classes",
+                table.name
+            )));
+        }
+        // One check per parent table, with all the classes that name it.
+        let mut by_parent: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for class in classes {
+            let parent = ctx.scope.table_for_class(&class);
+            if other_tenants_row(ctx, &parent, "m").is_some() {
+                by_parent.entry(parent).or_default().push(class);
+            }
+        }
+        for (parent, classes) in by_parent {
+            let Some(parent_table) = ctx.schema.table(&parent) else {
+                continue;
+            };
+            if let [pk] = parent_table.primary_key().as_slice() {
+                out.push(OutgoingReference {
+                    column: id,
+                    parent_column: pk.to_string(),
+                    parent,
+                    classes: Some((t, classes)),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// SQL condition: row `alias` of `table` belongs to a tenant other than
+/// the target (`?1`). None for tables whose rows are not chosen by a
+/// condition on the row itself (derived tables, tables of no tenant).
+/// A NULL tenant column is nobody's: a row shared by every tenant.
+fn other_tenants_row(ctx: &Context<'_>, table: &str, alias: &str) -> Option<String> {
+    match &ctx.scope.table(table)?.membership {
+        Membership::TenantColumn => {
+            let c = quote(&ctx.scope.options.tenant_column);
+            Some(format!("{alias}.{c} IS NOT NULL AND {alias}.{c} IS NOT ?1"))
+        }
+        Membership::TenantRow { key } => Some(format!("{alias}.{} IS NOT ?1", quote(key))),
+        Membership::Derived { .. } => None,
+    }
+}
+
 /// `plan_progress` events: the plan is a fixed sequence of steps (the
 /// tenant's member sets, each table's matches, the other tenants' sets,
-/// each table's purge count, each table's outcomes), so `processed` of
+/// each table's purge count, each table's outcomes, the references out of
+/// the archive's rows), so `processed` of
 /// `total` steps can move a progress bar through work that has no rows to
 /// count. `phase` and `table` say which step just ended.
 struct PlanSteps<'p> {
