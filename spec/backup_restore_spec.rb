@@ -123,7 +123,24 @@ RSpec.describe "TenantKit backup and restore" do
         .to raise_error(ArgumentError, /storage_root/)
       expect { TenantKit.backup(database: db, tenant_id: 1.5, output_dir: out) }.to raise_error(ArgumentError, /tenant_id/)
       expect { TenantKit.backup(database: 42, tenant_id: 1, output_dir: out) }.to raise_error(ArgumentError, /database/)
+      [nil, "abc", Float::INFINITY, Float::NAN, -1, 1e7].each do |timeout|
+        expect { TenantKit.backup(database: db, tenant_id: 1, output_dir: out, busy_timeout: timeout) }
+          .to raise_error(ArgumentError, /busy_timeout/), "busy_timeout: #{timeout.inspect}"
+      end
+      expect { TenantKit::Settings.new(database: db, defaults: {}, busy_timeout_ms: 2**31) }
+        .to raise_error(ArgumentError, /busy_timeout_ms/)
       expect(Dir.children(out)).to eq([])
+    end
+
+    it "takes a tenant id from a Rails param (a String) as the tenant it names" do
+      result = TenantKit.backup(database: db, tenant_id: "1", output_dir: out, storage_root: storage)
+      expect(result.rows).to eq(backup(1).rows)
+      expect(TenantKit.verify(archive: result.path).tenant_id).to eq(1)
+      before_digest = everything_digest
+      restored = TenantKit.restore(database: db, archive: result.path, tenant_id: "1", purge: true,
+                                   storage_root: storage)
+      expect(restored.conflicts).to eq([])
+      expect(everything_digest).to eq(before_digest)
     end
 
     it "records a blob whose file is missing and still completes" do

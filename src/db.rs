@@ -64,7 +64,16 @@ pub fn open_read_write(path: &Path, busy_timeout_ms: u64) -> Result<Connection> 
     Ok(conn)
 }
 
+/// SQLite takes its busy timeout as a C int of milliseconds (about 24
+/// days); rusqlite panics past it.
+pub const MAX_BUSY_TIMEOUT_MS: u64 = i32::MAX as u64;
+
 fn configure(conn: &Connection, busy_timeout_ms: u64, cache_kib: i64) -> Result<()> {
+    if busy_timeout_ms > MAX_BUSY_TIMEOUT_MS {
+        return Err(Error::argument(format!(
+            "busy_timeout_ms must be at most {MAX_BUSY_TIMEOUT_MS} (about 24 days), got {busy_timeout_ms}"
+        )));
+    }
     conn.busy_timeout(Duration::from_millis(busy_timeout_ms))?;
     // Membership sets and sorts may be large: keep them on disk, not in RAM.
     conn.pragma_update(None, "temp_store", "FILE")?;

@@ -32,6 +32,24 @@ impl Column {
             && (t.is_empty() || t.contains("BLOB"))
     }
 
+    /// The column's affinity as a type name that has exactly that
+    /// affinity (`INTEGER`, `TEXT`, `BLOB`, `REAL` or `NUMERIC`), by the
+    /// rules linked above.
+    pub fn affinity_keyword(&self) -> &'static str {
+        let t = self.decl_type.to_ascii_uppercase();
+        if t.contains("INT") {
+            "INTEGER"
+        } else if ["CHAR", "CLOB", "TEXT"].iter().any(|k| t.contains(k)) {
+            "TEXT"
+        } else if t.is_empty() || t.contains("BLOB") {
+            "BLOB"
+        } else if ["REAL", "FLOA", "DOUB"].iter().any(|k| t.contains(k)) {
+            "REAL"
+        } else {
+            "NUMERIC"
+        }
+    }
+
     /// INTEGER affinity (the declared type contains `INT`): every value
     /// that could equal an integer is stored as one.
     pub fn has_integer_affinity(&self) -> bool {

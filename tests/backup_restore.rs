@@ -1346,3 +1346,70 @@ fn keyword_names_and_a_reply_chain_without_tenant_column_round_trip() {
     small.restore(&archive, 2, json!({"purge": true})).unwrap();
     assert_eq!(snapshot(&small.conn), before);
 }
+
+/// A tenant id may come as text (a Rails param) for an INTEGER tenant
+/// column, or as an integer for a TEXT one: SQLite stores and compares it
+/// in the column's affinity, and so do backup and restore. The archive
+/// records the stored form, so it verifies and restores; before, a backup
+/// of `"1"` wrote an archive whose rows did not match its own manifest.
+#[test]
+fn a_tenant_id_in_the_other_storage_class_names_the_same_tenant() {
+    let app = App::new();
+    let mut options = app.backup_options(1);
+    options.tenant_id = tenant_kit::TenantId::Text("1".into());
+    let report = tenant_kit::backup::backup(&options, &mut CollectProgress::default()).unwrap();
+    assert_eq!(report.rows, app.backup(1).rows);
+    assert!(
+        report
+            .path
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("tenant_1_"),
+        "{}",
+        report.path.display()
+    );
+    let verified = tenant_kit::verify::verify_path(&report.path).unwrap();
+    assert_eq!(
+        serde_json::to_value(&verified.tenant_id).unwrap(),
+        json!(1),
+        "the manifest holds the stored (integer) id"
+    );
+    let before = app.snapshot();
+    let restored = app
+        .restore(&report.path, 1, json!({"purge": true}))
+        .unwrap();
+    assert_eq!(restored.conflict_count, 0);
+    let mut restore_options = app.restore_options(&report.path, 1, json!({"purge": true}));
+    restore_options.tenant_id = tenant_kit::TenantId::Text("1".into());
+    tenant_kit::restore::restore(&restore_options, &mut CollectProgress::default())
+        .expect("\"1\" is tenant 1 of an INTEGER column");
+    assert_eq!(app.snapshot(), before);
+    // SQLite's own conversion: "01" is stored (and compared) as 1 too;
+    // text that is no number is no tenant here.
+    options.tenant_id = tenant_kit::TenantId::Text("01".into());
+    let report = tenant_kit::backup::backup(&options, &mut CollectProgress::default()).unwrap();
+    assert!(tenant_kit::verify::verify_path(&report.path).is_ok());
+    options.tenant_id = tenant_kit::TenantId::Text("1a".into());
+    let err = tenant_kit::backup::backup(&options, &mut CollectProgress::default()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Argument, "{err}");
+
+    // The other way round: a TEXT tenant column, an integer id.
+    let small = SmallDb::new(
+        "CREATE TABLE accounts (id text PRIMARY KEY);
+         CREATE TABLE notes (id integer PRIMARY KEY, tenant_id text NOT NULL REFERENCES accounts, body text);
+         INSERT INTO accounts VALUES ('7'), ('8');
+         INSERT INTO notes VALUES (1, '7', 'mine'), (2, '8', 'theirs');",
+    );
+    let options: tenant_kit::backup::BackupOptions = serde_json::from_value(json!({
+        "database": small.db, "tenant_id": 7, "output_dir": small.dir.path()
+    }))
+    .unwrap();
+    let report = tenant_kit::backup::backup(&options, &mut CollectProgress::default()).unwrap();
+    assert_eq!(report.tables.get("notes"), Some(&1));
+    tenant_kit::verify::verify_path(&report.path).unwrap();
+    small
+        .restore(&report.path, 7, json!({"purge": true}))
+        .unwrap();
+}

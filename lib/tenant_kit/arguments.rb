@@ -69,11 +69,23 @@ module TenantKit
     end
 
     # Seconds (Numeric, ActiveSupport::Duration) to milliseconds.
-    def milliseconds(name, seconds)
-      raise ArgumentError, "#{name}: expected seconds as a Numeric" unless seconds.respond_to?(:to_f)
+    # SQLite takes its busy timeout as a C int of milliseconds.
+    MAX_MILLISECONDS = 2**31 - 1
 
-      ms = (seconds.to_f * 1000).round
+    def milliseconds(name, seconds)
+      duration = defined?(ActiveSupport::Duration) && seconds.is_a?(ActiveSupport::Duration)
+      unless seconds.is_a?(Numeric) || duration
+        raise ArgumentError, "#{name}: expected seconds as a Numeric (got #{seconds.inspect})"
+      end
+
+      value = seconds.to_f
+      raise ArgumentError, "#{name}: must be a finite number of seconds (got #{seconds.inspect})" unless value.finite?
+
+      ms = (value * 1000).round
       raise ArgumentError, "#{name}: must not be negative" if ms.negative?
+      if ms > MAX_MILLISECONDS
+        raise ArgumentError, "#{name}: at most #{MAX_MILLISECONDS / 1000} seconds (about 24 days), got #{seconds.inspect}"
+      end
 
       ms
     end

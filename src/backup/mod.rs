@@ -11,6 +11,7 @@ use crate::clock::UtcTime;
 use crate::db;
 use crate::error::{Error, Result};
 use crate::progress::{report_failure, Event, Progress};
+use crate::schema::Schema;
 use crate::scope::{RelationHint, ScopeOptions};
 use crate::TenantId;
 use snapshot::{BlobRow, Snapshot};
@@ -90,11 +91,28 @@ pub struct BackupReport {
 }
 
 pub fn backup(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupReport> {
+    let options = &with_stored_tenant_id(options);
     let result = run(options, progress);
     if let Err(e) = &result {
         report_failure(progress, e);
     }
     result
+}
+
+/// The options with the tenant id as the database stores it (see
+/// [`crate::scope::stored_tenant_id`]). Left as given when the database
+/// cannot be read: the backup then reports why.
+fn with_stored_tenant_id(options: &BackupOptions) -> BackupOptions {
+    let mut options = options.clone();
+    let schema = db::open_read_only(&options.database, options.busy_timeout_ms)
+        .and_then(|conn| Schema::read(&conn));
+    let stored = schema.and_then(|schema| {
+        crate::scope::stored_tenant_id(&schema, &options.tenant_column, &options.tenant_id)
+    });
+    if let Ok(id) = stored {
+        options.tenant_id = id;
+    }
+    options
 }
 
 fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupReport> {

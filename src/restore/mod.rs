@@ -142,11 +142,29 @@ pub struct RestoreReport {
 }
 
 pub fn restore(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreReport> {
+    let options = &with_stored_tenant_id(options);
     let result = run(options, progress);
     if let Err(e) = &result {
         report_failure(progress, e);
     }
     result
+}
+
+/// The options with the target tenant id as the database stores it (see
+/// [`crate::scope::stored_tenant_id`]), so `"1"` restores the archive of
+/// tenant 1 into an INTEGER tenant column. Left as given when the database
+/// cannot be read: the restore then reports why.
+fn with_stored_tenant_id(options: &RestoreOptions) -> RestoreOptions {
+    let mut options = options.clone();
+    let schema = db::open_read_only(&options.database, options.busy_timeout_ms)
+        .and_then(|conn| Schema::read(&conn));
+    let stored = schema.and_then(|schema| {
+        crate::scope::stored_tenant_id(&schema, &options.tenant_column, &options.tenant_id)
+    });
+    if let Ok(id) = stored {
+        options.tenant_id = id;
+    }
+    options
 }
 
 fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreReport> {

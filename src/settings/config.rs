@@ -150,12 +150,16 @@ impl SettingsConfig {
         }
         match obj.get("busy_timeout_ms") {
             None | Some(Value::Null) => {}
-            Some(Value::Number(n)) if n.as_u64().is_some() => {
+            Some(Value::Number(n))
+                if n.as_u64()
+                    .is_some_and(|ms| ms <= crate::db::MAX_BUSY_TIMEOUT_MS) =>
+            {
                 config.busy_timeout = Duration::from_millis(n.as_u64().unwrap_or_default())
             }
             Some(other) => {
                 return Err(Error::argument(format!(
-                    "busy_timeout_ms must be a non-negative Integer (got {other})"
+                    "busy_timeout_ms must be an Integer from 0 to {} (got {other})",
+                    crate::db::MAX_BUSY_TIMEOUT_MS
                 )))
             }
         }
