@@ -6,6 +6,7 @@ require "tmpdir"
 require "zlib"
 require "rubygems/package"
 require "set"
+require "timeout"
 
 # TenantKit.backup / restore / verify / prune through the Ruby interface, on
 # a real SQLite file and a real Disk-service storage tree, checked against
@@ -281,6 +282,61 @@ RSpec.describe "TenantKit backup and restore" do
       deleted = TenantKit.prune(output_dir: out, older_than: Time.utc(2026, 2, 1))
       expect(deleted.map { |p| File.basename(p) }).to eq(["tenant_2_20260101000000.tar.gz"])
       expect { TenantKit.prune(output_dir: out) }.to raise_error(ArgumentError)
+    end
+  end
+
+  describe "a locked database" do
+    # Another connection holds the lock; the job waits busy_timeout for it.
+    # SQLite's own busy wait would sleep through all of it: a job timeout
+    # (Timeout.timeout, Thread#kill) must end the wait, not outlast it.
+    before { create_app }
+
+    def monotonic
+      Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    end
+
+    def locked
+      locker = SQLite3::Database.new(db)
+      locker.execute("BEGIN EXCLUSIVE")
+      yield
+    ensure
+      locker&.execute("ROLLBACK")
+      locker&.close
+    end
+
+    it "stops waiting for the lock on Timeout.timeout and Thread#kill, leaving nothing behind" do
+      archive = backup(1).path
+      before_digest = everything_digest
+      locked do
+        started = monotonic
+        expect do
+          Timeout.timeout(0.3) { TenantKit.backup(database: db, tenant_id: 1, output_dir: out, busy_timeout: 30) }
+        end.to raise_error(Timeout::Error)
+        expect(monotonic - started).to be < 2
+
+        started = monotonic
+        worker = Thread.new do
+          TenantKit.restore(database: db, archive: archive, tenant_id: 1, purge: true, storage_root: storage,
+                            busy_timeout: 30)
+        end
+        sleep 0.3
+        expect(worker).to be_alive # waiting for the lock
+        worker.kill
+        expect(worker.join(5)).not_to be_nil
+        expect(monotonic - started).to be < 2
+      end
+      expect(Dir.children(out)).to eq([File.basename(archive)])
+      expect(everything_digest).to eq(before_digest)
+    end
+
+    it "still waits busy_timeout, then raises DatabaseError" do
+      locked do
+        started = monotonic
+        expect { TenantKit.backup(database: db, tenant_id: 1, output_dir: out, busy_timeout: 0.5) }
+          .to raise_error(TenantKit::DatabaseError, /locked|busy/)
+        expect(monotonic - started).to be_between(0.45, 3)
+      end
+      expect(Dir.children(out)).to eq([])
     end
   end
 

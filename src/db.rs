@@ -2,8 +2,11 @@
 
 use crate::error::{Error, Result};
 use rusqlite::{Connection, OpenFlags};
+use std::cell::RefCell;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// How long we wait for another connection's lock before giving up.
 pub const DEFAULT_BUSY_TIMEOUT_MS: u64 = 5_000;
@@ -69,12 +72,8 @@ pub fn open_read_write(path: &Path, busy_timeout_ms: u64) -> Result<Connection> 
 pub const MAX_BUSY_TIMEOUT_MS: u64 = i32::MAX as u64;
 
 fn configure(conn: &Connection, busy_timeout_ms: u64, cache_kib: i64) -> Result<()> {
-    if busy_timeout_ms > MAX_BUSY_TIMEOUT_MS {
-        return Err(Error::argument(format!(
-            "busy_timeout_ms must be at most {MAX_BUSY_TIMEOUT_MS} (about 24 days), got {busy_timeout_ms}"
-        )));
-    }
-    conn.busy_timeout(Duration::from_millis(busy_timeout_ms))?;
+    check_busy_timeout(busy_timeout_ms)?;
+    wait_when_busy(conn)?;
     // Membership sets and sorts may be large: keep them on disk, not in RAM.
     conn.pragma_update(None, "temp_store", "FILE")?;
     conn.pragma_update(None, "cache_size", -cache_kib)?;
@@ -91,4 +90,105 @@ pub fn journal_mode(conn: &Connection) -> Result<String> {
     Ok(conn
         .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))?
         .to_lowercase())
+}
+
+pub fn check_busy_timeout(busy_timeout_ms: u64) -> Result<()> {
+    if busy_timeout_ms > MAX_BUSY_TIMEOUT_MS {
+        return Err(Error::argument(format!(
+            "busy_timeout_ms must be at most {MAX_BUSY_TIMEOUT_MS} (about 24 days), got {busy_timeout_ms}"
+        )));
+    }
+    Ok(())
+}
+
+/// How a job waits for another connection's lock: up to `timeout`, unless
+/// `cancel` is raised meanwhile. SQLite's own busy timeout sleeps through
+/// its whole length without looking at anything, so a `Thread#kill` or
+/// `Timeout.timeout` of the Ruby caller would wait it out; our busy handler
+/// sleeps in short steps and gives up as soon as the job is cancelled.
+///
+/// rusqlite takes a busy handler as a plain `fn`, and SQLite calls it on the
+/// thread that runs the statement, so the policy lives in a thread-local:
+/// each thread that runs a job's SQL enters it ([`BusyPolicy::enter`]).
+/// A thread that did not waits [`DEFAULT_BUSY_TIMEOUT_MS`], uncancellable.
+#[derive(Clone, Debug)]
+pub struct BusyPolicy {
+    pub timeout: Duration,
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+/// Sleep at most this long between two tries for a lock.
+const BUSY_POLL: Duration = Duration::from_millis(10);
+
+thread_local! {
+    /// The policy of this thread's job, and when the current wait began.
+    static BUSY_POLICY: RefCell<Option<(BusyPolicy, Instant)>> = const { RefCell::new(None) };
+}
+
+/// Restores the thread's previous policy when dropped.
+pub struct BusyScope {
+    previous: Option<(BusyPolicy, Instant)>,
+}
+
+impl BusyPolicy {
+    pub fn new(timeout_ms: u64, cancel: Option<Arc<AtomicBool>>) -> BusyPolicy {
+        BusyPolicy {
+            timeout: Duration::from_millis(timeout_ms),
+            cancel,
+        }
+    }
+
+    /// This thread's policy, to hand to a thread the job starts.
+    pub fn current() -> Option<BusyPolicy> {
+        BUSY_POLICY.with(|p| p.borrow().as_ref().map(|(policy, _)| policy.clone()))
+    }
+
+    /// Wait this way on this thread until the scope is dropped.
+    pub fn enter(self) -> BusyScope {
+        let previous = BUSY_POLICY.with(|p| p.borrow_mut().replace((self, Instant::now())));
+        BusyScope { previous }
+    }
+}
+
+impl Drop for BusyScope {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        BUSY_POLICY.with(|p| *p.borrow_mut() = previous);
+    }
+}
+
+/// Make `conn` wait for locks by the thread's [`BusyPolicy`].
+pub fn wait_when_busy(conn: &Connection) -> Result<()> {
+    conn.busy_handler(Some(busy_handler))?;
+    Ok(())
+}
+
+/// SQLite's busy callback: `tries` is how often it was called before for
+/// this lock. True: sleep a little and try again.
+fn busy_handler(tries: i32) -> bool {
+    BUSY_POLICY.with(|p| {
+        let mut p = p.borrow_mut();
+        let (policy, started) = p.get_or_insert_with(|| {
+            (
+                BusyPolicy::new(DEFAULT_BUSY_TIMEOUT_MS, None),
+                Instant::now(),
+            )
+        });
+        if tries == 0 {
+            *started = Instant::now();
+        }
+        if policy
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
+            return false;
+        }
+        let waited = started.elapsed();
+        if waited >= policy.timeout {
+            return false;
+        }
+        std::thread::sleep((policy.timeout - waited).min(BUSY_POLL));
+        true
+    })
 }

@@ -70,6 +70,13 @@ pub trait Progress {
     fn check_interrupt(&self) -> Result<()> {
         Ok(())
     }
+
+    /// The flag behind [`Progress::check_interrupt`], when there is one
+    /// that another thread raises: waits for a lock (where no code of ours
+    /// runs to ask) end as soon as it is up. See [`crate::db::BusyPolicy`].
+    fn cancel_flag(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+        None
+    }
 }
 
 /// A sink that drops everything, for callers that gave no callback.

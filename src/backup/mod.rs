@@ -91,8 +91,8 @@ pub struct BackupReport {
 }
 
 pub fn backup(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupReport> {
-    let options = &with_stored_tenant_id(options);
-    let result = run(options, progress);
+    let _busy = db::BusyPolicy::new(options.busy_timeout_ms, progress.cancel_flag()).enter();
+    let result = with_stored_tenant_id(options).and_then(|options| run(&options, progress));
     if let Err(e) = &result {
         report_failure(progress, e);
     }
@@ -100,19 +100,18 @@ pub fn backup(options: &BackupOptions, progress: &mut dyn Progress) -> Result<Ba
 }
 
 /// The options with the tenant id as the database stores it (see
-/// [`crate::scope::stored_tenant_id`]). Left as given when the database
-/// cannot be read: the backup then reports why.
-fn with_stored_tenant_id(options: &BackupOptions) -> BackupOptions {
+/// [`crate::scope::stored_tenant_id`]). A database that cannot be read
+/// fails here as it would in the job (a busy one after one wait, not two).
+fn with_stored_tenant_id(options: &BackupOptions) -> Result<BackupOptions> {
     let mut options = options.clone();
-    let schema = db::open_read_only(&options.database, options.busy_timeout_ms)
-        .and_then(|conn| Schema::read(&conn));
-    let stored = schema.and_then(|schema| {
-        crate::scope::stored_tenant_id(&schema, &options.tenant_column, &options.tenant_id)
-    });
-    if let Ok(id) = stored {
-        options.tenant_id = id;
+    if !options.database.is_file() {
+        return Ok(options); // run() says what is wrong with the path
     }
-    options
+    let conn = db::open_read_only(&options.database, options.busy_timeout_ms)?;
+    let schema = Schema::read(&conn)?;
+    options.tenant_id =
+        crate::scope::stored_tenant_id(&schema, &options.tenant_column, &options.tenant_id)?;
+    Ok(options)
 }
 
 fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupReport> {

@@ -134,7 +134,7 @@ pub(super) fn read_snapshot(
         let helper = helper
             .take()
             .filter(|_| still_rollback)
-            .and_then(|h| join_snapshot(h, options.busy_timeout_ms));
+            .and_then(join_snapshot);
         let parallel = helper.is_some();
         let dumped = std::thread::scope(|threads| {
             let sets =
@@ -181,14 +181,12 @@ fn is_derived(t: &ScopedTable) -> bool {
 /// SHARED lock. Without waiting: a writer that is about to commit holds
 /// PENDING, waits for our main connection, and keeps new readers out; we
 /// must not wait for it in turn.
-fn join_snapshot(helper: Connection, busy_timeout_ms: u64) -> Option<Connection> {
+fn join_snapshot(helper: Connection) -> Option<Connection> {
     helper.busy_timeout(Duration::ZERO).ok()?;
     helper
         .execute_batch("BEGIN; SELECT count(*) FROM sqlite_schema;")
         .ok()?;
-    helper
-        .busy_timeout(Duration::from_millis(busy_timeout_ms))
-        .ok()?;
+    db::wait_when_busy(&helper).ok()?;
     Some(helper)
 }
 
@@ -220,9 +218,11 @@ impl<'scope, 'env> MemberSetsSource<'scope, 'env> {
             return MemberSetsSource::Main;
         };
         let interrupt = helper.get_interrupt_handle();
+        let busy = db::BusyPolicy::current();
         let thread = std::thread::Builder::new()
             .name("tenant_kit-sets".into())
             .spawn_scoped(threads, move || {
+                let _busy = busy.map(db::BusyPolicy::enter);
                 let sets = tenant_sets(&helper, scope, schema, options, without)?;
                 Ok((helper, sets))
             });
@@ -760,7 +760,8 @@ mod tests {
 
         // Had the helper waited (with this timeout), the writer would time
         // out first and fail below.
-        let joined = join_snapshot(helper, 120_000);
+        let _busy = db::BusyPolicy::new(120_000, None).enter();
+        let joined = join_snapshot(helper);
         assert!(joined.is_none(), "the helper joined past a pending writer");
 
         main.execute_batch("ROLLBACK").unwrap();
@@ -783,7 +784,7 @@ mod tests {
         let main = db::open_read_only(&path, 5_000).unwrap();
         main.execute_batch("BEGIN; SELECT count(*) FROM t;")
             .unwrap();
-        let helper = join_snapshot(db::open_read_only(&path, 5_000).unwrap(), 5_000)
+        let helper = join_snapshot(db::open_read_only(&path, 5_000).unwrap())
             .expect("nothing stands in the way");
 
         let w = Connection::open(&path).unwrap();

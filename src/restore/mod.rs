@@ -142,8 +142,8 @@ pub struct RestoreReport {
 }
 
 pub fn restore(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreReport> {
-    let options = &with_stored_tenant_id(options);
-    let result = run(options, progress);
+    let _busy = db::BusyPolicy::new(options.busy_timeout_ms, progress.cancel_flag()).enter();
+    let result = with_stored_tenant_id(options).and_then(|options| run(&options, progress));
     if let Err(e) = &result {
         report_failure(progress, e);
     }
@@ -152,19 +152,18 @@ pub fn restore(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<
 
 /// The options with the target tenant id as the database stores it (see
 /// [`crate::scope::stored_tenant_id`]), so `"1"` restores the archive of
-/// tenant 1 into an INTEGER tenant column. Left as given when the database
-/// cannot be read: the restore then reports why.
-fn with_stored_tenant_id(options: &RestoreOptions) -> RestoreOptions {
+/// tenant 1 into an INTEGER tenant column. A database that cannot be read
+/// fails here as it would in the job (a busy one after one wait, not two).
+fn with_stored_tenant_id(options: &RestoreOptions) -> Result<RestoreOptions> {
     let mut options = options.clone();
-    let schema = db::open_read_only(&options.database, options.busy_timeout_ms)
-        .and_then(|conn| Schema::read(&conn));
-    let stored = schema.and_then(|schema| {
-        crate::scope::stored_tenant_id(&schema, &options.tenant_column, &options.tenant_id)
-    });
-    if let Ok(id) = stored {
-        options.tenant_id = id;
+    if !options.database.is_file() {
+        return Ok(options); // run() says what is wrong with the path
     }
-    options
+    let conn = db::open_read_only(&options.database, options.busy_timeout_ms)?;
+    let schema = Schema::read(&conn)?;
+    options.tenant_id =
+        crate::scope::stored_tenant_id(&schema, &options.tenant_column, &options.tenant_id)?;
+    Ok(options)
 }
 
 fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreReport> {

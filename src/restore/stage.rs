@@ -92,10 +92,12 @@ impl Staged {
             return (conn, Ok(staged));
         }
         let (sender, receiver) = std::sync::mpsc::sync_channel::<ToWriter>(8);
+        let busy = crate::db::BusyPolicy::current();
         std::thread::scope(|scope| {
             let writer = std::thread::Builder::new()
                 .name("tenant_kit-stage".into())
                 .spawn_scoped(scope, move || {
+                    let _busy = busy.map(crate::db::BusyPolicy::enter);
                     let written = write_staged_rows(&conn, receiver);
                     (conn, written)
                 })

@@ -16,13 +16,16 @@ use magnus::{value::BoxValue, Error as RbError, Ruby, Value};
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tenant_kit::{Event, Progress};
 
 /// Progress sink that yields each event, as a JSON string, to the block of
 /// the current Ruby method (the Ruby side parses it into a Hash).
 struct BlockProgress<'a> {
     yields: bool,
-    interrupted: &'a AtomicBool,
+    /// Raised by Ruby's unblock function (kill, Timeout, signal); shared so
+    /// that the core's waits for a lock can watch it too.
+    interrupted: &'a Arc<AtomicBool>,
     /// The Ruby error raised by the block, kept until the core has stopped.
     parked: Option<RbError>,
     /// Keeps the parked exception object alive while we run without the GVL.
@@ -57,6 +60,10 @@ impl Progress for BlockProgress<'_> {
             Ok(())
         }
     }
+
+    fn cancel_flag(&self) -> Option<Arc<AtomicBool>> {
+        Some(Arc::clone(self.interrupted))
+    }
 }
 
 /// Run `work` without the GVL, yielding progress events to the current
@@ -66,7 +73,7 @@ pub fn run_without_gvl<T, F>(ruby: &Ruby, work: F) -> Result<T, RbError>
 where
     F: FnOnce(&mut dyn Progress) -> tenant_kit::Result<T>,
 {
-    let interrupted = AtomicBool::new(false);
+    let interrupted = Arc::new(AtomicBool::new(false));
     let mut call = Call {
         work: Some(work),
         progress: BlockProgress {
@@ -83,7 +90,7 @@ where
             Some(call_work::<T, F>),
             &mut call as *mut Call<'_, T, F> as *mut c_void,
             Some(raise_interrupt_flag),
-            &interrupted as *const AtomicBool as *mut c_void,
+            Arc::as_ptr(&interrupted) as *mut c_void,
         );
     }
 
