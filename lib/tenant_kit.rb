@@ -1,6 +1,7 @@
 # frozen_string_literal: true
 
 require "json"
+require "date"
 require_relative "tenant_kit/version"
 require_relative "tenant_kit/errors"
 
@@ -92,9 +93,13 @@ module TenantKit
       cutoff =
         case older_than
         when nil then nil
-        when Time then older_than.utc.strftime("%Y%m%d%H%M%S")
+        when Time, DateTime then older_than.to_time.utc.strftime("%Y%m%d%H%M%S")
+        when Date then raise ArgumentError, "older_than: pass a Time (a Date has no time of day), got #{older_than.inspect}"
         when Numeric, ->(v) { v.respond_to?(:to_i) && !v.is_a?(String) }
-          (Time.now.utc - older_than.to_i).strftime("%Y%m%d%H%M%S")
+          seconds = older_than.to_i
+          raise ArgumentError, "older_than: an age must not be negative, got #{older_than.inspect}" if seconds.negative?
+
+          (Time.now.utc - seconds).strftime("%Y%m%d%H%M%S")
         else raise ArgumentError, "older_than: expected a Time or seconds, got #{older_than.inspect}"
         end
       options = {

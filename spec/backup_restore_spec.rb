@@ -229,6 +229,30 @@ RSpec.describe "TenantKit backup and restore" do
       end
     end
 
+    it "after the commit, lets the block's error through without reporting a failure" do
+      archive = backup(1).path
+      SQLite3::Database.new(db).tap { |c| c.execute("UPDATE projects SET name = 'changed' WHERE tenant_id = 1") }.close
+      steps = []
+      expect do
+        TenantKit.restore(database: db, archive: archive, tenant_id: 1, storage_root: storage, purge: true) do |e|
+          steps << e[:step]
+          raise Interrupt, "stop" if e[:step] == :done
+        end
+      end.to raise_error(Interrupt)
+      expect(steps.last).to eq(:done) # no :failed: the restore is committed
+      conn = SQLite3::Database.new(db)
+      expect(conn.get_first_value("SELECT count(*) FROM projects WHERE name = 'changed'")).to eq(0)
+      conn.close
+    end
+
+    it "refuses an archive with files when storage_root is missing" do
+      archive = backup(1).path
+      before_digest = everything_digest
+      expect { TenantKit.restore(database: db, archive: archive, tenant_id: 1, purge: true) }
+        .to raise_error(ArgumentError, /storage_root/)
+      expect(everything_digest).to eq(before_digest)
+    end
+
     it "raises TenantKit errors for broken or hostile archives, in dry run too" do
       good = backup(1).path
       entries = archive_entries(good)
@@ -282,6 +306,11 @@ RSpec.describe "TenantKit backup and restore" do
       deleted = TenantKit.prune(output_dir: out, older_than: Time.utc(2026, 2, 1))
       expect(deleted.map { |p| File.basename(p) }).to eq(["tenant_2_20260101000000.tar.gz"])
       expect { TenantKit.prune(output_dir: out) }.to raise_error(ArgumentError)
+      # A DateTime is a point in time like a Time; a negative age is a mistake, not "everything".
+      deleted = TenantKit.prune(output_dir: out, older_than: DateTime.new(2026, 3, 1, 0, 0, 1), dry_run: true)
+      expect(deleted.map { |p| File.basename(p) }).to eq(["tenant_1_20260301000000.tar.gz"])
+      expect { TenantKit.prune(output_dir: out, older_than: -5) }.to raise_error(ArgumentError, /negative/)
+      expect { TenantKit.prune(output_dir: out, older_than: Date.new(2026, 3, 1)) }.to raise_error(ArgumentError, /Date/)
     end
   end
 

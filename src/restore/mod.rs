@@ -343,16 +343,20 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
         }
     }
     files.finish();
-    progress.emit(Event::lock("none"))?;
+    // Committed: nothing can be undone any more, so a callback that raises
+    // now (or a cancel) must not turn the restore into a `failed` one. Its
+    // error still reaches the caller (the bindings keep the block's own
+    // exception and raise it), but the result is a success.
+    let _ = progress.emit(Event::lock("none"));
     report.duration_ms = started.elapsed().as_millis() as u64;
-    progress.emit(
+    let _ = progress.emit(
         Event::new("done")
             .with("restored", report.restored.values().sum::<u64>())
             .with("purged", report.purged.values().sum::<u64>())
             .with("blobs", report.blobs.written + report.blobs.reused)
             .with("lock_ms", report.lock_ms)
             .with("duration_ms", report.duration_ms),
-    )?;
+    );
     Ok(report)
 }
 
@@ -392,6 +396,16 @@ fn stage_while_extracting(
         return Err(Error::argument(format!(
             "the archive holds tenant {source}, not {}: pass remap: true to restore it into tenant {}",
             options.tenant_id, options.tenant_id
+        )));
+    }
+    // Files in the archive mean the app keeps them on the Disk service: without
+    // its root they would be dropped while their blob rows are restored.
+    // (Without files, storage_root: nil is right: a backup made without it,
+    // an app whose files live in S3.)
+    if options.restore && options.storage_root.is_none() && !manifest.blobs.is_empty() {
+        return Err(Error::argument(format!(
+            "the archive holds {} ActiveStorage file(s): pass storage_root: (the Disk service's root) to restore them with their rows",
+            manifest.blobs.len()
         )));
     }
 
