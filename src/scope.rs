@@ -493,6 +493,23 @@ pub fn stored_tenant_id(
     })
 }
 
+/// [`stored_tenant_id`] of the database at `path` (opened with
+/// `busy_timeout_ms`). A database that cannot
+/// be read fails here as it would in the job that asks (a busy one after
+/// one wait, not two); a path that is no file is left to that job to
+/// report.
+pub fn stored_tenant_id_of(
+    (path, busy_timeout_ms): (&std::path::Path, u64),
+    tenant_column: &str,
+    id: &crate::TenantId,
+) -> Result<crate::TenantId> {
+    if !path.is_file() {
+        return Ok(id.clone());
+    }
+    let conn = crate::db::open_read_only(path, busy_timeout_ms)?;
+    stored_tenant_id(&Schema::read(&conn)?, tenant_column, id)
+}
+
 /// ActiveStorage blobs belong to whoever attaches them.
 pub fn is_blob_table(name: &str) -> bool {
     name == "active_storage_blobs"

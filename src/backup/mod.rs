@@ -11,7 +11,6 @@ use crate::clock::UtcTime;
 use crate::db;
 use crate::error::{Error, Result};
 use crate::progress::{report_failure, Event, Progress};
-use crate::schema::Schema;
 use crate::scope::{RelationHint, ScopeOptions};
 use crate::TenantId;
 use snapshot::{BlobRow, Snapshot};
@@ -92,26 +91,21 @@ pub struct BackupReport {
 
 pub fn backup(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupReport> {
     let _busy = db::BusyPolicy::new(options.busy_timeout_ms, progress.cancel_flag()).enter();
-    let result = with_stored_tenant_id(options).and_then(|options| run(&options, progress));
+    // The tenant id as the database stores it: `"1"` is tenant 1 of an
+    // INTEGER tenant column (see `scope::stored_tenant_id_of`).
+    let db = (options.database.as_path(), options.busy_timeout_ms);
+    let stored = crate::scope::stored_tenant_id_of(db, &options.tenant_column, &options.tenant_id);
+    let result = stored.and_then(|tenant_id| {
+        let options = BackupOptions {
+            tenant_id,
+            ..options.clone()
+        };
+        run(&options, progress)
+    });
     if let Err(e) = &result {
         report_failure(progress, e);
     }
     result
-}
-
-/// The options with the tenant id as the database stores it (see
-/// [`crate::scope::stored_tenant_id`]). A database that cannot be read
-/// fails here as it would in the job (a busy one after one wait, not two).
-fn with_stored_tenant_id(options: &BackupOptions) -> Result<BackupOptions> {
-    let mut options = options.clone();
-    if !options.database.is_file() {
-        return Ok(options); // run() says what is wrong with the path
-    }
-    let conn = db::open_read_only(&options.database, options.busy_timeout_ms)?;
-    let schema = Schema::read(&conn)?;
-    options.tenant_id =
-        crate::scope::stored_tenant_id(&schema, &options.tenant_column, &options.tenant_id)?;
-    Ok(options)
 }
 
 fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupReport> {

@@ -143,27 +143,21 @@ pub struct RestoreReport {
 
 pub fn restore(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreReport> {
     let _busy = db::BusyPolicy::new(options.busy_timeout_ms, progress.cancel_flag()).enter();
-    let result = with_stored_tenant_id(options).and_then(|options| run(&options, progress));
+    // The target tenant id as the database stores it: `"1"` is tenant 1 of an
+    // INTEGER tenant column (see `scope::stored_tenant_id_of`).
+    let db = (options.database.as_path(), options.busy_timeout_ms);
+    let stored = crate::scope::stored_tenant_id_of(db, &options.tenant_column, &options.tenant_id);
+    let result = stored.and_then(|tenant_id| {
+        let options = RestoreOptions {
+            tenant_id,
+            ..options.clone()
+        };
+        run(&options, progress)
+    });
     if let Err(e) = &result {
         report_failure(progress, e);
     }
     result
-}
-
-/// The options with the target tenant id as the database stores it (see
-/// [`crate::scope::stored_tenant_id`]), so `"1"` restores the archive of
-/// tenant 1 into an INTEGER tenant column. A database that cannot be read
-/// fails here as it would in the job (a busy one after one wait, not two).
-fn with_stored_tenant_id(options: &RestoreOptions) -> Result<RestoreOptions> {
-    let mut options = options.clone();
-    if !options.database.is_file() {
-        return Ok(options); // run() says what is wrong with the path
-    }
-    let conn = db::open_read_only(&options.database, options.busy_timeout_ms)?;
-    let schema = Schema::read(&conn)?;
-    options.tenant_id =
-        crate::scope::stored_tenant_id(&schema, &options.tenant_column, &options.tenant_id)?;
-    Ok(options)
 }
 
 fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreReport> {
