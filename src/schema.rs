@@ -20,21 +20,11 @@ pub struct Column {
 }
 
 impl Column {
-    /// True when SQLite stores this column's values as they come (BLOB
-    /// affinity: no declared type, or one naming BLOB). With any other
-    /// affinity a value is converted on the way in, and a comparison with
-    /// the column applies the same conversion first.
-    /// Rules: <https://www.sqlite.org/datatype3.html#determination_of_column_affinity>.
-    pub fn keeps_storage_class(&self) -> bool {
-        let t = self.decl_type.to_ascii_uppercase();
-        !self.has_integer_affinity()
-            && !["CHAR", "CLOB", "TEXT"].iter().any(|k| t.contains(k))
-            && (t.is_empty() || t.contains("BLOB"))
-    }
-
     /// The column's affinity as a type name that has exactly that
-    /// affinity (`INTEGER`, `TEXT`, `BLOB`, `REAL` or `NUMERIC`), by the
-    /// rules linked above.
+    /// affinity (`INTEGER`, `TEXT`, `BLOB`, `REAL` or `NUMERIC`). The one
+    /// place for SQLite's rules, which go by substrings of the declared
+    /// type, in this order:
+    /// <https://www.sqlite.org/datatype3.html#determination_of_column_affinity>.
     pub fn affinity_keyword(&self) -> &'static str {
         let t = self.decl_type.to_ascii_uppercase();
         if t.contains("INT") {
@@ -50,10 +40,18 @@ impl Column {
         }
     }
 
+    /// True when SQLite stores this column's values as they come (BLOB
+    /// affinity: no declared type, or one naming BLOB). With any other
+    /// affinity a value is converted on the way in, and a comparison with
+    /// the column applies the same conversion first.
+    pub fn keeps_storage_class(&self) -> bool {
+        self.affinity_keyword() == "BLOB"
+    }
+
     /// INTEGER affinity (the declared type contains `INT`): every value
     /// that could equal an integer is stored as one.
     pub fn has_integer_affinity(&self) -> bool {
-        self.decl_type.to_ascii_uppercase().contains("INT")
+        self.affinity_keyword() == "INTEGER"
     }
 }
 
