@@ -92,7 +92,7 @@ pub fn journal_mode(conn: &Connection) -> Result<String> {
         .to_lowercase())
 }
 
-pub fn check_busy_timeout(busy_timeout_ms: u64) -> Result<()> {
+fn check_busy_timeout(busy_timeout_ms: u64) -> Result<()> {
     if busy_timeout_ms > MAX_BUSY_TIMEOUT_MS {
         return Err(Error::argument(format!(
             "busy_timeout_ms must be at most {MAX_BUSY_TIMEOUT_MS} (about 24 days), got {busy_timeout_ms}"

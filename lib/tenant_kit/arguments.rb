@@ -68,10 +68,10 @@ module TenantKit
       raise ArgumentError, "#{name}: expected a non-negative Integer, got #{value.inspect}"
     end
 
-    # Seconds (Numeric, ActiveSupport::Duration) to milliseconds.
     # SQLite takes its busy timeout as a C int of milliseconds.
     MAX_MILLISECONDS = 2**31 - 1
 
+    # Seconds (Numeric, ActiveSupport::Duration) to milliseconds.
     def milliseconds(name, seconds)
       duration = defined?(ActiveSupport::Duration) && seconds.is_a?(ActiveSupport::Duration)
       unless seconds.is_a?(Numeric) || duration
