@@ -123,6 +123,14 @@ RSpec.describe "TenantKit backup and restore" do
       expect { TenantKit.backup(database: db, tenant_id: 1, output_dir: out, storage_root: File.join(@dir, "x")) }
         .to raise_error(ArgumentError, /storage_root/)
       expect { TenantKit.backup(database: db, tenant_id: 1.5, output_dir: out) }.to raise_error(ArgumentError, /tenant_id/)
+      [2**63, -2**63 - 1].each do |id|
+        expect { TenantKit.backup(database: db, tenant_id: id, output_dir: out) }
+          .to raise_error(ArgumentError, /tenant_id: #{id} does not fit/)
+      end
+      not_a_database = File.join(@dir, "not_a_database.sqlite3")
+      File.binwrite(not_a_database, "x" * 4096)
+      expect { TenantKit.backup(database: not_a_database, tenant_id: 1, output_dir: out) }
+        .to raise_error(TenantKit::DatabaseError, /#{Regexp.escape(not_a_database)} is not a usable SQLite database/)
       expect { TenantKit.backup(database: 42, tenant_id: 1, output_dir: out) }.to raise_error(ArgumentError, /database/)
       [nil, "abc", Float::INFINITY, Float::NAN, -1, 1e7].each do |timeout|
         expect { TenantKit.backup(database: db, tenant_id: 1, output_dir: out, busy_timeout: timeout) }

@@ -251,9 +251,14 @@ RSpec.describe TenantKit::Settings do
 
     it "raises TenantKit::DatabaseError once the busy timeout has passed" do
       quick = described_class.new(database: @path, defaults: defaults, busy_timeout_ms: 100)
+      # The same timeout in seconds, as TenantKit.backup and .restore take it.
+      patient = described_class.new(database: @path, defaults: defaults, busy_timeout: 0.4)
       writer = SQLite3::Database.new(@path)
       writer.execute("BEGIN EXCLUSIVE")
       expect { quick.resolve(tenant_id: 1, klass: "User", id: 1) }.to raise_error(TenantKit::DatabaseError, /locked/)
+      started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      expect { patient.resolve(tenant_id: 1, klass: "User", id: 1) }.to raise_error(TenantKit::DatabaseError, /locked/)
+      expect(Process.clock_gettime(Process::CLOCK_MONOTONIC) - started).to be_between(0.4, 4)
       expect { quick.build_settings_for(tenant_id: 1, klass: "User") }.to raise_error(TenantKit::DatabaseError)
       writer.execute("ROLLBACK")
       expect(quick.resolve(tenant_id: 1, klass: "User", id: 1)).to eq(defaults["User"])
@@ -284,6 +289,9 @@ RSpec.describe TenantKit::Settings do
       expect { described_class.new(database: @path, tenant_column: "account_id") }
         .to raise_error(ArgumentError, /no column "account_id"/)
       expect { described_class.new(database: @path, colour: 1) }.to raise_error(ArgumentError, /unknown option :colour/)
+      expect { described_class.new(database: @path, busy_timeout: "5") }.to raise_error(ArgumentError, /busy_timeout: expected seconds/)
+      expect { described_class.new(database: @path, busy_timeout: 1, busy_timeout_ms: 1000) }
+        .to raise_error(ArgumentError, /not both/)
       expect { described_class.new(database: @path, defaults: { "User" => 3 }) }.to raise_error(ArgumentError, /defaults/)
 
       expect { settings.resolve(tenant_id: nil, klass: "User") }.to raise_error(ArgumentError, /tenant_id is required/)

@@ -45,7 +45,7 @@ pub fn open_read_only(path: &Path, busy_timeout_ms: u64) -> Result<Connection> {
     )
     .map_err(|e| Error::database(format!("cannot open {}: {e}", path.display())))?;
     // Reads stream through once: a small cache keeps a backup's memory flat.
-    configure(&conn, busy_timeout_ms, 16 << 10)?;
+    configure(&conn, path, busy_timeout_ms, 16 << 10)?;
     Ok(conn)
 }
 
@@ -62,7 +62,7 @@ pub fn open_read_write(path: &Path, busy_timeout_ms: u64) -> Result<Connection> 
     .map_err(|e| Error::database(format!("cannot open {}: {e}", path.display())))?;
     // A restore rewrites many pages in one transaction: a larger cache means
     // fewer spills to the database file (each one costs a journal fsync).
-    configure(&conn, busy_timeout_ms, 64 << 10)?;
+    configure(&conn, path, busy_timeout_ms, 64 << 10)?;
     conn.pragma_update(None, "foreign_keys", true)?;
     Ok(conn)
 }
@@ -71,18 +71,27 @@ pub fn open_read_write(path: &Path, busy_timeout_ms: u64) -> Result<Connection> 
 /// days); rusqlite panics past it.
 pub const MAX_BUSY_TIMEOUT_MS: u64 = i32::MAX as u64;
 
-fn configure(conn: &Connection, busy_timeout_ms: u64, cache_kib: i64) -> Result<()> {
+fn configure(conn: &Connection, path: &Path, busy_timeout_ms: u64, cache_kib: i64) -> Result<()> {
     check_busy_timeout(busy_timeout_ms)?;
     wait_when_busy(conn)?;
-    // Membership sets and sorts may be large: keep them on disk, not in RAM.
-    conn.pragma_update(None, "temp_store", "FILE")?;
-    conn.pragma_update(None, "cache_size", -cache_kib)?;
-    // Fail fast on a file that is not a database at all.
-    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
-        r.get::<_, i64>(0)
+    // The first statements read the file's header: a file that is not a
+    // database (or is encrypted, or corrupt) fails here, and the message
+    // must say which file.
+    let first_reads = || -> rusqlite::Result<()> {
+        // Membership sets and sorts may be large: keep them on disk, not in RAM.
+        conn.pragma_update(None, "temp_store", "FILE")?;
+        conn.pragma_update(None, "cache_size", -cache_kib)?;
+        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+            r.get::<_, i64>(0)
+        })?;
+        Ok(())
+    };
+    first_reads().map_err(|e| {
+        Error::database(format!(
+            "{} is not a usable SQLite database: {e}",
+            path.display()
+        ))
     })
-    .map_err(|e| Error::database(format!("not a usable SQLite database: {e}")))?;
-    Ok(())
 }
 
 /// `delete`, `wal`, `truncate`…

@@ -13,6 +13,7 @@ pub mod db;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod job;
 pub mod naming;
 pub mod progress;
 pub mod prune;
@@ -43,10 +44,35 @@ pub fn sqlite_version() -> String {
 /// A tenant id as the app stores it: integer (the Rails default) or text
 /// (UUID keys). JSON: a number or a string.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, try_from = "TenantIdJson")]
 pub enum TenantId {
     Integer(i64),
     Text(String),
+}
+
+/// A tenant id as JSON gives it, before we know it is one: anything else
+/// (a float, a number past 64 bits, an object) gets a message that says
+/// what was wrong, not serde's "did not match any variant".
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum TenantIdJson {
+    Integer(i64),
+    Text(String),
+    Other(serde_json::Value),
+}
+
+impl TryFrom<TenantIdJson> for TenantId {
+    type Error = String;
+
+    fn try_from(json: TenantIdJson) -> std::result::Result<Self, String> {
+        match json {
+            TenantIdJson::Integer(i) => Ok(TenantId::Integer(i)),
+            TenantIdJson::Text(s) => Ok(TenantId::Text(s)),
+            TenantIdJson::Other(other) => Err(format!(
+                "a tenant id is a 64-bit integer or a string, got {other}"
+            )),
+        }
+    }
 }
 
 impl TenantId {
@@ -85,5 +111,40 @@ impl std::fmt::Display for TenantId {
             TenantId::Integer(i) => write!(f, "{i}"),
             TenantId::Text(s) => write!(f, "{s:?}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TenantId;
+
+    #[test]
+    fn a_tenant_id_is_a_64_bit_integer_or_a_string_and_says_so_otherwise() {
+        let parse = |json: &str| serde_json::from_str::<TenantId>(json).map_err(|e| e.to_string());
+        assert_eq!(parse("7"), Ok(TenantId::Integer(7)));
+        assert_eq!(
+            parse("-9223372036854775808"),
+            Ok(TenantId::Integer(i64::MIN))
+        );
+        assert_eq!(parse("\"7\""), Ok(TenantId::Text("7".into())));
+        for bad in [
+            "9223372036854775808",
+            "-9223372036854775809",
+            "1.5",
+            "null",
+            "[1]",
+        ] {
+            let message = parse(bad).unwrap_err();
+            assert!(
+                message.starts_with(&format!(
+                    "a tenant id is a 64-bit integer or a string, got {bad}"
+                )),
+                "{bad}: {message}"
+            );
+        }
+        assert_eq!(
+            serde_json::to_string(&TenantId::Text("a".into())).unwrap(),
+            "\"a\""
+        );
     }
 }

@@ -236,9 +236,12 @@ fn restore_waits_for_a_busy_database_then_fails_without_changes() {
         .execute_batch("BEGIN IMMEDIATE; UPDATE tenants SET name = name WHERE id = 3;")
         .unwrap();
     let started = Instant::now();
-    let err = app
-        .restore(&archive, 1, json!({"purge": true, "busy_timeout_ms": 300}))
-        .unwrap_err();
+    let mut progress = CollectProgress::default();
+    let err = tenant_kit::restore::restore(
+        &app.restore_options(&archive, 1, json!({"purge": true, "busy_timeout_ms": 300})),
+        &mut progress,
+    )
+    .unwrap_err();
     let waited = started.elapsed();
     assert_eq!(err.kind(), ErrorKind::Database, "{err}");
     assert!(
@@ -249,6 +252,16 @@ fn restore_waits_for_a_busy_database_then_fails_without_changes() {
         waited >= Duration::from_millis(300),
         "gave up after {waited:?}, before the busy timeout"
     );
+    // The write lock was announced and never taken: a display learns it is
+    // not held before it learns of the failure.
+    let last: Vec<String> = progress.events[progress.events.len() - 3..]
+        .iter()
+        .map(|e| match e.get("state") {
+            Some(state) => format!("{} {}", e.step(), state.as_str().unwrap_or_default()),
+            None => e.step().to_string(),
+        })
+        .collect();
+    assert_eq!(last, ["lock write", "lock none", "failed"]);
     blocker.execute_batch("ROLLBACK").unwrap();
     assert_eq!(app.snapshot(), before);
     app.restore(&archive, 1, json!({"purge": true})).unwrap();

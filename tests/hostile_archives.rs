@@ -274,6 +274,7 @@ fn cases(valid: &Parts) -> Vec<Case> {
         let mut trailing = good.clone();
         trailing.extend_from_slice(b"garbage");
         add("trailing bytes", trailing, archive_err);
+        add("empty file", Vec::new(), archive_err);
         let mut second = good.clone();
         second.extend_from_slice(&gzip(b"second member"));
         add("second gzip member", second, archive_err);

@@ -18,9 +18,15 @@ module TenantKit
       raise ArgumentError, "#{name}: expected a path (String or Pathname), got #{value.class}"
     end
 
+    # SQLite's INTEGER is 64-bit: a larger id names no row.
+    TENANT_ID_RANGE = (-2**63)..(2**63 - 1)
+
     def tenant_id(name, value)
       case value
-      when Integer then value
+      when Integer
+        raise ArgumentError, "#{name}: #{value} does not fit SQLite's 64-bit INTEGER" unless TENANT_ID_RANGE.cover?(value)
+
+        value
       when String
         raise ArgumentError, "#{name}: must not be empty" if value.empty?
 

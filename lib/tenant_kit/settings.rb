@@ -45,7 +45,8 @@ module TenantKit
     }.freeze
 
     # Options besides `database:` and `defaults:`; names of the table and
-    # its columns default to the Rails ones shown.
+    # its columns default to the Rails ones shown. `busy_timeout:` (seconds,
+    # as TenantKit.backup and .restore take it) may stand for `busy_timeout_ms:`.
     OPTIONS = {
       table: "settings",
       tenant_column: "tenant_id",
@@ -89,6 +90,7 @@ module TenantKit
     attr_reader :database, :defaults
 
     def initialize(database:, defaults: {}, **options)
+      options = busy_timeout_in_ms(options)
       unknown = options.keys - OPTIONS.keys
       unless unknown.empty?
         raise ArgumentError, "unknown option#{"s" if unknown.size > 1} #{unknown.map(&:inspect).join(", ")} " \
@@ -165,6 +167,15 @@ module TenantKit
     end
 
     private
+
+    # `busy_timeout:` in seconds, as TenantKit.backup and .restore take it,
+    # or `busy_timeout_ms:` (the native option); not both.
+    def busy_timeout_in_ms(options)
+      return options unless options.key?(:busy_timeout)
+      raise ArgumentError, "give busy_timeout: (seconds) or busy_timeout_ms:, not both" if options.key?(:busy_timeout_ms)
+
+      options.except(:busy_timeout).merge(busy_timeout_ms: Arguments.milliseconds(:busy_timeout, options[:busy_timeout]))
+    end
 
     def request(op, tenant_id, klass, **target)
       JSON.generate(op: op, tenant_id: check_id(:tenant_id, tenant_id), klass: self.class.klass_for(klass), **target)

@@ -244,6 +244,11 @@ RSpec.describe "TenantKit job mails" do
     LegacyBackupJob.perform_now(tenant: tenant, user: user)
     expect(ActionMailer::Base.deliveries.last.subject).to match(/\AAcme: tenant_#{tenant.id}_\d{14}\.tar\.gz\z/)
     expect(ActionMailer::Base.deliveries.last.to).to eq(["boss@acme.test"])
+    # Given the tenant's id (as a job enqueued with an id is), the mailer
+    # still gets the record.
+    expect { LegacyBackupJob.perform_now(tenant: tenant.id, user: user) }
+      .to change { ActionMailer::Base.deliveries.size }.by(1)
+    expect(ActionMailer::Base.deliveries.last.subject).to match(/\AAcme: tenant_#{tenant.id}_\d{14}\.tar\.gz\z/)
 
     blocker = File.join(backups_dir, "file")
     File.write(blocker, "")

@@ -244,6 +244,14 @@ fn extract_into(
         _ => Error::io(format!("cannot open archive {}: {e}", archive.display())),
     })?;
     let archive_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if archive_bytes == 0 {
+        // Most often a copy or an upload that failed: say so, rather than
+        // "truncated", which suggests an archive that was cut short.
+        return Err(Error::archive(format!(
+            "archive {} is an empty file (0 bytes)",
+            archive.display()
+        )));
+    }
     let dir =
         crate::work_dir::create(temp_parent, crate::work_dir::RESTORE_PREFIX).map_err(|e| {
             Error::io(format!(

@@ -10,7 +10,7 @@ use crate::archive::{
 use crate::clock::UtcTime;
 use crate::db;
 use crate::error::{Error, Result};
-use crate::progress::{report_failure, Event, Progress};
+use crate::progress::{Event, Progress};
 use crate::scope::{RelationHint, ScopeOptions};
 use crate::TenantId;
 use snapshot::{BlobRow, Snapshot};
@@ -90,22 +90,19 @@ pub struct BackupReport {
 }
 
 pub fn backup(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupReport> {
-    let _busy = db::BusyPolicy::new(options.busy_timeout_ms, progress.cancel_flag()).enter();
-    // The tenant id as the database stores it: `"1"` is tenant 1 of an
-    // INTEGER tenant column (see `scope::stored_tenant_id_of`).
-    let db = (options.database.as_path(), options.busy_timeout_ms);
-    let stored = crate::scope::stored_tenant_id_of(db, &options.tenant_column, &options.tenant_id);
-    let result = stored.and_then(|tenant_id| {
+    let target = crate::job::Target {
+        database: &options.database,
+        busy_timeout_ms: options.busy_timeout_ms,
+        tenant_column: &options.tenant_column,
+        tenant_id: &options.tenant_id,
+    };
+    crate::job::run(target, progress, |tenant_id, progress| {
         let options = BackupOptions {
             tenant_id,
             ..options.clone()
         };
         run(&options, progress)
-    });
-    if let Err(e) = &result {
-        report_failure(progress, e);
-    }
-    result
+    })
 }
 
 fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupReport> {

@@ -29,7 +29,7 @@ use crate::archive::read::{extract_feeding, manifest_event, DumpFeed};
 use crate::archive::{self, Manifest, ManifestError};
 use crate::db;
 use crate::error::{Error, ErrorKind, Result};
-use crate::progress::{report_failure, Event, Progress};
+use crate::progress::{Event, Progress};
 use crate::schema::{Schema, Table};
 use crate::scope::{RelationHint, ScopeOptions, TenantScope};
 use crate::value::SqlValue;
@@ -142,22 +142,19 @@ pub struct RestoreReport {
 }
 
 pub fn restore(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreReport> {
-    let _busy = db::BusyPolicy::new(options.busy_timeout_ms, progress.cancel_flag()).enter();
-    // The target tenant id as the database stores it: `"1"` is tenant 1 of an
-    // INTEGER tenant column (see `scope::stored_tenant_id_of`).
-    let db = (options.database.as_path(), options.busy_timeout_ms);
-    let stored = crate::scope::stored_tenant_id_of(db, &options.tenant_column, &options.tenant_id);
-    let result = stored.and_then(|tenant_id| {
+    let target = crate::job::Target {
+        database: &options.database,
+        busy_timeout_ms: options.busy_timeout_ms,
+        tenant_column: &options.tenant_column,
+        tenant_id: &options.tenant_id,
+    };
+    crate::job::run(target, progress, |tenant_id, progress| {
         let options = RestoreOptions {
             tenant_id,
             ..options.clone()
         };
         run(&options, progress)
-    });
-    if let Err(e) = &result {
-        report_failure(progress, e);
-    }
-    result
+    })
 }
 
 fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreReport> {

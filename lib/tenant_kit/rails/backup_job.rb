@@ -30,6 +30,8 @@ module TenantKit
           options = app_options.merge(tenant_kit_setting(:backup_options) || {})
           TenantKit.backup(**options, tenant_id: tenant_id, output_dir: output_dir, &on_event)
         end
+        # The mails get the tenant record also when the job was given an id.
+        tenant = tenant_record(tenant, tenant_id)
         if error
           tenant_kit_mail(:backup_failed, tenant: tenant, user: user, background_job: record,
                                           error: error.message, error_class: error.class.name)
