@@ -393,9 +393,22 @@ fn conflict_with_another_tenant_raises_and_changes_nothing() {
     let dry = app
         .restore(&report.path, 1, json!({"dry_run": true}))
         .unwrap();
-    // The task's key, and the time entry deleted above, which the restore
-    // would write again pointing at what is now tenant 2's task.
-    assert_eq!(dry.conflict_count, 2, "{:?}", dry.conflicts);
+    // The task's key, and the rows deleted above (time entry, attachment,
+    // join row), which the restore would write again pointing at what is
+    // now tenant 2's task.
+    assert_eq!(dry.conflict_count, 4, "{:?}", dry.conflicts);
+    let listed: Vec<(&str, &str)> = dry
+        .conflicts
+        .iter()
+        .map(|c| (c.table.as_str(), c.key.as_str()))
+        .collect();
+    assert_eq!(
+        listed[2..],
+        [
+            ("active_storage_attachments", "id=1001"),
+            ("tags_tasks", "(tag_id=1001, task_id=1001)")
+        ]
+    );
     assert_eq!(dry.conflicts[0].table, "tasks");
     assert!(dry.conflicts[0].key.contains("1001"), "{:?}", dry.conflicts);
     assert_eq!(

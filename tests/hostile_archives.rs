@@ -68,6 +68,31 @@ impl Parts {
         self.rehash_dump();
     }
 
+    /// Take the blob with `key` out: its row, its manifest entries, its file.
+    fn remove_blob(&mut self, key: &str) {
+        let text = String::from_utf8(self.dump.clone()).unwrap();
+        self.dump = text
+            .lines()
+            .filter(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                !(v["table"] == "active_storage_blobs" && v["row"]["key"] == key)
+            })
+            .flat_map(|l| [l, "\n"])
+            .collect::<String>()
+            .into_bytes();
+        self.rehash_dump();
+        for t in self.manifest["tables"].as_array_mut().unwrap() {
+            if t["name"] == "active_storage_blobs" {
+                t["rows"] = json!(t["rows"].as_u64().unwrap() - 1);
+            }
+        }
+        self.manifest["blobs"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|b| b["key"] != key);
+        self.blobs.retain(|(k, _)| k != key);
+    }
+
     fn entries(&self) -> Vec<(String, Vec<u8>)> {
         let mut e = vec![
             (
@@ -567,8 +592,53 @@ fn an_edited_archive_cannot_point_the_tenants_rows_at_another_tenant() {
         });
         p
     };
+    let edit_join = |tag: i64, task: i64, f: &dyn Fn(&mut Value)| {
+        let mut p = valid.clone();
+        p.edit_rows("tags_tasks", |v| {
+            if v["row"]["tag_id"] == tag && v["row"]["task_id"] == task {
+                f(v)
+            }
+        });
+        p
+    };
+    // Tenant 2's blob 2001 attached to tenant 1's task, and tenant 1's own
+    // blob of that attachment taken out of the archive: all an attacker
+    // needs is the blob's id, never its (secret) key.
+    let mut steal = edit("active_storage_attachments", 1002, &|v| {
+        v["row"]["blob_id"] = json!(2001)
+    });
+    let own_key = blob_key(1, 2);
+    steal.remove_blob(&own_key);
     // (what, archive, table and key of the refused row, column named)
     let cases: Vec<(&str, Parts, &str, &str)> = vec![
+        (
+            "a join row linking the tenant's tag to another tenant's task",
+            edit_join(1001, 1002, &|v| v["row"]["task_id"] = json!(2002)),
+            "tags_tasks (tag_id=1001, task_id=2002)",
+            "task_id",
+        ),
+        (
+            "an attachment of the tenant's file to another tenant's task",
+            edit("active_storage_attachments", 1002, &|v| {
+                v["row"]["record_id"] = json!(2003)
+            }),
+            "active_storage_attachments id=1002",
+            "record_id",
+        ),
+        (
+            "an attachment of another tenant's file (blob id only) to the tenant's task",
+            steal,
+            "active_storage_attachments id=1002",
+            "blob_id",
+        ),
+        (
+            "a variant record of another tenant's blob",
+            edit("active_storage_variant_records", 1001, &|v| {
+                v["row"]["blob_id"] = json!(2002)
+            }),
+            "active_storage_variant_records id=1001",
+            "blob_id",
+        ),
         (
             "a task in another tenant's project (naming convention)",
             edit("tasks", 1001, &|v| v["row"]["project_id"] = json!(2001)),
@@ -621,9 +691,11 @@ fn an_edited_archive_cannot_point_the_tenants_rows_at_another_tenant() {
         assert_eq!(dry.conflict_count, 1, "{what}: {:?}", dry.conflicts);
         let listed = format!("{} {}", dry.conflicts[0].table, dry.conflicts[0].key);
         assert_eq!(listed, key, "{what}");
+        let reason = &dry.conflicts[0].reason;
         assert!(
-            dry.conflicts[0].reason.contains(column)
-                && dry.conflicts[0].reason.contains("another tenant"),
+            reason.contains(column)
+                && (reason.contains("belongs to another tenant")
+                    || reason.contains("the archive does not carry")),
             "{what}: {}",
             dry.conflicts[0].reason
         );

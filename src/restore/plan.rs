@@ -381,11 +381,15 @@ struct CrossingReferences {
 /// are not asked: they write nothing, and a reference the app itself made
 /// across tenants stays restorable as long as it is not changed.
 ///
-/// Checked in the plan (a dry run lists them) and not after the write: the
-/// write changes only the tenant's rows, so whose a target row is cannot
-/// change in between. Join tables and ActiveStorage rows are left to the
-/// write's membership check (`apply::check_restored_membership`), which
-/// refuses such a row when it belongs to another tenant through any parent.
+/// Join tables and ActiveStorage rows are asked too. A reference into a
+/// table whose rows belong to whoever refers to them (a blob, a variant
+/// record) must point at a row the archive carries, see [`carried`].
+///
+/// Checked in the plan (a dry run lists them) and not only after the
+/// write: the write changes only the tenant's rows, so whose a target row
+/// is cannot change in between. The write's membership check
+/// (`apply::check_restored_membership`) still refuses a derived row that
+/// ends up belonging to another tenant through any parent.
 fn references_to_other_tenants(
     conn: &Connection,
     ctx: &Context<'_>,
@@ -399,7 +403,7 @@ fn references_to_other_tenants(
         count: 0,
         listed: Vec::new(),
     };
-    for table in staged.tables.iter().filter(|t| !t.derived && !t.tenant_row) {
+    for table in staged.tables.iter().filter(|t| !t.tenant_row) {
         // The usual restore (an older backup over today's data) writes
         // few rows, often none of a table: nothing to ask there.
         if not_written.get(&table.name) == Some(&table.rows) {
@@ -407,11 +411,9 @@ fn references_to_other_tenants(
         }
         let mut checks = Vec::new();
         for r in references_of(conn, ctx, table)? {
-            let Some(owner) = other_tenants_row(ctx, &r.parent, "m") else {
-                continue;
-            };
             let class = r
                 .classes
+                .as_ref()
                 .map(|(t, classes)| {
                     let names: Vec<String> = classes
                         .iter()
@@ -420,19 +422,31 @@ fn references_to_other_tenants(
                     format!(" AND s.c{t} IN ({})", names.join(", "))
                 })
                 .unwrap_or_default();
-            checks.push((
-                format!(
-                    "SELECT s.rowid FROM {stage} AS s JOIN main.{p} AS m ON m.{pc} = s.c{c}{class} WHERE {owner}",
-                    stage = table.stage,
-                    p = quote(&r.parent),
-                    pc = quote(&r.parent_column),
-                    c = r.column,
-                ),
-                format!(
-                    "its {} refers to a row of {} that belongs to another tenant",
-                    table.columns[r.column], r.parent
-                ),
-            ));
+            let hits = format!(
+                "SELECT s.rowid FROM {stage} AS s JOIN main.{p} AS m ON m.{pc} = s.c{c}{class}",
+                stage = table.stage,
+                p = quote(&r.parent),
+                pc = quote(&r.parent_column),
+                c = r.column,
+            );
+            let column = &table.columns[r.column];
+            if let Some(owner) = other_tenants_row(ctx, &r.parent, "m") {
+                checks.push((
+                    format!("{hits} WHERE {owner}"),
+                    format!(
+                        "its {column} refers to a row of {} that belongs to another tenant",
+                        r.parent
+                    ),
+                ));
+            } else if is_derived(ctx, &r.parent) {
+                checks.push((
+                    format!("{hits} WHERE NOT {}", carried(conn, staged, &r, "s")?),
+                    format!(
+                        "its {column} refers to a row of {} that the archive does not carry",
+                        r.parent
+                    ),
+                ));
+            }
         }
         if checks.is_empty() {
             continue;
@@ -547,7 +561,7 @@ fn references_of(
         let mut by_parent: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for class in classes {
             let parent = ctx.scope.table_for_class(&class);
-            if other_tenants_row(ctx, &parent, "m").is_some() {
+            if other_tenants_row(ctx, &parent, "m").is_some() || is_derived(ctx, &parent) {
                 by_parent.entry(parent).or_default().push(class);
             }
         }
@@ -581,6 +595,45 @@ fn other_tenants_row(ctx: &Context<'_>, table: &str, alias: &str) -> Option<Stri
         Membership::TenantRow { key } => Some(format!("{alias}.{} IS NOT ?1", quote(key))),
         Membership::Derived { .. } => None,
     }
+}
+
+/// Whether `table`'s rows belong to whoever refers to them (join tables,
+/// ActiveStorage blobs and variant records).
+fn is_derived(ctx: &Context<'_>, table: &str) -> bool {
+    matches!(
+        ctx.scope.table(table).map(|t| &t.membership),
+        Some(Membership::Derived { .. })
+    )
+}
+
+/// SQL condition: the row that staged row `alias` refers to through `r` is
+/// one the archive carries too. A row of a derived table is whoever's
+/// refers to it, so a reference to one the archive does not carry would
+/// make it the tenant's (an attachment of another tenant's blob, whose key
+/// the archive never had to know). With the row carried, the plan matches
+/// it against the database like any other: a blob another tenant attaches
+/// is shared only when the archive holds every value of it.
+fn carried(
+    conn: &Connection,
+    staged: &Staged,
+    r: &OutgoingReference,
+    alias: &str,
+) -> Result<String> {
+    let parent = staged.tables.iter().find(|t| t.name == r.parent);
+    let Some((p, pc)) =
+        parent.and_then(|p| Some((p, p.columns.iter().position(|c| *c == r.parent_column)?)))
+    else {
+        return Ok("0".to_string());
+    };
+    // One lookup per referring row: the staged parent needs an index.
+    let name = &p.stage["temp.".len()..];
+    conn.execute_batch(&format!(
+        "CREATE INDEX IF NOT EXISTS temp.{name}_c{pc} ON {name}(c{pc});"
+    ))?;
+    Ok(format!(
+        "EXISTS (SELECT 1 FROM {} AS carried WHERE carried.c{pc} = {alias}.c{})",
+        p.stage, r.column
+    ))
 }
 
 /// `plan_progress` events: the plan is a fixed sequence of steps (the
