@@ -1,6 +1,7 @@
 //! The Rails naming conventions tenant_kit relies on when an app declares no
 //! foreign keys: class name → table (`"TimeEntry"` → `time_entries`,
-//! `"Admin::Note"` → `admin_notes`) and `<thing>_id` → `<things>`.
+//! `"Admin::Note"` → `admin_notes`), `<thing>_id` → `<things>`, and a
+//! `parent_id` with no `parents` table → its own table (a tree).
 
 /// `"TimeEntry"` → `"time_entry"`, `"HTMLPage"` → `"html_page"`.
 pub fn underscore(camel: &str) -> String {
@@ -114,6 +115,11 @@ pub fn table_for_reference(column: &str) -> Option<String> {
     let stem = column.strip_suffix("_id")?;
     (!stem.is_empty()).then(|| pluralize(stem))
 }
+
+/// The column a tree of rows of one table links by (`acts_as_tree`,
+/// `closure_tree`, `belongs_to :parent, class_name: name`): a reference to
+/// the row's own table when the schema has no `parents` table.
+pub const TREE_PARENT_COLUMN: &str = "parent_id";
 
 #[cfg(test)]
 mod tests {

@@ -795,8 +795,9 @@ fn collect_references(
             if declared {
                 continue;
             }
-            let Some(parent) =
-                naming::table_for_reference(&column.name).and_then(|t| usable(&t).cloned())
+            let Some(parent) = naming::table_for_reference(&column.name)
+                .and_then(|t| usable(&t).cloned())
+                .or_else(|| (column.name == naming::TREE_PARENT_COLUMN).then(|| table.clone()))
             else {
                 continue;
             };

@@ -393,36 +393,34 @@ fn conflict_with_another_tenant_raises_and_changes_nothing() {
     let dry = app
         .restore(&report.path, 1, json!({"dry_run": true}))
         .unwrap();
-    // The task's key, and the rows deleted above (time entry, attachment,
-    // join row), which the restore would write again pointing at what is
-    // now tenant 2's task.
-    assert_eq!(dry.conflict_count, 4, "{:?}", dry.conflicts);
-    let listed: Vec<(&str, &str)> = dry
+    // The task's key, and the rows the restore would write again pointing
+    // at what is now tenant 2's task: its subtasks (whose parent_id the
+    // update above cleared), and the time entry, attachment and join row
+    // deleted above.
+    let listed: Vec<(&str, &str, &str)> = dry
         .conflicts
         .iter()
-        .map(|c| (c.table.as_str(), c.key.as_str()))
+        .map(|c| (c.table.as_str(), c.key.as_str(), c.reason.as_str()))
         .collect();
+    let refers = |column: &str| {
+        format!("its {column} refers to a row of tasks that belongs to another tenant")
+    };
+    let (parent, task, record) = (refers("parent_id"), refers("task_id"), refers("record_id"));
     assert_eq!(
-        listed[2..],
+        listed,
         [
-            ("active_storage_attachments", "id=1001"),
-            ("tags_tasks", "(tag_id=1001, task_id=1001)")
+            ("tasks", "id=1001", "the key belongs to another tenant"),
+            ("tasks", "id=1002", parent.as_str()),
+            ("tasks", "id=1003", parent.as_str()),
+            ("tasks", "id=1004", parent.as_str()),
+            ("tasks", "id=1005", parent.as_str()),
+            ("tasks", "id=1006", parent.as_str()),
+            ("time_entries", "id=1001", task.as_str()),
+            ("active_storage_attachments", "id=1001", record.as_str()),
+            ("tags_tasks", "(tag_id=1001, task_id=1001)", task.as_str()),
         ]
     );
-    assert_eq!(dry.conflicts[0].table, "tasks");
-    assert!(dry.conflicts[0].key.contains("1001"), "{:?}", dry.conflicts);
-    assert_eq!(
-        (
-            dry.conflicts[1].table.as_str(),
-            dry.conflicts[1].key.as_str()
-        ),
-        ("time_entries", "id=1001")
-    );
-    assert!(
-        dry.conflicts[1].reason.contains("task_id"),
-        "{:?}",
-        dry.conflicts
-    );
+    assert_eq!(dry.conflict_count, 9);
     let err = app
         .restore(&report.path, 1, json!({"purge": true}))
         .unwrap_err();

@@ -612,6 +612,12 @@ fn an_edited_archive_cannot_point_the_tenants_rows_at_another_tenant() {
     // (what, archive, table and key of the refused row, column named)
     let cases: Vec<(&str, Parts, &str, &str)> = vec![
         (
+            "a subtask of another tenant's task (parent_id: a tree, no FK, no hint)",
+            edit("tasks", 1002, &|v| v["row"]["parent_id"] = json!(2001)),
+            "tasks id=1002",
+            "parent_id",
+        ),
+        (
             "a join row linking the tenant's tag to another tenant's task",
             edit_join(1001, 1002, &|v| v["row"]["task_id"] = json!(2002)),
             "tags_tasks (tag_id=1001, task_id=2002)",
