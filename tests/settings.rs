@@ -1083,6 +1083,10 @@ fn locks_held_elsewhere_are_waited_for_or_reported() {
         cfg.busy_timeout = Duration::from_millis(200);
         let mut s = Settings::open(cfg).unwrap();
         s.resolve(&t(1), "User", Some(&id(1))).unwrap();
+        // For the wait below; opened (which reads the schema) before the lock.
+        let mut patient_cfg = config(&db.path).with_lookup(lookup);
+        patient_cfg.busy_timeout = Duration::from_secs(30);
+        let mut patient = Settings::open(patient_cfg).unwrap();
         let other = Connection::open(&db.path).unwrap();
         // Rollback journal: an EXCLUSIVE lock keeps readers out too.
         other.execute_batch("BEGIN EXCLUSIVE; INSERT INTO settings (tenant_id, target_type, target_id, key, value, created_at, updated_at) VALUES (1, 'User', '1', 'theme', '\"x\"', '', '')").unwrap();
@@ -1121,14 +1125,23 @@ fn locks_held_elsewhere_are_waited_for_or_reported() {
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Database, "{err}");
 
-        // A lock released within the timeout is simply waited for.
+        // A lock released within the timeout is simply waited for: by the
+        // connection with a timeout far beyond the release (on a loaded CI
+        // machine the releasing thread may run late; 200 ms was seen to pass
+        // before it did).
         let release = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
             other.execute_batch("COMMIT").unwrap();
         });
+        let waited = Instant::now();
         assert_eq!(
-            s.resolve(&t(1), "User", Some(&id(1))).unwrap()["theme"],
+            patient.resolve(&t(1), "User", Some(&id(1))).unwrap()["theme"],
             json!("x")
+        );
+        assert!(
+            waited.elapsed() >= Duration::from_millis(40),
+            "did not wait for the lock: {:?}",
+            waited.elapsed()
         );
         release.join().unwrap();
         let attempt = s
