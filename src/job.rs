@@ -33,7 +33,8 @@ pub(crate) fn run<T>(
         held: false,
     };
     let result = crate::scope::stored_tenant_id_of(
-        (target.database, target.busy_timeout_ms),
+        target.database,
+        target.busy_timeout_ms,
         target.tenant_column,
         target.tenant_id,
     )

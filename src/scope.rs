@@ -143,6 +143,14 @@ pub struct ScopedTable {
     pub membership: Membership,
 }
 
+impl ScopedTable {
+    /// Whether its rows belong through other rows (join tables,
+    /// ActiveStorage): whoever's rows refer to them.
+    pub fn is_derived(&self) -> bool {
+        matches!(self.membership, Membership::Derived { .. })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TenantScope {
     pub options: ScopeOptions,
@@ -428,7 +436,7 @@ impl TenantScope {
     pub fn derived_index(&self, table: &str) -> Option<usize> {
         self.tables
             .iter()
-            .position(|t| t.name == table && matches!(t.membership, Membership::Derived { .. }))
+            .position(|t| t.name == table && t.is_derived())
     }
 
     pub fn table(&self, name: &str) -> Option<&ScopedTable> {
@@ -499,7 +507,8 @@ pub fn stored_tenant_id(
 /// one wait, not two); a path that is no file is left to that job to
 /// report.
 pub fn stored_tenant_id_of(
-    (path, busy_timeout_ms): (&std::path::Path, u64),
+    path: &std::path::Path,
+    busy_timeout_ms: u64,
     tenant_column: &str,
     id: &crate::TenantId,
 ) -> Result<crate::TenantId> {
@@ -1396,11 +1405,7 @@ impl<'a> MemberSets<'a> {
             fills.extend(sets.fill_statements(conn, i, t, within)?);
         }
         // Statements fed by tenant-column tables go first.
-        fills.sort_by_key(|f| {
-            scope
-                .table(&f.source)
-                .is_some_and(|t| matches!(t.membership, Membership::Derived { .. }))
-        });
+        fills.sort_by_key(|f| scope.table(&f.source).is_some_and(ScopedTable::is_derived));
         run_to_fixpoint(conn, &fills, &tenant_id.to_sql_value())?;
         Ok(sets)
     }

@@ -126,7 +126,7 @@ pub(super) fn read_snapshot(
         let any_derived = scope
             .tables
             .iter()
-            .any(|t| is_derived(t) && !filtered.contains(&t.name));
+            .any(|t| t.is_derived() && !filtered.contains(&t.name));
         // `conn` holds its SHARED lock now (it read the schema). Asked again
         // under that lock, the journal mode cannot change until we are done
         // (a switch to WAL needs the database to itself).
@@ -171,10 +171,6 @@ pub(super) fn read_snapshot(
     Err(Error::internal(
         "the dump order contradicted classes that were read before it",
     ))
-}
-
-fn is_derived(t: &ScopedTable) -> bool {
-    matches!(t.membership, Membership::Derived { .. })
 }
 
 /// Begin the helper's read transaction while the main connection holds its
@@ -332,7 +328,7 @@ fn count_by_row(
     let by_row = MemberSets::unmaterialized(scope, schema, Side::Ours);
     let mut counts: Vec<Option<u64>> = Vec::with_capacity(scope.tables.len());
     for t in &scope.tables {
-        counts.push(if is_derived(t) {
+        counts.push(if t.is_derived() {
             None
         } else {
             Some(count_rows(conn, &by_row, t, &tenant)?)
@@ -382,7 +378,7 @@ fn dump_tables<'env>(
     let mut blob_rows = Vec::new();
     let mut learned = Vec::new();
     for (t, count) in scope.tables.iter().zip(&counts) {
-        let (conn, sets) = if is_derived(t) && !scans.is_filtered(&t.name) {
+        let (conn, sets) = if t.is_derived() && !scans.is_filtered(&t.name) {
             let (helper, sets) = match derived {
                 Some(ref ready) => ready,
                 None => derived.insert(

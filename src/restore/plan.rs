@@ -600,10 +600,7 @@ fn other_tenants_row(ctx: &Context<'_>, table: &str, alias: &str) -> Option<Stri
 /// Whether `table`'s rows belong to whoever refers to them (join tables,
 /// ActiveStorage blobs and variant records).
 fn is_derived(ctx: &Context<'_>, table: &str) -> bool {
-    matches!(
-        ctx.scope.table(table).map(|t| &t.membership),
-        Some(Membership::Derived { .. })
-    )
+    ctx.scope.table(table).is_some_and(|t| t.is_derived())
 }
 
 /// SQL condition: the row that staged row `alias` refers to through `r` is

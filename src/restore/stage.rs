@@ -236,7 +236,7 @@ impl StagedTable {
             .table(&entry.name)
             .expect("checked by check_schema");
         let tenant_row = matches!(scoped.membership, Membership::TenantRow { .. });
-        let derived = matches!(scoped.membership, Membership::Derived { .. });
+        let derived = scoped.is_derived();
 
         let mut tenant_refs = Vec::new();
         if let Some(p) = pos(&ctx.options.tenant_column) {
