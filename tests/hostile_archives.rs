@@ -1109,3 +1109,25 @@ impl SeedCorpus {
         );
     }
 }
+
+#[test]
+fn an_empty_archive_file_is_reported_as_empty_not_truncated() {
+    let app = App::new();
+    let empty = app.dir.path().join("tenant_1_20260101000000.tar.gz");
+    std::fs::write(&empty, b"").unwrap();
+    let db_before = file_bytes(&app.db);
+    let err = tenant_kit::verify::verify_path(&empty).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Archive, "{err}");
+    assert!(
+        err.message().contains("is an empty file (0 bytes)"),
+        "{err}"
+    );
+    let err = app
+        .restore(&empty, 1, json!({"dry_run": true}))
+        .unwrap_err();
+    assert!(
+        err.message().contains("is an empty file (0 bytes)"),
+        "{err}"
+    );
+    assert_eq!(file_bytes(&app.db), db_before);
+}
