@@ -352,6 +352,13 @@ pub fn quote(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
+/// An app table, always through its schema: our temp tables (`tk_*`)
+/// come first in SQLite's name lookup and would shadow an app table of
+/// the same name.
+pub fn main_table(name: &str) -> String {
+    format!("main.{}", quote(name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@
 
 use crate::error::{Error, Result};
 use crate::naming;
-use crate::schema::{quote, Schema, Table};
+use crate::schema::{main_table, quote, Schema, Table};
 use crate::value::SqlValue;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
@@ -845,7 +845,7 @@ fn distinct_types(
     let sql = format!(
         "SELECT DISTINCT {c} FROM {t} WHERE typeof({c}) = 'text'{tenant_rows} LIMIT 10000",
         c = quote(column),
-        t = quote(table)
+        t = main_table(table)
     );
     let mut stmt = conn.prepare(&sql)?;
     let params: Vec<&dyn rusqlite::ToSql> = match of_tenant {
@@ -1122,7 +1122,7 @@ impl<'a> Candidates<'a> {
             let key = schema_table(self.schema, &t.name)?.row_key();
             let rows_of_t = format!(
                 "SELECT {{cols}} FROM {} AS t JOIN temp.{} AS k ON {}",
-                quote(&t.name),
+                main_table(&t.name),
                 self.set_name(i),
                 key_match(&key, "k", "t")
             );
@@ -1277,7 +1277,7 @@ pub(crate) fn estimated_rows(conn: &Connection, table: &Table) -> Result<Option<
     if table.without_rowid {
         return Ok(None);
     }
-    let sql = format!("SELECT max(rowid) FROM {}", quote(&table.name));
+    let sql = format!("SELECT max(rowid) FROM {}", main_table(&table.name));
     let max: Option<i64> = conn.query_row(&sql, [], |r| r.get(0))?;
     Ok(Some(max.unwrap_or(0).max(0) as u64))
 }
@@ -1461,14 +1461,14 @@ impl<'a> MemberSets<'a> {
             None => format!(
                 "INSERT OR IGNORE INTO temp.{} SELECT {key} FROM {} AS c WHERE ",
                 self.set_name(index),
-                quote(&t.name)
+                main_table(&t.name)
             ),
             // CROSS JOIN keeps the candidates as the outer loop.
             Some(candidates) => format!(
                 "INSERT OR IGNORE INTO temp.{} SELECT {key} FROM temp.{} AS k CROSS JOIN {} AS c ON {} WHERE ",
                 self.set_name(index),
                 candidates.set_name(index),
-                quote(&t.name),
+                main_table(&t.name),
                 key_match(&row_key, "k", "c")
             ),
         };
@@ -1487,7 +1487,7 @@ impl<'a> MemberSets<'a> {
                 .join(" AND ");
             Ok(format!(
                 "EXISTS (SELECT 1 FROM {} AS {alias} WHERE {join} AND {member})",
-                quote(other)
+                main_table(other)
             ))
         };
         // The same condition, over the whole table through the members'
@@ -1504,7 +1504,7 @@ impl<'a> MemberSets<'a> {
                         "c.{} IN (SELECT {alias}.{} FROM {} AS {alias} WHERE {member})",
                         quote(c),
                         quote(o),
-                        quote(other)
+                        main_table(other)
                     ));
                 }
             }
@@ -1535,8 +1535,8 @@ impl<'a> MemberSets<'a> {
                 FillPlan::JoinFromParents => format!(
                     "INSERT OR IGNORE INTO temp.{set} SELECT {key} FROM {parent} AS p CROSS JOIN {child} AS c ON c.{col} = p.{pcol} WHERE {typed}{member}",
                     set = self.set_name(index),
-                    parent = quote(&r.parent),
-                    child = quote(&t.name),
+                    parent = main_table(&r.parent),
+                    child = main_table(&t.name),
                     col = quote(&r.columns[0]),
                     pcol = quote(&r.parent_columns[0]),
                     member = self.member_predicate(&r.parent, "p")?

@@ -187,6 +187,48 @@ impl Manifest {
         if self.tenant.column.is_empty() {
             return Err(Error::archive("manifest: empty tenant column"));
         }
+        self.check_tenant_entries()
+    }
+
+    /// What the manifest says about the tenant must hang together: the
+    /// one `tenant_row` entry is the table it names as the tenants table,
+    /// with one row at most, and a table that is tenant data by its tenant
+    /// column lists that column (rows without it would land in no tenant).
+    /// The restore checks the same against the target database, which
+    /// decides; this is what `verify` can tell alone.
+    fn check_tenant_entries(&self) -> Result<()> {
+        let column = &self.tenant.column;
+        for t in &self.tables {
+            let is_tenants_table = self.tenant.table.as_deref() == Some(t.name.as_str());
+            match t.scope.as_str() {
+                "tenant_row" if !is_tenants_table => {
+                    return Err(Error::archive(format!(
+                        "manifest: table {:?} claims the tenant's own row, but the tenants table is {}",
+                        t.name,
+                        self.tenant.table.as_deref().map_or("not named".into(), |n| format!("{n:?}"))
+                    )));
+                }
+                "tenant_row" if t.rows > 1 => {
+                    return Err(Error::archive(format!(
+                        "manifest: the tenants table {:?} holds {} rows; an archive holds one tenant's row at most",
+                        t.name, t.rows
+                    )));
+                }
+                "tenant_column" if !t.columns.contains(column) => {
+                    return Err(Error::archive(format!(
+                        "manifest: table {:?} is tenant data by its {column} column, but its columns leave {column} out",
+                        t.name
+                    )));
+                }
+                scope if is_tenants_table && scope != "tenant_row" => {
+                    return Err(Error::archive(format!(
+                        "manifest: {:?} is named the tenants table, but its entry says {scope:?}",
+                        t.name
+                    )));
+                }
+                _ => {}
+            }
+        }
         Ok(())
     }
 

@@ -20,7 +20,7 @@
 //! of at most [`MOST_BITMAP_BYTES`].
 
 use crate::error::Result;
-use crate::schema::{quote, Schema, Table};
+use crate::schema::{main_table, Schema, Table};
 use crate::scope::{estimated_rows, Membership, Reference, TenantScope};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Row};
@@ -204,7 +204,7 @@ impl FilteredScans {
 /// Whether some row of `table` has a negative rowid (one seek): such ids
 /// would not fit the bitmap.
 fn has_negative_rowids(conn: &Connection, table: &Table) -> Result<bool> {
-    let sql = format!("SELECT min(rowid) < 0 FROM {}", quote(&table.name));
+    let sql = format!("SELECT min(rowid) < 0 FROM {}", main_table(&table.name));
     Ok(conn
         .query_row(&sql, [], |r| r.get::<_, Option<bool>>(0))?
         .unwrap_or(false))

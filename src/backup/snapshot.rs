@@ -24,7 +24,7 @@ use crate::archive::{FileEntry, TableEntry, DUMP_NAME};
 use crate::db;
 use crate::error::{Error, Result, ResultExt};
 use crate::progress::{Event, Progress, Throttle};
-use crate::schema::{quote, Schema};
+use crate::schema::{main_table, quote, Schema};
 use crate::scope::{
     estimated_rows, is_blob_table, polymorphic_types_of, tenant_params, BackupTypes, MemberSets,
     Membership, Reference, ScopedTable, Side, TenantScope, TypesToLearn,
@@ -470,7 +470,7 @@ fn count_filtered(
             .map(|c| quote(c))
             .collect::<Vec<_>>()
             .join(", "),
-        quote(&t.name)
+        main_table(&t.name)
     );
     let mut hook = scans.hook(table, &columns);
     let mut stmt = conn.prepare(&sql)?;
@@ -492,7 +492,7 @@ fn count_rows(
 ) -> Result<u64> {
     let sql = format!(
         "SELECT count(*) FROM {} AS a WHERE {}",
-        quote(&t.name),
+        main_table(&t.name),
         sets.member_predicate(&t.name, "a")?
     );
     let mut stmt = conn.prepare(&sql)?;
@@ -538,7 +538,7 @@ fn dump_table(
         // Every row, in rowid order; `hook` keeps the tenant's.
         format!(
             "SELECT {select} FROM {} AS a NOT INDEXED ORDER BY {order}",
-            quote(&t.name)
+            main_table(&t.name)
         )
     } else {
         let scan = if prefers_table_scan(conn, table, t, total)? {
@@ -548,7 +548,7 @@ fn dump_table(
         };
         format!(
             "SELECT {select} FROM {} AS a{scan} WHERE {} ORDER BY {order}",
-            quote(&t.name),
+            main_table(&t.name),
             sets.member_predicate(&t.name, "a")?
         )
     };

@@ -4,13 +4,15 @@
 //! or rolls back and removes the files written.
 
 use super::blobs::{self, WrittenFiles};
+use super::future_ids;
 use super::plan::{self, Plan};
+use super::postcondition::{Intent, Watcher};
 use super::stage::{Staged, StagedTable};
 use super::storage_journal;
 use super::{conflict_error, Context, RestoreReport};
 use crate::error::{Error, Result};
 use crate::progress::{Event, Progress};
-use crate::schema::quote;
+use crate::schema::{main_table, quote};
 use crate::scope::{is_blob_table, tenant_params, Candidates, MemberSets, Membership, Side};
 use crate::value::SqlValue;
 use rusqlite::Connection;
@@ -20,13 +22,27 @@ use std::collections::BTreeSet;
 /// check between chunks.
 const CHUNK_ROWS: i64 = 65_536;
 
-/// Runs inside `BEGIN IMMEDIATE` (taken here). Returns the keys of purged
+/// Whether the writes are meant to stay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Run {
+    /// A restore: the caller commits.
+    Real,
+    /// A dry run's rehearsal: the same statements, no file written or
+    /// journaled, and the caller rolls back.
+    Rehearsal,
+}
+
+/// Runs inside `BEGIN IMMEDIATE` (taken here), every change watched by
+/// `watcher` (the caller checks the post-condition before commit). Returns the keys of purged
 /// blobs whose files are to be removed once the transaction has committed.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn apply<'a>(
     conn: &Connection,
     ctx: &Context<'a>,
     staged: &Staged,
     plan: Plan<'a>,
+    watcher: &Watcher<'_>,
+    run: Run,
     report: &mut RestoreReport,
     files: &mut WrittenFiles,
     progress: &mut dyn Progress,
@@ -37,9 +53,11 @@ pub(super) fn apply<'a>(
     conn.execute_batch("PRAGMA defer_foreign_keys = ON")?;
     // Before this run changes anything: undo the storage changes of a
     // restore that died (its rows SQLite has already rolled back).
-    report.blobs.recovered = storage_journal::recover(conn)?;
-    if report.blobs.recovered > 0 {
-        progress.emit(Event::new("recovered").with("files", report.blobs.recovered))?;
+    if run == Run::Real {
+        report.blobs.recovered = storage_journal::recover(conn)?;
+        if report.blobs.recovered > 0 {
+            progress.emit(Event::new("recovered").with("files", report.blobs.recovered))?;
+        }
     }
     // The plan (and the sets it left in temp tables) holds as long as no
     // other connection committed since it was made; otherwise make it
@@ -72,7 +90,7 @@ pub(super) fn apply<'a>(
         {
             let sql = format!(
                 "SELECT a.key FROM {} AS a WHERE {}",
-                quote(&blobs.name),
+                main_table(&blobs.name),
                 plan::purged_rows(ours, &plan.others, &blobs.name, "a")?
             );
             let mut stmt = conn.prepare(&sql)?;
@@ -91,7 +109,7 @@ pub(super) fn apply<'a>(
                 progress.emit(Event::table_progress("purge_progress", &t.name, 0u64, 0u64))?;
                 continue;
             }
-            let qt = quote(&t.name);
+            let qt = main_table(&t.name);
             let mut sql = format!(
                 "DELETE FROM {qt} WHERE {}",
                 plan::purged_rows(ours, &plan.others, &t.name, &qt)?
@@ -104,7 +122,9 @@ pub(super) fn apply<'a>(
             }
             let mut stmt = conn.prepare(&sql)?;
             let params = tenant_params(&stmt, &target);
+            watcher.expect(Intent::Purge(t.name.clone()));
             let n = stmt.execute(&*params)? as u64;
+            watcher.expect(Intent::Nothing);
             if n > 0 {
                 report.purged.insert(t.name.clone(), n);
             }
@@ -151,6 +171,7 @@ pub(super) fn apply<'a>(
                     plan::scratch_table("hits", table)
                 )
             });
+            watcher.expect(Intent::Write(table.name.clone()));
             copy_rows(
                 conn,
                 table,
@@ -161,8 +182,15 @@ pub(super) fn apply<'a>(
                 report,
                 progress,
             )?;
+            watcher.expect(Intent::Nothing);
         }
         report.renamed_keys = renamed;
+        // Ids the restored rows refer to are nobody else's to take.
+        let aimed = future_ids::unreservable(conn, ctx, staged, &plan.kept)?;
+        if !aimed.is_empty() {
+            return Err(conflict_error(&aimed, aimed.len() as u64));
+        }
+        future_ids::reserve(conn, ctx, staged)?;
         // Nothing purged, nothing written: the database is the one the plan
         // checked, row by row, in this transaction's snapshot.
         let written: u64 =

@@ -22,9 +22,20 @@ pub(super) struct WrittenFiles {
     files: Vec<PathBuf>,
     dirs: Vec<PathBuf>,
     journal: Option<StorageJournal>,
+    /// A dry run's rehearsal: decide keys as a restore would, but journal
+    /// and write nothing.
+    rehearsal: bool,
 }
 
 impl WrittenFiles {
+    /// For a rehearsal: every write a no-op.
+    pub fn rehearsal() -> WrittenFiles {
+        WrittenFiles {
+            rehearsal: true,
+            ..WrittenFiles::default()
+        }
+    }
+
     /// Journal the files about to be written and the purged blobs' files to
     /// remove after the commit, before any of them is touched.
     pub fn journal(
@@ -34,6 +45,9 @@ impl WrittenFiles {
         written: &[String],
         purged: &BTreeSet<String>,
     ) -> Result<()> {
+        if self.rehearsal {
+            return Ok(());
+        }
         debug_assert!(self.journal.is_none(), "one journal per run");
         self.journal = StorageJournal::open(conn, storage_root, written, purged)?;
         Ok(())
@@ -76,6 +90,9 @@ impl WrittenFiles {
 
     /// Copy a verified blob into place; never overwrite (exclusive create).
     fn write_blob(&mut self, source: &Path, dest: &Path) -> Result<()> {
+        if self.rehearsal {
+            return Ok(());
+        }
         self.make_dirs(dest.parent().expect("disk paths have parents"))?;
         let mut input = std::fs::File::open(source).at("reading unpacked blob")?;
         let mut out = std::fs::File::options()

@@ -20,7 +20,9 @@
 
 mod apply;
 mod blobs;
+mod future_ids;
 mod plan;
+mod postcondition;
 mod stage;
 mod storage_journal;
 
@@ -31,11 +33,13 @@ use crate::db;
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::{Event, Progress};
 use crate::schema::{Schema, Table};
-use crate::scope::{RelationHint, ScopeOptions, TenantScope};
+use crate::scope::{Membership, RelationHint, ScopeOptions, TenantScope};
 use crate::value::SqlValue;
 use crate::verify::limits_with;
 use crate::TenantId;
+use apply::Run;
 use blobs::WrittenFiles;
+use postcondition::Watcher;
 use serde::{Deserialize, Serialize};
 use stage::Staged;
 use std::collections::BTreeMap;
@@ -216,6 +220,7 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
         schema,
         scope,
         staged,
+        rehearse,
     } = staging;
     let manifest = &extracted.manifest;
     let ctx = Context {
@@ -229,7 +234,12 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
     progress.emit(Event::lock("read"))?;
     let plan_started = Instant::now();
     conn.execute_batch("BEGIN")?;
-    let plan = plan::make(&conn, &ctx, &staged, progress);
+    let plan = plan::make(&conn, &ctx, &staged, progress).and_then(|mut plan| {
+        let aimed = future_ids::unreservable(&conn, &ctx, &staged, &plan.kept)?;
+        plan.conflict_count += aimed.len() as u64;
+        plan.conflicts.extend(aimed);
+        Ok(plan)
+    });
     // COMMIT, not ROLLBACK: the temp tables the plan made stay for the
     // write (the app's database was only read).
     let plan = match plan {
@@ -282,11 +292,16 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
         errors: manifest.errors.clone(),
     };
     if options.dry_run {
+        if rehearse && plan.conflict_count == 0 {
+            let (listed, count) = rehearse_writes(&conn, &ctx, &staged, plan, &report, progress)?;
+            report.conflict_count += count;
+            report.conflicts.extend(listed);
+        }
         report.duration_ms = started.elapsed().as_millis() as u64;
         progress.emit(
             Event::new("done")
                 .with("dry_run", true)
-                .with("conflicts", plan.conflict_count),
+                .with("conflicts", report.conflict_count),
         )?;
         return Ok(report);
     }
@@ -297,15 +312,24 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
     // ---- 4. apply: one write transaction ----
     let mut files = WrittenFiles::default();
     let lock_started = Instant::now();
+    let watcher = Watcher::install(&conn, &schema, &scope, ctx.target());
     let applied = apply::apply(
         &conn,
         &ctx,
         &staged,
         plan,
+        &watcher,
+        Run::Real,
         &mut report,
         &mut files,
         progress,
     );
+    // A change outside the tenant explains whatever failed after it.
+    let applied = match (applied, watcher.check()) {
+        (Ok(purged_keys), Ok(())) => Ok(purged_keys),
+        (_, Err(e)) | (Err(e), Ok(())) => Err(e),
+    };
+    drop(watcher);
     let applied = applied.and_then(|purged_keys| {
         progress.emit(Event::new("commit"))?;
         apply::commit(&conn, &ctx)?;
@@ -357,6 +381,54 @@ struct Staging {
     schema: Schema,
     scope: TenantScope,
     staged: Staged,
+    /// A dry run must rehearse the writes to predict the post-condition
+    /// (see [`postcondition::writes_can_reach_further`]).
+    rehearse: bool,
+}
+
+/// A dry run's prediction of the post-condition, where the plan alone
+/// cannot make it: the restore's own writes, in a transaction that is
+/// always rolled back, with no file written. Returns the violations as
+/// conflicts. Holds the write lock as long as the restore would.
+fn rehearse_writes<'a>(
+    conn: &rusqlite::Connection,
+    ctx: &Context<'a>,
+    staged: &Staged,
+    plan: plan::Plan<'a>,
+    report: &RestoreReport,
+    progress: &mut dyn Progress,
+) -> Result<(Vec<Conflict>, u64)> {
+    let watcher = Watcher::install(conn, ctx.schema, ctx.scope, ctx.target());
+    let mut scratch = report.clone();
+    let mut files = WrittenFiles::rehearsal();
+    let rehearsed = apply::apply(
+        conn,
+        ctx,
+        staged,
+        plan,
+        &watcher,
+        Run::Rehearsal,
+        &mut scratch,
+        &mut files,
+        progress,
+    );
+    let (listed, count) = watcher.violations();
+    drop(watcher);
+    let _ = conn.execute_batch("ROLLBACK");
+    progress.emit(Event::lock("none"))?;
+    // Violations explain a write that failed after them.
+    if count == 0 {
+        rehearsed?;
+    }
+    let conflicts = listed
+        .into_iter()
+        .map(|v| Conflict {
+            table: v.table,
+            key: v.key,
+            reason: v.reason,
+        })
+        .collect();
+    Ok((conflicts, count))
 }
 
 /// Steps 1 to 3 on the calling thread while the extraction runs on another
@@ -401,11 +473,16 @@ fn stage_while_extracting(
     }
 
     // The archive must fit this database.
-    let conn = if options.dry_run {
+    // A dry run reads only, unless it must rehearse the writes.
+    let mut conn = if options.dry_run {
         db::open_read_only(&options.database, options.busy_timeout_ms)?
     } else {
         db::open_read_write(&options.database, options.busy_timeout_ms)?
     };
+    let rehearse = options.dry_run && postcondition::writes_can_reach_further(&conn)?;
+    if rehearse {
+        conn = db::open_read_write(&options.database, options.busy_timeout_ms)?;
+    }
     let schema = Schema::read(&conn)?;
     let known_types: Vec<(String, String, String)> = manifest
         .tables
@@ -419,6 +496,7 @@ fn stage_while_extracting(
         })
         .collect();
     let scope = TenantScope::discover(&conn, &schema, &scope_options(options), &known_types)?;
+    check_archive_agrees(&manifest, &schema, &scope)?;
     check_schema(&manifest, &schema, &scope)?;
 
     let ctx = Context {
@@ -437,6 +515,7 @@ fn stage_while_extracting(
         schema,
         scope,
         staged,
+        rehearse,
     })
 }
 
@@ -489,6 +568,42 @@ impl Context<'_> {
     fn table(&self, name: &str) -> &Table {
         self.schema.table(name).expect("checked by check_schema")
     }
+}
+
+/// The archive is data, never structure: the tenants table, the tenant
+/// column and each table's key come from this database. An archive that
+/// says otherwise, or whose rows could not be placed by them, was not made
+/// by a backup of this schema.
+fn check_archive_agrees(m: &Manifest, schema: &Schema, scope: &TenantScope) -> Result<()> {
+    let ours = scope.tenant_table().map(|t| t.name.as_str());
+    if let (Some(theirs), Some(ours)) = (m.tenant.table.as_deref(), ours) {
+        if theirs != ours {
+            return Err(Error::archive(format!(
+                "the archive names {theirs} as the tenants table; this database's is {ours}"
+            )));
+        }
+    }
+    for entry in &m.tables {
+        let (Some(table), Some(scoped)) = (schema.table(&entry.name), scope.table(&entry.name))
+        else {
+            continue; // check_schema names it
+        };
+        let has = |c: &str| entry.columns.iter().any(|x| x == c);
+        let column = &scope.options.tenant_column;
+        if scoped.membership == Membership::TenantColumn && !has(column) {
+            return Err(Error::archive(format!(
+                "table {} is tenant data by its {column} column, but the archive leaves {column} out",
+                entry.name
+            )));
+        }
+        if let Some(key) = table.primary_key().into_iter().find(|k| !has(k)) {
+            return Err(Error::archive(format!(
+                "table {}: the archive leaves out its key column {key}",
+                entry.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Every difference between the archive and the database, in one error.

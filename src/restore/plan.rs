@@ -24,7 +24,7 @@ use super::stage::{Staged, StagedTable};
 use super::{Conflict, Context, PlannedCounts};
 use crate::error::{Error, Result};
 use crate::progress::{Event, Progress};
-use crate::schema::quote;
+use crate::schema::{main_table, quote};
 use crate::scope::{
     is_blob_table, key_names, tenant_params, Candidates, MemberSets, Membership, Side,
 };
@@ -216,7 +216,7 @@ pub(super) fn make<'a>(
             }
             let sql = format!(
                 "SELECT count(*) FROM {} AS a WHERE {}",
-                quote(&t.name),
+                main_table(&t.name),
                 purged_rows(&ours, &others, &t.name, "a")?
             );
             let mut stmt = conn.prepare(&sql)?;
