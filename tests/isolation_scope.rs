@@ -223,9 +223,17 @@ fn multi_column_references_are_checked() {
              a integer, b integer, FOREIGN KEY (a, b) REFERENCES project_versions (project_id, version));
          INSERT INTO tenants VALUES (1), (2);
          INSERT INTO project_versions VALUES (1, 1, 1, 'of tenant 1'), (2, 1, 2, 'of tenant 2');
-         INSERT INTO releases VALUES (10, 1, 1, 1);",
+         CREATE TABLE version_notes (a integer, b integer, note text,
+             FOREIGN KEY (a, b) REFERENCES project_versions (project_id, version));
+         INSERT INTO releases VALUES (10, 1, 1, 1);
+         INSERT INTO version_notes VALUES (1, 1, 'of tenant 1'), (2, 1, 'of tenant 2');",
     );
     let mut archive = EditableArchive::open(&small.backup(1));
+    // A table without the tenant column hangs off its parent by both
+    // columns.
+    let notes: Vec<&serde_json::Value> = archive.rows("version_notes");
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes[0]["note"], "of tenant 1");
     archive.edit_rows("releases", |row| row["a"] = json!(2));
     let path = small.dir.path().join("edited.tar.gz");
     archive.write(&path);

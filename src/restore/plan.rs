@@ -459,6 +459,14 @@ fn references_to_other_tenants(
                 ));
             }
         }
+        // One lookup per class: the staged type columns need an index.
+        let type_columns: BTreeSet<usize> = unresolved.iter().map(|u| u.type_column).collect();
+        for t in type_columns {
+            let name = &table.stage["temp.".len()..];
+            conn.execute_batch(&format!(
+                "CREATE INDEX IF NOT EXISTS temp.{name}_c{t} ON {name}(c{t});"
+            ))?;
+        }
         for u in unresolved {
             checks.push((
                 format!(
