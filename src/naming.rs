@@ -88,10 +88,35 @@ pub fn pluralize(word: &str) -> String {
     }
 }
 
+/// The class name as Ruby resolves it from the top level: `"::Task"`,
+/// `"Object::Task"` and `"::Object::Object::Task"` are all `Task`
+/// (`"Task".constantize` and `"Object::Task".constantize` are one class).
+pub fn canonical_class(class_name: &str) -> &str {
+    let mut name = class_name;
+    loop {
+        let rest = name
+            .strip_prefix("::")
+            .or_else(|| name.strip_prefix("Object::"));
+        match rest {
+            Some(rest) => name = rest,
+            None => return name,
+        }
+    }
+}
+
+/// The shorter names Ruby falls back to when a namespaced constant is
+/// missing (`"Admin::Task".constantize` is `::Task` when `Admin` has no
+/// `Task`): `"A::B::Task"` → `"B::Task"`, `"Task"`.
+pub fn namespace_fallbacks(class_name: &str) -> impl Iterator<Item = &str> {
+    let name = canonical_class(class_name);
+    name.match_indices("::").map(move |(i, _)| &name[i + 2..])
+}
+
 /// Table Rails gives a model class name: `"Admin::Note"` → `"admin_notes"`,
-/// `"ActiveStorage::Blob"` → `"active_storage_blobs"`.
+/// `"ActiveStorage::Blob"` → `"active_storage_blobs"`, `"::Task"` and
+/// `"Object::Task"` → `"tasks"`.
 pub fn table_for_class(class_name: &str) -> String {
-    let parts: Vec<String> = class_name
+    let parts: Vec<String> = canonical_class(class_name)
         .split("::")
         .filter(|p| !p.is_empty())
         .map(underscore)
@@ -145,6 +170,10 @@ mod tests {
             ("Branch", "branches"),
             ("HTMLPage", "html_pages"),
             ("Setting", "settings"),
+            ("::Task", "tasks"),
+            ("Object::Task", "tasks"),
+            ("::Object::Object::Task", "tasks"),
+            ("Object::Admin::Note", "admin_notes"),
         ] {
             assert_eq!(table_for_class(class), table, "{class}");
         }
@@ -157,5 +186,12 @@ mod tests {
             Some("categories")
         );
         assert_eq!(table_for_reference("name"), None);
+    }
+
+    #[test]
+    fn namespaces_fall_back_to_shorter_names() {
+        let names: Vec<&str> = namespace_fallbacks("::Object::A::B::Task").collect();
+        assert_eq!(names, ["B::Task", "Task"]);
+        assert_eq!(namespace_fallbacks("Task").count(), 0);
     }
 }

@@ -66,6 +66,7 @@ impl ScopeOptions {
     pub fn table_for_class(&self, class_name: &str) -> String {
         self.polymorphic
             .get(class_name)
+            .or_else(|| self.polymorphic.get(naming::canonical_class(class_name)))
             .cloned()
             .unwrap_or_else(|| naming::table_for_class(class_name))
     }
@@ -459,7 +460,51 @@ impl TenantScope {
     pub fn table_for_class(&self, class_name: &str) -> String {
         self.options.table_for_class(class_name)
     }
+
+    /// Tables of the tenant's data that a class name mapping to no table
+    /// could still name in Rails: through Ruby's fallback from a missing
+    /// namespaced constant to a shorter name (`Admin::Task` is `::Task`
+    /// when there is no `Admin::Task`), or as an STI subclass of a table
+    /// with a `type` column, which only the caller's `polymorphic:` map
+    /// can tell. Empty when the class maps to a table, or could name no
+    /// table of the tenant's data.
+    pub fn tables_a_class_could_name(&self, schema: &Schema, class_name: &str) -> Vec<String> {
+        let mapped = |class: &str| {
+            schema
+                .table_ci(&self.table_for_class(class))
+                .map(|t| t.name.clone())
+        };
+        if mapped(class_name).is_some() {
+            return Vec::new();
+        }
+        let mut out: Vec<String> = naming::namespace_fallbacks(class_name)
+            .filter_map(mapped)
+            .filter(|t| self.table(t).is_some())
+            .collect();
+        out.extend(
+            self.tables
+                .iter()
+                .filter(|t| {
+                    schema
+                        .table(&t.name)
+                        .is_some_and(|s| s.has_column(STI_COLUMN))
+                })
+                .map(|t| t.name.clone()),
+        );
+        out.sort();
+        out.dedup();
+        out
+    }
 }
+
+/// The column Rails keeps an STI row's class in (`inheritance_column`).
+const STI_COLUMN: &str = "type";
+
+/// Most distinct classes one polymorphic type column may name, in an
+/// archive's rows or its manifest. An app has a handful; a limit keeps a
+/// hostile archive from making the list as long as the table, and is an
+/// error rather than a cut-off past which classes would go unchecked.
+pub const MOST_CLASSES: usize = 10_000;
 
 /// The tenant id as the database stores it. SQLite stores `'42'` (and
 /// `'042'`, `' 42'`) as 42 in a column of INTEGER or NUMERIC affinity and 42
@@ -782,18 +827,17 @@ fn collect_references(
                         .filter(|(t, c, _)| t == &table.name && c == &type_column)
                         .map(|(_, _, class)| class.clone()),
                 );
+                // Each class once (a set), and no other reference is
+                // polymorphic: plain pushes, linear in the classes.
                 for class_name in classes {
                     if let Some((parent, pk)) = polymorphic_target(schema, options, &class_name) {
-                        push_unique(
-                            &mut refs,
-                            Reference {
-                                table: table.name.clone(),
-                                columns: vec![column.name.clone()],
-                                parent: parent.name.clone(),
-                                parent_columns: vec![pk.to_string()],
-                                polymorphic: Some((type_column.clone(), class_name.clone())),
-                            },
-                        );
+                        refs.push(Reference {
+                            table: table.name.clone(),
+                            columns: vec![column.name.clone()],
+                            parent: parent.name.clone(),
+                            parent_columns: vec![pk.to_string()],
+                            polymorphic: Some((type_column.clone(), class_name.clone())),
+                        });
                     }
                 }
                 continue;
@@ -1147,6 +1191,7 @@ impl<'a> Candidates<'a> {
                         &r.columns,
                         &rows_of_t,
                         &typed,
+                        "",
                     )?,
                 });
             }
@@ -1165,6 +1210,7 @@ impl<'a> Candidates<'a> {
                         &r.parent_columns,
                         &rows_of_t,
                         "",
+                        &type_condition(r, "x"),
                     )?,
                 });
             }
@@ -1173,7 +1219,10 @@ impl<'a> Candidates<'a> {
     }
 
     /// Add to candidates `j` (of `table`) the rows whose `cols` equal the
-    /// `from_cols` of the rows selected by `rows_of_t` (alias `t`).
+    /// `from_cols` of the rows selected by `rows_of_t` (alias `t`), of
+    /// those `filter` (on `t`, ` WHERE …`) and `x_filter` (on the added
+    /// row `x`, `… AND `) let through.
+    #[allow(clippy::too_many_arguments)]
     fn closure_step(
         &self,
         j: usize,
@@ -1182,6 +1231,7 @@ impl<'a> Candidates<'a> {
         from_cols: &[String],
         rows_of_t: &str,
         filter: &str,
+        x_filter: &str,
     ) -> Result<String> {
         let key = schema_table(self.schema, table)?.row_key();
         let select_key = key
@@ -1190,9 +1240,9 @@ impl<'a> Candidates<'a> {
             .collect::<Vec<_>>()
             .join(", ");
         let head = format!(
-            "INSERT OR IGNORE INTO temp.{} SELECT {select_key} FROM {} AS x WHERE ",
+            "INSERT OR IGNORE INTO temp.{} SELECT {select_key} FROM {} AS x WHERE {x_filter}",
             self.set_name(j),
-            quote(table)
+            main_table(table)
         );
         Ok(if let ([c], [f]) = (cols, from_cols) {
             let inner = rows_of_t.replace("{cols}", &format!("t.{}", quote(f)));
@@ -1472,11 +1522,13 @@ impl<'a> MemberSets<'a> {
                 key_match(&row_key, "k", "c")
             ),
         };
-        // `c` is linked to a member row of `other`, probed row by row.
+        // `c` is linked to a member row of `other`, probed row by row;
+        // `typed` restricts the rows of `other` (a child's type column).
         let probe_link = |c_cols: &[String],
                           other_cols: &[String],
                           other: &str,
-                          alias: &str|
+                          alias: &str,
+                          typed: &str|
          -> Result<String> {
             let member = self.member_probe(other, alias)?;
             let join = c_cols
@@ -1486,7 +1538,7 @@ impl<'a> MemberSets<'a> {
                 .collect::<Vec<_>>()
                 .join(" AND ");
             Ok(format!(
-                "EXISTS (SELECT 1 FROM {} AS {alias} WHERE {join} AND {member})",
+                "EXISTS (SELECT 1 FROM {} AS {alias} WHERE {typed}{join} AND {member})",
                 main_table(other)
             ))
         };
@@ -1495,29 +1547,25 @@ impl<'a> MemberSets<'a> {
         let link = |c_cols: &[String],
                     other_cols: &[String],
                     other: &str,
-                    alias: &str|
+                    alias: &str,
+                    typed: &str|
          -> Result<String> {
             if within.is_none() {
                 if let ([c], [o]) = (c_cols, other_cols) {
                     let member = self.member_predicate(other, alias)?;
                     return Ok(format!(
-                        "c.{} IN (SELECT {alias}.{} FROM {} AS {alias} WHERE {member})",
+                        "c.{} IN (SELECT {alias}.{} FROM {} AS {alias} WHERE {typed}{member})",
                         quote(c),
                         quote(o),
                         main_table(other)
                     ));
                 }
             }
-            probe_link(c_cols, other_cols, other, alias)
+            probe_link(c_cols, other_cols, other, alias, typed)
         };
         let mut out = Vec::new();
         for r in owners {
-            let typed = match &r.polymorphic {
-                Some((type_col, class)) => {
-                    format!("c.{} = {} AND ", quote(type_col), sql_string(class))
-                }
-                None => String::new(),
-            };
+            let typed = type_condition(r, "c");
             let plan = match (within, r.columns.as_slice(), r.parent_columns.as_slice()) {
                 (None, [c], [p]) => FillPlan::choose(conn, self.schema, r, c, p)?,
                 _ => FillPlan::ParentList,
@@ -1525,11 +1573,11 @@ impl<'a> MemberSets<'a> {
             let sql = match plan {
                 FillPlan::ParentList => format!(
                     "{head}{typed}{}",
-                    link(&r.columns, &r.parent_columns, &r.parent, "p")?
+                    link(&r.columns, &r.parent_columns, &r.parent, "p", "")?
                 ),
                 FillPlan::ProbeParent => format!(
                     "{head}{typed}{}",
-                    probe_link(&r.columns, &r.parent_columns, &r.parent, "p")?
+                    probe_link(&r.columns, &r.parent_columns, &r.parent, "p", "")?
                 ),
                 // CROSS JOIN keeps the parents as the outer loop.
                 FillPlan::JoinFromParents => format!(
@@ -1548,13 +1596,16 @@ impl<'a> MemberSets<'a> {
                 sql,
             });
         }
+        // A child owns the row only through rows of its type: a preview
+        // attachment's `record_id` is a blob id, a task attachment's is not.
         for r in owned_by_children {
+            let typed = type_condition(r, "x");
             out.push(Fill {
                 target: t.name.clone(),
                 source: r.table.clone(),
                 sql: format!(
                     "{head}{}",
-                    link(&r.parent_columns, &r.columns, &r.table, "x")?
+                    link(&r.parent_columns, &r.columns, &r.table, "x", &typed)?
                 ),
             });
         }
@@ -1683,6 +1734,17 @@ impl MemberSets<'_> {
             Side::Ours => format!("tk_ours_{index}"),
             Side::Others => format!("tk_others_{index}"),
         }
+    }
+}
+
+/// `alias.<type column> = '<class>' AND ` for a polymorphic reference
+/// (the rows of `r.table` under `alias` that use it), else nothing.
+fn type_condition(r: &Reference, alias: &str) -> String {
+    match &r.polymorphic {
+        Some((type_col, class)) => {
+            format!("{alias}.{} = {} AND ", quote(type_col), sql_string(class))
+        }
+        None => String::new(),
     }
 }
 

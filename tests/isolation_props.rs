@@ -9,7 +9,7 @@ use common::snapshot;
 use proptest::prelude::*;
 use rusqlite::Connection;
 use serde_json::json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use tenant_kit::progress::CollectProgress;
 
@@ -249,5 +249,293 @@ proptest! {
         prop_assert_eq!(others(&conn, &[a, c]), untouched);
         let moved: i64 = conn.query_row("SELECT count(*) FROM tasks WHERE tenant_id = ?1", [c], |r| r.get(0)).unwrap();
         prop_assert_eq!(moved as usize, tenants[(a - 1) as usize].tasks.len());
+    }
+}
+
+// ---- Polymorphic references, previews and naming traps ----
+//
+// Ids are counted per table across tenants, so a blob id is also some
+// other tenant's task id: exactly what a membership that ignores a
+// `*_type` column would confuse.
+
+const POLY_SCHEMA: &str = "
+    CREATE TABLE tenants (id integer PRIMARY KEY, name text);
+    CREATE TABLE countries (id integer PRIMARY KEY, name text);
+    CREATE TABLE tasks (id integer PRIMARY KEY, tenant_id integer NOT NULL REFERENCES tenants, parent_id integer, title text);
+    CREATE TABLE tags (id integer PRIMARY KEY, tenant_id integer NOT NULL REFERENCES tenants, name text);
+    CREATE TABLE tags_tasks (tag_id integer, task_id integer);
+    CREATE UNIQUE INDEX tags_tasks_unique ON tags_tasks (tag_id, task_id);
+    CREATE TABLE comments (id integer PRIMARY KEY, tenant_id integer NOT NULL REFERENCES tenants,
+                           commentable_type text, commentable_id integer);
+    CREATE TABLE active_storage_blobs (id integer PRIMARY KEY, key text NOT NULL UNIQUE, filename text, byte_size integer, checksum text);
+    CREATE TABLE active_storage_attachments (id integer PRIMARY KEY, name text, record_type text, record_id integer,
+                                             blob_id integer REFERENCES active_storage_blobs);
+    INSERT INTO countries VALUES (1, 'a'), (2, 'b'), (3, 'c');
+";
+
+/// Spellings of the class `Task` that Rails resolves alike.
+const TASK_CLASSES: [&str; 3] = ["Task", "::Task", "Object::Task"];
+
+#[derive(Debug, Clone)]
+struct PolyTenant {
+    tasks: Vec<Option<usize>>, // parent task index
+    tags: usize,
+    links: Vec<(usize, usize)>, // (tag index, task index)
+    /// (task index, spelling of its class, Some(n): share the n-th blob
+    /// made so far, whoever's, instead of a new one)
+    files: Vec<(usize, usize, Option<usize>)>,
+    previews: Vec<usize>, // own file index
+    /// (kind, index): kind 0..3 a task in TASK_CLASSES[kind], 3 a country,
+    /// 4 an own file's blob, 5 a class that is no table.
+    comments: Vec<(usize, usize)>,
+}
+
+fn poly_tenant() -> impl Strategy<Value = PolyTenant> {
+    (1usize..6, 1usize..3).prop_flat_map(|(tasks, tags)| {
+        (
+            prop::collection::vec(prop::option::of(0..tasks), tasks),
+            Just(tags),
+            prop::collection::vec((0..tags, 0..tasks), 0..5),
+            prop::collection::vec((0..tasks, 0..3usize, prop::option::of(0..8usize)), 0..4),
+            prop::collection::vec(0..4usize, 0..3),
+            prop::collection::vec((0..6usize, 0..8usize), 0..5),
+        )
+            .prop_map(
+                |(tasks, tags, links, files, previews, comments)| PolyTenant {
+                    tasks,
+                    tags,
+                    links,
+                    files,
+                    previews,
+                    comments,
+                },
+            )
+    })
+}
+
+fn build_poly(conn: &Connection, tenants: &[PolyTenant]) {
+    conn.execute_batch(POLY_SCHEMA).unwrap();
+    let mut ids = Ids {
+        conn,
+        next: BTreeMap::new(),
+    };
+    let mut blobs: Vec<i64> = Vec::new();
+    for (t, data) in tenants.iter().enumerate() {
+        let tenant = t as i64 + 1;
+        conn.execute(
+            "INSERT INTO tenants VALUES (?1, 'T')",
+            rusqlite::params![tenant],
+        )
+        .unwrap();
+        let tasks: Vec<i64> = data
+            .tasks
+            .iter()
+            .map(|_| {
+                ids.insert(
+                    "tasks",
+                    "INSERT INTO tasks VALUES (?1, ?2, NULL, 't')",
+                    &[&tenant],
+                )
+            })
+            .collect();
+        for (i, parent) in data.tasks.iter().enumerate() {
+            conn.execute(
+                "UPDATE tasks SET parent_id = ?1 WHERE id = ?2",
+                rusqlite::params![parent.map(|p| tasks[p]), tasks[i]],
+            )
+            .unwrap();
+        }
+        let tags: Vec<i64> = (0..data.tags)
+            .map(|_| ids.insert("tags", "INSERT INTO tags VALUES (?1, ?2, 'g')", &[&tenant]))
+            .collect();
+        for (g, k) in &data.links {
+            conn.execute(
+                "INSERT OR IGNORE INTO tags_tasks VALUES (?1, ?2)",
+                rusqlite::params![tags[*g], tasks[*k]],
+            )
+            .unwrap();
+        }
+        let new_blob = |ids: &mut Ids<'_>, blobs: &mut Vec<i64>| {
+            let n = blobs.len();
+            let id = ids.insert(
+                "active_storage_blobs",
+                "INSERT INTO active_storage_blobs VALUES (?1, ?2, 'f', 0, NULL)",
+                &[&format!("key{tenant}x{n:0>20}")],
+            );
+            blobs.push(id);
+            id
+        };
+        let mut files = Vec::new();
+        for (k, spelling, share) in &data.files {
+            let blob = match share.filter(|_| !blobs.is_empty()) {
+                Some(n) => blobs[n % blobs.len()],
+                None => new_blob(&mut ids, &mut blobs),
+            };
+            ids.insert(
+                "active_storage_attachments",
+                "INSERT INTO active_storage_attachments VALUES (?1, 'files', ?2, ?3, ?4)",
+                &[&TASK_CLASSES[*spelling], &tasks[*k], &blob],
+            );
+            files.push(blob);
+        }
+        for f in data.previews.iter().filter_map(|f| files.get(*f)) {
+            let preview = new_blob(&mut ids, &mut blobs);
+            ids.insert(
+                "active_storage_attachments",
+                "INSERT INTO active_storage_attachments VALUES (?1, 'preview_image', 'ActiveStorage::Blob', ?2, ?3)",
+                &[f, &preview],
+            );
+        }
+        for (kind, i) in &data.comments {
+            let (class, id) = match kind {
+                0..=2 => (TASK_CLASSES[*kind], tasks[i % tasks.len()]),
+                3 => ("Country", (i % 3) as i64 + 1),
+                4 if !files.is_empty() => ("ActiveStorage::Blob", files[i % files.len()]),
+                _ => ("Weather", *i as i64 + 1),
+            };
+            ids.insert(
+                "comments",
+                "INSERT INTO comments VALUES (?1, ?2, ?3, ?4)",
+                &[&tenant, &class, &id],
+            );
+        }
+    }
+}
+
+/// Ids counted per table: a table's next id whoever the row's tenant.
+struct Ids<'c> {
+    conn: &'c Connection,
+    next: BTreeMap<&'static str, i64>,
+}
+
+impl Ids<'_> {
+    /// Run `sql` with the table's next id as `?1` before `values`.
+    fn insert(&mut self, table: &'static str, sql: &str, values: &[&dyn rusqlite::ToSql]) -> i64 {
+        let id = self.next.entry(table).or_insert(0);
+        *id += 1;
+        let id = *id;
+        let mut params: Vec<&dyn rusqlite::ToSql> = vec![&id];
+        params.extend_from_slice(values);
+        self.conn.execute(sql, &*params).unwrap();
+        id
+    }
+}
+
+/// The tenants whose data a row is, by an oracle written for this schema:
+/// a row belongs to the tenant of what it hangs off; a blob to whoever
+/// attaches it (or comments on it), a preview to its blob's owners.
+fn poly_owners(conn: &Connection, table: &str, row: &serde_json::Value) -> BTreeSet<i64> {
+    let tenant_of = |sql: &str, id: &serde_json::Value| -> BTreeSet<i64> {
+        let Some(id) = id.as_i64() else {
+            return BTreeSet::new();
+        };
+        let mut stmt = conn.prepare(sql).unwrap();
+        stmt.query_map([id], |r| r.get::<_, i64>(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    };
+    let task = "SELECT tenant_id FROM tasks WHERE id = ?1";
+    match table {
+        "tenants" => [row["id"].as_i64().unwrap()].into(),
+        "tags_tasks" => {
+            let mut owners = tenant_of("SELECT tenant_id FROM tags WHERE id = ?1", &row["tag_id"]);
+            owners.extend(tenant_of(task, &row["task_id"]));
+            owners
+        }
+        "active_storage_attachments" => {
+            let class = row["record_type"].as_str().unwrap_or_default();
+            let class = class.trim_start_matches("::");
+            let class = class.strip_prefix("Object::").unwrap_or(class);
+            match class {
+                "Task" => tenant_of(task, &row["record_id"]),
+                "ActiveStorage::Blob" => {
+                    let blob: serde_json::Value = conn
+                        .query_row(
+                            "SELECT json_object('id', id) FROM active_storage_blobs WHERE id = ?1",
+                            [row["record_id"].as_i64().unwrap()],
+                            |r| r.get::<_, String>(0),
+                        )
+                        .map(|s| serde_json::from_str(&s).unwrap())
+                        .unwrap_or(serde_json::Value::Null);
+                    if blob.is_null() {
+                        BTreeSet::new()
+                    } else {
+                        poly_owners(conn, "active_storage_blobs", &blob)
+                    }
+                }
+                _ => BTreeSet::new(),
+            }
+        }
+        "active_storage_blobs" => {
+            let mut owners = BTreeSet::new();
+            let mut stmt = conn
+                .prepare("SELECT json_object('id', id, 'record_type', record_type, 'record_id', record_id) FROM active_storage_attachments WHERE blob_id = ?1 AND record_type <> 'ActiveStorage::Blob'")
+                .unwrap();
+            let attachments: Vec<String> = stmt
+                .query_map([row["id"].as_i64().unwrap()], |r| r.get(0))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect();
+            for a in attachments {
+                let a: serde_json::Value = serde_json::from_str(&a).unwrap();
+                owners.extend(poly_owners(conn, "active_storage_attachments", &a));
+            }
+            owners.extend(tenant_of(
+                "SELECT tenant_id FROM comments WHERE commentable_type = 'ActiveStorage::Blob' AND commentable_id = ?1",
+                &row["id"],
+            ));
+            owners
+        }
+        _ => row["tenant_id"].as_i64().into_iter().collect(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 20, ..ProptestConfig::default() })]
+
+    /// For every database and tenant: the backup holds only the tenant's
+    /// rows (a blob another tenant attaches too excepted), and restoring
+    /// it into the same database is a no-op that a dry run reports as such.
+    #[test]
+    fn restoring_a_backup_into_its_own_database_changes_nothing(
+        tenants in prop::collection::vec(poly_tenant(), 2..4),
+        pick in 0usize..3,
+    ) {
+        let a = (pick % tenants.len()) as i64 + 1;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.sqlite3");
+        let conn = Connection::open(&db).unwrap();
+        build_poly(&conn, &tenants);
+        let before = snapshot(&conn);
+
+        let backup: tenant_kit::backup::BackupOptions = serde_json::from_value(json!({
+            "database": db, "tenant_id": a, "output_dir": dir.path()
+        })).unwrap();
+        let report = tenant_kit::backup::backup(&backup, &mut CollectProgress::default()).unwrap();
+        for (table, row) in dump_of(&report.path) {
+            let owners = poly_owners(&conn, &table, &row);
+            let shared_blob = table == "active_storage_blobs" && owners.contains(&a);
+            prop_assert!(
+                owners == BTreeSet::from([a]) || shared_blob,
+                "tenant {}'s archive holds {} {} of {:?}", a, table, row, owners
+            );
+        }
+
+        let options = |dry_run: bool| -> tenant_kit::restore::RestoreOptions {
+            serde_json::from_value(json!({
+                "database": db, "archive": report.path, "tenant_id": a, "purge": true, "dry_run": dry_run
+            })).unwrap()
+        };
+        let dry = tenant_kit::restore::restore(&options(true), &mut CollectProgress::default()).unwrap();
+        prop_assert_eq!(dry.conflict_count, 0, "{:?}", dry.conflicts);
+        for (table, planned) in &dry.planned {
+            prop_assert!(
+                planned.insert == 0 && planned.update == 0 && planned.purge == 0,
+                "{}: {:?}", table, planned
+            );
+        }
+        tenant_kit::restore::restore(&options(false), &mut CollectProgress::default()).unwrap();
+        prop_assert_eq!(snapshot(&conn), before);
     }
 }

@@ -326,6 +326,10 @@ fn extract_into(
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut blobs = BTreeMap::new();
     let mut dump_path = None;
+    // Looked up once per entry: an index, so a manifest of many blobs costs
+    // in proportion to them, not to their square.
+    let named: BTreeMap<&str, &crate::archive::BlobEntry> =
+        manifest.blobs.iter().map(|b| (b.key.as_str(), b)).collect();
     while let Some(header) = ustar::read_header(&mut gz)? {
         progress.check_interrupt()?;
         if !seen.insert(header.name.clone()) {
@@ -355,7 +359,7 @@ fn extract_into(
             }
             dump_path = Some(path);
         } else if let Some(key) = header.name.strip_prefix(BLOB_PREFIX) {
-            let Some(entry) = manifest.blob(key) else {
+            let Some(entry) = named.get(key).copied() else {
                 return Err(Error::archive(format!(
                     "entry {:?} is not named by the manifest",
                     header.name

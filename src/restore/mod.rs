@@ -33,7 +33,7 @@ use crate::db;
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::{Event, Progress};
 use crate::schema::{Schema, Table};
-use crate::scope::{Membership, RelationHint, ScopeOptions, TenantScope};
+use crate::scope::{Membership, RelationHint, ScopeOptions, TenantScope, MOST_CLASSES};
 use crate::value::SqlValue;
 use crate::verify::limits_with;
 use crate::TenantId;
@@ -484,17 +484,7 @@ fn stage_while_extracting(
         conn = db::open_read_write(&options.database, options.busy_timeout_ms)?;
     }
     let schema = Schema::read(&conn)?;
-    let known_types: Vec<(String, String, String)> = manifest
-        .tables
-        .iter()
-        .flat_map(|t| {
-            t.polymorphic.iter().flat_map(move |(col, classes)| {
-                classes
-                    .iter()
-                    .map(move |class| (t.name.clone(), col.clone(), class.clone()))
-            })
-        })
-        .collect();
+    let known_types = known_types(&manifest)?;
     let scope = TenantScope::discover(&conn, &schema, &scope_options(options), &known_types)?;
     check_archive_agrees(&manifest, &schema, &scope)?;
     check_schema(&manifest, &schema, &scope)?;
@@ -517,6 +507,30 @@ fn stage_while_extracting(
         staged,
         rehearse,
     })
+}
+
+/// (table, type column, class) of every class the manifest says the
+/// archive's polymorphic columns name: a restore into a database that has
+/// no such row yet learns them from there. No longer a list per column
+/// than the rows themselves may make (see [`MOST_CLASSES`]).
+fn known_types(manifest: &Manifest) -> Result<Vec<(String, String, String)>> {
+    let mut out = Vec::new();
+    for t in &manifest.tables {
+        for (column, classes) in &t.polymorphic {
+            if classes.len() > MOST_CLASSES {
+                return Err(Error::archive(format!(
+                    "manifest: {}.{column} lists more than {MOST_CLASSES} classes",
+                    t.name
+                )));
+            }
+            out.extend(
+                classes
+                    .iter()
+                    .map(|class| (t.name.clone(), column.clone(), class.clone())),
+            );
+        }
+    }
+    Ok(out)
 }
 
 fn scope_options(options: &RestoreOptions) -> ScopeOptions {

@@ -26,7 +26,8 @@ use crate::error::{Error, Result};
 use crate::progress::{Event, Progress};
 use crate::schema::{main_table, quote};
 use crate::scope::{
-    is_blob_table, key_names, tenant_params, Candidates, MemberSets, Membership, Side,
+    is_blob_table, key_names, sql_string, tenant_params, Candidates, MemberSets, Membership, Side,
+    MOST_CLASSES,
 };
 use rusqlite::Connection;
 use std::collections::{BTreeMap, BTreeSet};
@@ -384,6 +385,11 @@ struct CrossingReferences {
 /// Join tables and ActiveStorage rows are asked too. A reference into a
 /// table whose rows belong to whoever refers to them (a blob, a variant
 /// record) must point at a row the archive carries, see [`carried`].
+/// References over several columns are followed like those over one. The
+/// tenants row is asked when the restore creates it (its owner, its
+/// parent tenant). A class name Rails could resolve to a table of the
+/// tenant's data but that maps to none here is a conflict of its own: a
+/// reference that cannot be followed is not let through.
 ///
 /// Checked in the plan (a dry run lists them) and not only after the
 /// write: the write changes only the tenant's rows, so whose a target row
@@ -403,33 +409,38 @@ fn references_to_other_tenants(
         count: 0,
         listed: Vec::new(),
     };
-    for table in staged.tables.iter().filter(|t| !t.tenant_row) {
+    for table in &staged.tables {
         // The usual restore (an older backup over today's data) writes
         // few rows, often none of a table: nothing to ask there.
         if not_written.get(&table.name) == Some(&table.rows) {
             continue;
         }
         let mut checks = Vec::new();
-        for r in references_of(conn, ctx, table)? {
+        let (references, unresolved) = references_of(conn, ctx, table)?;
+        for r in references {
             let class = r
                 .classes
                 .as_ref()
-                .map(|(t, classes)| {
-                    let names: Vec<String> = classes
-                        .iter()
-                        .map(|c| format!("'{}'", c.replace('\'', "''")))
-                        .collect();
-                    format!(" AND s.c{t} IN ({})", names.join(", "))
-                })
+                .map(|(t, classes)| format!(" AND s.c{t} IN ({})", sql_list(classes)))
                 .unwrap_or_default();
+            let join = r
+                .columns
+                .iter()
+                .zip(&r.parent_columns)
+                .map(|(c, pc)| format!("m.{} = s.c{c}", quote(pc)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
             let hits = format!(
-                "SELECT s.rowid FROM {stage} AS s JOIN main.{p} AS m ON m.{pc} = s.c{c}{class}",
+                "SELECT s.rowid FROM {stage} AS s JOIN main.{p} AS m ON {join}{class}",
                 stage = table.stage,
                 p = quote(&r.parent),
-                pc = quote(&r.parent_column),
-                c = r.column,
             );
-            let column = &table.columns[r.column];
+            let column = r
+                .columns
+                .iter()
+                .map(|&c| table.columns[c].as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
             if let Some(owner) = other_tenants_row(ctx, &r.parent, "m") {
                 checks.push((
                     format!("{hits} WHERE {owner}"),
@@ -448,6 +459,44 @@ fn references_to_other_tenants(
                 ));
             }
         }
+        // One lookup per class: the staged type columns need an index.
+        let type_columns: BTreeSet<usize> = unresolved.iter().map(|u| u.type_column).collect();
+        for t in type_columns {
+            let name = &table.stage["temp.".len()..];
+            conn.execute_batch(&format!(
+                "CREATE INDEX IF NOT EXISTS temp.{name}_c{t} ON {name}(c{t});"
+            ))?;
+        }
+        for u in unresolved {
+            checks.push((
+                format!(
+                    "SELECT s.rowid FROM {} AS s WHERE s.c{} = {} AND s.c{} IS NOT NULL",
+                    table.stage,
+                    u.type_column,
+                    sql_string(&u.class),
+                    u.id_column
+                ),
+                format!(
+                    "its {} {:?} maps to no table, but Rails could resolve it to {}: map the class in polymorphic:",
+                    table.columns[u.type_column],
+                    u.class,
+                    u.could_name.join(" or ")
+                ),
+            ));
+        }
+        // The tenants row is written only when the target has none.
+        let created = match ctx.scope.table(&table.name).map(|t| &t.membership) {
+            Some(Membership::TenantRow { key }) => format!(
+                " AND NOT EXISTS (SELECT 1 FROM main.{t} AS t WHERE t.{k} = ?1)",
+                t = quote(&table.name),
+                k = quote(key)
+            ),
+            _ => String::new(),
+        };
+        let checks: Vec<(String, String)> = checks
+            .into_iter()
+            .map(|(select, reason)| (format!("{select}{created}"), reason))
+            .collect();
         if checks.is_empty() {
             continue;
         }
@@ -487,32 +536,38 @@ fn references_to_other_tenants(
 /// A reference out of a staged table that a row could use to point at
 /// another tenant's row.
 struct OutgoingReference {
-    /// Stage column `c<column>` holds the referring value.
-    column: usize,
+    /// Stage columns `c<column>` hold the referring values.
+    columns: Vec<usize>,
     parent: String,
-    parent_column: String,
+    parent_columns: Vec<String>,
     /// Polymorphic: stage column of the type, and the classes that name
     /// `parent`.
     classes: Option<(usize, Vec<String>)>,
 }
 
-/// Most distinct classes one polymorphic type column of an archive may
-/// name. An app has a handful; a limit keeps a hostile archive from making
-/// the list as long as the table, and is an error rather than a cut-off
-/// past which classes would go unchecked.
-const MOST_CLASSES: usize = 10_000;
+/// A class in a staged type column that maps to no table although Rails
+/// could resolve it to a table of the tenant's data: a reference we
+/// cannot follow, so never one to let through.
+struct UnresolvedClass {
+    type_column: usize,
+    id_column: usize,
+    class: String,
+    could_name: Vec<String>,
+}
 
 /// The references out of a staged table. Foreign keys, naming and hints
-/// come from the scope; polymorphic pairs (`x_type`, `x_id`) are taken for
-/// every class the staged rows name, known to the scope or not, since an
-/// archive may name a class no row of the database does yet.
+/// come from the scope, over one column or several; polymorphic pairs
+/// (`x_type`, `x_id`) are taken for every class the staged rows name,
+/// known to the scope or not, since an archive may name a class no row of
+/// the database does yet.
 fn references_of(
     conn: &Connection,
     ctx: &Context<'_>,
     table: &StagedTable,
-) -> Result<Vec<OutgoingReference>> {
+) -> Result<(Vec<OutgoingReference>, Vec<UnresolvedClass>)> {
     let position = |c: &str| table.columns.iter().position(|x| x == c);
     let mut out = Vec::new();
+    let mut unresolved = Vec::new();
     for r in ctx
         .scope
         .references
@@ -523,18 +578,17 @@ fn references_of(
         if r.polymorphic.is_some() || r.columns == [ctx.scope.options.tenant_column.clone()] {
             continue;
         }
-        let ([column], [parent_column]) = (r.columns.as_slice(), r.parent_columns.as_slice())
-        else {
+        // A reference the archive has no column of leaves the database's
+        // default there, not a value the archive chose.
+        let Some(columns) = r.columns.iter().map(|c| position(c)).collect() else {
             continue;
         };
-        if let Some(column) = position(column) {
-            out.push(OutgoingReference {
-                column,
-                parent: r.parent.clone(),
-                parent_column: parent_column.clone(),
-                classes: None,
-            });
-        }
+        out.push(OutgoingReference {
+            columns,
+            parent: r.parent.clone(),
+            parent_columns: r.parent_columns.clone(),
+            classes: None,
+        });
     }
     for (t, column) in table.columns.iter().enumerate() {
         let Some(stem) = column.strip_suffix("_type") else {
@@ -560,7 +614,20 @@ fn references_of(
         // One check per parent table, with all the classes that name it.
         let mut by_parent: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for class in classes {
+            let could_name = ctx.scope.tables_a_class_could_name(ctx.schema, &class);
+            if !could_name.is_empty() {
+                unresolved.push(UnresolvedClass {
+                    type_column: t,
+                    id_column: id,
+                    class,
+                    could_name,
+                });
+                continue;
+            }
             let parent = ctx.scope.table_for_class(&class);
+            let Some(parent) = ctx.schema.table_ci(&parent).map(|p| p.name.clone()) else {
+                continue;
+            };
             if other_tenants_row(ctx, &parent, "m").is_some() || is_derived(ctx, &parent) {
                 by_parent.entry(parent).or_default().push(class);
             }
@@ -571,15 +638,24 @@ fn references_of(
             };
             if let [pk] = parent_table.primary_key().as_slice() {
                 out.push(OutgoingReference {
-                    column: id,
-                    parent_column: pk.to_string(),
+                    columns: vec![id],
+                    parent_columns: vec![pk.to_string()],
                     parent,
                     classes: Some((t, classes)),
                 });
             }
         }
     }
-    Ok(out)
+    Ok((out, unresolved))
+}
+
+/// `'a', 'b'`: SQL string literals for an `IN (…)` list.
+fn sql_list(values: &[String]) -> String {
+    values
+        .iter()
+        .map(|v| sql_string(v))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// SQL condition: row `alias` of `table` belongs to a tenant other than
@@ -617,19 +693,35 @@ fn carried(
     alias: &str,
 ) -> Result<String> {
     let parent = staged.tables.iter().find(|t| t.name == r.parent);
-    let Some((p, pc)) =
-        parent.and_then(|p| Some((p, p.columns.iter().position(|c| *c == r.parent_column)?)))
-    else {
+    let positions: Option<Vec<usize>> = parent.and_then(|p| {
+        r.parent_columns
+            .iter()
+            .map(|pc| p.columns.iter().position(|c| c == pc))
+            .collect()
+    });
+    let (Some(p), Some(positions)) = (parent, positions) else {
         return Ok("0".to_string());
     };
     // One lookup per referring row: the staged parent needs an index.
     let name = &p.stage["temp.".len()..];
+    let indexed = positions
+        .iter()
+        .map(|pc| format!("c{pc}"))
+        .collect::<Vec<_>>();
     conn.execute_batch(&format!(
-        "CREATE INDEX IF NOT EXISTS temp.{name}_c{pc} ON {name}(c{pc});"
+        "CREATE INDEX IF NOT EXISTS temp.{name}_{} ON {name}({});",
+        indexed.join("_"),
+        indexed.join(", ")
     ))?;
+    let join = positions
+        .iter()
+        .zip(&r.columns)
+        .map(|(pc, c)| format!("carried.c{pc} = {alias}.c{c}"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
     Ok(format!(
-        "EXISTS (SELECT 1 FROM {} AS carried WHERE carried.c{pc} = {alias}.c{})",
-        p.stage, r.column
+        "EXISTS (SELECT 1 FROM {} AS carried WHERE {join})",
+        p.stage
     ))
 }
 

@@ -305,3 +305,112 @@ fn restore_options(
     }
     serde_json::from_value(base).unwrap()
 }
+
+/// An archive taken apart for editing, as an attacker would: manifest,
+/// dump lines and blob files; [`EditableArchive::write`] puts it back
+/// together with the row counts and the dump's hash recomputed.
+#[derive(Clone)]
+pub struct EditableArchive {
+    pub manifest: serde_json::Value,
+    /// `{"table": …, "row": {…}}` per dump line, in order.
+    pub lines: Vec<serde_json::Value>,
+    pub blobs: Vec<(String, Vec<u8>)>,
+}
+
+impl EditableArchive {
+    pub fn open(path: &Path) -> EditableArchive {
+        use std::io::Read;
+        let gz = flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap());
+        let mut tar = tar::Archive::new(gz);
+        let mut out = EditableArchive {
+            manifest: serde_json::Value::Null,
+            lines: Vec::new(),
+            blobs: Vec::new(),
+        };
+        for e in tar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().to_str().unwrap().to_string();
+            let mut bytes = Vec::new();
+            e.read_to_end(&mut bytes).unwrap();
+            match name.as_str() {
+                "manifest.json" => out.manifest = serde_json::from_slice(&bytes).unwrap(),
+                "dump.jsonl" => {
+                    out.lines = String::from_utf8(bytes)
+                        .unwrap()
+                        .lines()
+                        .map(|l| serde_json::from_str(l).unwrap())
+                        .collect()
+                }
+                _ => out
+                    .blobs
+                    .push((name.strip_prefix("blobs/").unwrap().to_string(), bytes)),
+            }
+        }
+        out
+    }
+
+    /// The rows of `table` in the dump.
+    pub fn rows(&self, table: &str) -> Vec<&serde_json::Value> {
+        self.lines
+            .iter()
+            .filter(|l| l["table"] == table)
+            .map(|l| &l["row"])
+            .collect()
+    }
+
+    /// Apply `f` to every row of `table`.
+    pub fn edit_rows(&mut self, table: &str, mut f: impl FnMut(&mut serde_json::Value)) {
+        for line in self.lines.iter_mut().filter(|l| l["table"] == table) {
+            f(&mut line["row"]);
+        }
+    }
+
+    /// The archive at `path`, with the manifest's row counts and dump hash
+    /// made to agree with the (edited) lines.
+    pub fn write(&self, path: &Path) {
+        use sha2::{Digest, Sha256};
+        use std::io::Write;
+        let mut dump = Vec::new();
+        for line in &self.lines {
+            dump.extend_from_slice(line.to_string().as_bytes());
+            dump.push(b'\n');
+        }
+        let mut manifest = self.manifest.clone();
+        for t in manifest["tables"].as_array_mut().unwrap() {
+            let name = t["name"].as_str().unwrap().to_string();
+            t["rows"] = serde_json::json!(self.rows(&name).len());
+        }
+        let sha: String = Sha256::digest(&dump)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        manifest["dump"]["size"] = serde_json::json!(dump.len());
+        manifest["dump"]["sha256"] = serde_json::json!(sha);
+        let mut entries = vec![
+            (
+                "manifest.json".to_string(),
+                serde_json::to_vec(&manifest).unwrap(),
+            ),
+            ("dump.jsonl".to_string(), dump),
+        ];
+        entries.extend(
+            self.blobs
+                .iter()
+                .map(|(k, b)| (format!("blobs/{k}"), b.clone())),
+        );
+        let mut tar = tar::Builder::new(Vec::new());
+        for (name, bytes) in entries {
+            let mut h = tar::Header::new_ustar();
+            h.set_path(&name).unwrap();
+            h.set_size(bytes.len() as u64);
+            h.set_mode(0o600);
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_cksum();
+            tar.append(&h, bytes.as_slice()).unwrap();
+        }
+        let tar = tar.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        std::fs::write(path, gz.finish().unwrap()).unwrap();
+    }
+}
