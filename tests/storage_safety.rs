@@ -103,6 +103,7 @@ fn a_link_or_file_in_place_of_a_folder_is_never_written_through() {
         ("first folder a link", 0),
         ("second folder a link", 1),
         ("first folder a plain file", 2),
+        ("second folder a plain file", 3),
     ] {
         let app = App::new();
         let archive = app.backup(1).path;
@@ -120,9 +121,15 @@ fn a_link_or_file_in_place_of_a_folder_is_never_written_through() {
                 symlink(&away, &n1);
                 n1
             }
-            _ => {
+            2 => {
                 std::fs::write(&t1, b"not a folder").unwrap();
                 t1.clone()
+            }
+            _ => {
+                std::fs::create_dir(&t1).unwrap();
+                let n1 = t1.join("n1");
+                std::fs::write(&n1, b"not a folder").unwrap();
+                n1
             }
         };
         // Purge and restore: the tenant's rows go and come back, so every
