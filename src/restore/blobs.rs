@@ -2,7 +2,8 @@
 //! files verified by the extract and written with exclusive create before
 //! the commit, removed again if the transaction does not commit, and
 //! journaled first so that a run killed before the end is undone by the
-//! next ([`super::storage_journal`]).
+//! next ([`super::storage_journal`]). Never through a link below the
+//! storage root ([`super::disk`]).
 
 use super::disk::{self, BlobPath};
 use super::stage::Staged;
