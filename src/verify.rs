@@ -7,6 +7,7 @@ use crate::archive::read::{extract, Limits};
 use crate::archive::{Manifest, ManifestError, TableEntry};
 use crate::error::{Error, Result};
 use crate::progress::{report_failure, Event, Progress, Throttle};
+use crate::scope::is_blob_table;
 use crate::TenantId;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -92,8 +93,9 @@ pub fn limits_with(max_line_bytes: Option<usize>) -> Limits {
 
 /// Walk dump.jsonl checking it against the manifest: tables grouped in the
 /// manifest's order, each row with exactly the listed columns, the tenant
-/// column (wherever a table has it) equal to the archive's tenant, and the
-/// per-table counts. `each_row` sees every row once it passed.
+/// column (wherever a table has it) equal to the archive's tenant, the
+/// per-table counts, and every file of the manifest named by a blob row.
+/// `each_row` sees every row once it passed.
 pub fn check_dump<R: std::io::Read>(
     m: &Manifest,
     mut reader: DumpReader<R>,
@@ -105,6 +107,10 @@ pub fn check_dump<R: std::io::Read>(
     let mut columns: HashSet<&str> = HashSet::new();
     let mut throttle = Throttle::new(m.total_rows());
     let mut total = 0u64;
+    // The manifest's files no blob row has named yet: a file that none
+    // names would be written into the storage root owned by nothing, and
+    // no purge would ever remove it.
+    let mut unnamed: HashSet<&str> = m.blobs.iter().map(|b| b.key.as_str()).collect();
     while let Some(line) = reader.next_row()? {
         // Move to the line's table: forward only, never back.
         while table_index < m.tables.len() && *m.tables[table_index].name != *line.table {
@@ -161,6 +167,11 @@ pub fn check_dump<R: std::io::Read>(
         if in_table > entry.rows {
             return Err(count_mismatch(entry, in_table));
         }
+        if !unnamed.is_empty() && is_blob_table(&entry.name) {
+            if let Some(key) = line.row.get("key").and_then(|v| v.as_text()) {
+                unnamed.remove(key);
+            }
+        }
         each_row(entry, line)?;
         total += 1;
         if total % 1024 == 0 {
@@ -180,6 +191,15 @@ pub fn check_dump<R: std::io::Read>(
         if seen != entry.rows {
             return Err(count_mismatch(entry, seen));
         }
+    }
+    if let Some(key) = unnamed.iter().min() {
+        return Err(Error::archive(format!(
+            "the manifest lists the file of blob {key:?}{}, but no active_storage_blobs row of the dump has that key: it would belong to nothing",
+            match unnamed.len() {
+                1 => String::new(),
+                n => format!(" (and {} more)", n - 1),
+            }
+        )));
     }
     progress.emit(
         Event::new("verify")

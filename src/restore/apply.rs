@@ -133,15 +133,7 @@ pub(super) fn apply<'a>(
     }
 
     if ctx.options.restore {
-        let renamed = blobs::place(
-            conn,
-            ctx,
-            &staged.blob_ids,
-            &mut purged_keys,
-            report,
-            files,
-            progress,
-        )?;
+        let renamed = blobs::place(conn, ctx, staged, &mut purged_keys, report, files, progress)?;
         progress.emit(
             Event::new("blobs")
                 .with("written", report.blobs.written)

@@ -20,6 +20,7 @@
 
 mod apply;
 mod blobs;
+mod disk;
 mod future_ids;
 mod plan;
 mod postcondition;
@@ -28,7 +29,7 @@ mod storage_journal;
 
 use crate::archive::dump::DumpReader;
 use crate::archive::read::{extract_feeding, manifest_event, DumpFeed};
-use crate::archive::{self, Manifest, ManifestError};
+use crate::archive::{Manifest, ManifestError};
 use crate::db;
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::{Event, Progress};
@@ -349,13 +350,7 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
     // (Before any event: a callback that raises now cannot undo the commit,
     // and must not leave this for the next run's recovery either.)
     if let Some(root) = &options.storage_root {
-        for key in purged_keys {
-            if archive::check_blob_key(&key).is_ok()
-                && std::fs::remove_file(archive::disk_path(root, &key)).is_ok()
-            {
-                report.blobs.removed += 1;
-            }
-        }
+        report.blobs.removed = blobs::remove_purged(root, &purged_keys);
     }
     files.finish();
     // Committed: nothing can be undone any more, so a callback that raises

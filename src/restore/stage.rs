@@ -18,7 +18,6 @@ use crate::scope::{is_blob_table, Membership};
 use crate::value::SqlValue;
 use crate::verify::check_dump;
 use rusqlite::Connection;
-use std::collections::BTreeMap;
 
 /// One archive table, staged: where its rows are and how they map onto
 /// the database table.
@@ -53,8 +52,6 @@ pub(super) struct StagedTable {
 pub(super) struct Staged {
     /// In manifest order, which is dependency order.
     pub tables: Vec<StagedTable>,
-    /// Blob key → id of the archive's blob row with that key.
-    pub blob_ids: BTreeMap<String, Option<i64>>,
 }
 
 /// What the parsing side hands the SQLite side while staging.
@@ -84,10 +81,7 @@ impl Staged {
         dump: DumpReader<R>,
         progress: &mut dyn Progress,
     ) -> (Connection, Result<Staged>) {
-        let mut staged = Staged {
-            tables: Vec::new(),
-            blob_ids: BTreeMap::new(),
-        };
+        let mut staged = Staged { tables: Vec::new() };
         if !ctx.options.restore {
             return (conn, Ok(staged));
         }
@@ -110,7 +104,10 @@ impl Staged {
             };
             // A parse error explains a writer that stopped because the
             // channel closed early; otherwise the writer's own error counts.
-            let result = parsed.and(written).map(|()| staged);
+            let result = parsed
+                .and(written)
+                .and_then(|()| staged.index_blob_keys(&conn, ctx))
+                .map(|()| staged);
             (conn, result)
         })
     }
@@ -148,15 +145,6 @@ impl Staged {
             }
             let table = self.tables.last_mut().expect("just pushed");
             table.check_references(ctx, &line)?;
-            if is_blob_table(&table.name) {
-                if let Some(key) = line.row.get("key").and_then(|v| v.as_text()) {
-                    let id = match line.row.get("id") {
-                        Some(SqlValue::Integer(i)) => Some(*i),
-                        _ => None,
-                    };
-                    self.blob_ids.insert(key.to_string(), id);
-                }
-            }
             batch.push(table.values(ctx, line)?);
             table.rows += 1;
             if batch.len() == BATCH_ROWS {
@@ -173,6 +161,45 @@ impl Staged {
             writer.send(ToWriter::Rows(batch)).map_err(|_| gone())?;
         }
         writer.send(ToWriter::Done).map_err(|_| gone())
+    }
+}
+
+impl Staged {
+    /// The staged blob table and the position of its `key` column.
+    fn blob_keys(&self) -> Option<(&StagedTable, usize)> {
+        let table = self.tables.iter().find(|t| is_blob_table(&t.name))?;
+        let key = table.columns.iter().position(|c| c == "key")?;
+        Some((table, key))
+    }
+
+    /// The blob files' keys are looked up among the staged blob rows (see
+    /// [`Staged::blob_row_in_place_sql`]): index them now, before the write
+    /// lock, when the archive has files at all. The rows stay in SQLite's
+    /// temp storage, so memory does not grow with their number.
+    fn index_blob_keys(&self, conn: &Connection, ctx: &Context<'_>) -> Result<()> {
+        match self.blob_keys() {
+            Some((table, key)) if !ctx.manifest.blobs.is_empty() => {
+                let stage = table.stage.strip_prefix("temp.").unwrap_or(&table.stage);
+                conn.execute_batch(&format!(
+                    "CREATE INDEX IF NOT EXISTS temp.{stage}_key ON {stage}(c{key});"
+                ))?;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// SQL with one parameter, a blob key: whether the database's blob row
+    /// with that key is the archive's row with that key (the same primary
+    /// key, of whatever type). None when the archive has no blob rows.
+    pub fn blob_row_in_place_sql(&self) -> Option<String> {
+        let (table, key) = self.blob_keys()?;
+        Some(format!(
+            "SELECT EXISTS (SELECT 1 FROM {} AS s JOIN main.{} AS m ON {} WHERE s.c{key} = ?1 AND m.key = ?1)",
+            table.stage,
+            quote(&table.name),
+            table.identity("m", "s")
+        ))
     }
 }
 

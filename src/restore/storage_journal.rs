@@ -19,6 +19,7 @@
 //! removing purged files is undone by the same rule, which then only does
 //! its cleanup for it.
 
+use super::disk;
 use crate::archive;
 use crate::error::{Error, Result, ResultExt};
 use rusqlite::{Connection, OptionalExtension};
@@ -63,7 +64,7 @@ impl StorageJournal {
         for key in written {
             let file = archive::disk_path(storage_root, key);
             for d in file.ancestors().skip(1).take(2) {
-                if !d.exists() {
+                if !disk::is_real_dir(d)? {
                     dirs.insert(d.to_path_buf());
                 }
             }
@@ -146,7 +147,11 @@ pub(super) fn recover(conn: &Connection) -> Result<u64> {
     Ok(removed)
 }
 
+/// Remove the files of `entry`'s keys that no row names, and the folders
+/// it made once empty; never through a link (an Io error naming it, and
+/// the journal stays for a run that finds the storage root repaired).
 fn undo(conn: &Connection, entry: &Entry, blob_table: bool) -> Result<u64> {
+    let root = &entry.storage_root;
     let mut removed = 0;
     for key in &entry.keys {
         // The journal is ours, but it lies in a folder others can write.
@@ -156,7 +161,7 @@ fn undo(conn: &Connection, entry: &Entry, blob_table: bool) -> Result<u64> {
         let named = blob_table
             && conn
                 .query_row(
-                    "SELECT 1 FROM active_storage_blobs WHERE key = ?1",
+                    "SELECT 1 FROM main.active_storage_blobs WHERE key = ?1",
                     [key],
                     |_| Ok(()),
                 )
@@ -165,16 +170,21 @@ fn undo(conn: &Connection, entry: &Entry, blob_table: bool) -> Result<u64> {
         if named {
             continue;
         }
-        let file = archive::disk_path(&entry.storage_root, key);
-        match std::fs::remove_file(&file) {
+        let file = disk::check(root, key)?;
+        if !file.exists {
+            continue;
+        }
+        match std::fs::remove_file(&file.file) {
             Ok(()) => removed += 1,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(format!("removing {}: {e}", file.display()))),
+            Err(e) => return Err(Error::io(format!("removing {}: {e}", file.file.display()))),
         }
     }
-    // Deepest first; a folder that holds anything stays.
+    // Deepest first; a folder that holds anything stays. Only the Disk
+    // service's `ab/` and `ab/cd/` folders, real ones.
     for dir in entry.dirs.iter().rev() {
-        if dir.starts_with(&entry.storage_root) {
+        let depth = dir.strip_prefix(root).map_or(0, |d| d.components().count());
+        if (1..=2).contains(&depth) && disk::real_dirs_below(root, dir) {
             let _ = std::fs::remove_dir(dir);
         }
     }
