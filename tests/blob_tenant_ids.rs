@@ -228,6 +228,9 @@ fn raw_bytes_and_every_uuid_text_form_back_up_the_same_rows() {
         let by_text = app.backup(json!(text)).unwrap();
         assert_eq!(by_text.dump_sha256, by_bytes.dump_sha256, "{text}");
         assert_eq!(by_text.tables, by_bytes.tables, "{text}");
+        // The same text in binary (Ruby's pack gives such Strings).
+        let in_binary = app.backup(base64(text.as_bytes())).unwrap();
+        assert_eq!(in_binary.dump_sha256, by_bytes.dump_sha256, "{text}");
     }
 
     // The manifest holds the BLOB id; verify checks every row's

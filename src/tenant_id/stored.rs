@@ -149,9 +149,17 @@ impl<'s> TenantColumn<'s> {
     }
 
     /// `id` as the bytes a BLOB column holds: given as bytes, or as a
-    /// UUID in text. An id of another width can equal no stored value.
+    /// UUID in text. An id of another width can equal no stored value;
+    /// but bytes that spell a UUID, in a column of 16-byte BLOBs, are that
+    /// UUID: Ruby gives text in binary Strings (`pack`, binary reads).
     fn blob_id(&self, id: &TenantId, width: Option<usize>) -> Result<TenantId> {
         let bytes = match id {
+            TenantId::Blob(bytes) if width == Some(16) && bytes.len() != 16 => {
+                std::str::from_utf8(bytes)
+                    .ok()
+                    .and_then(uuid::parse)
+                    .map(|b| b.to_vec())
+            }
             TenantId::Blob(bytes) => Some(bytes.clone()),
             TenantId::Text(text) => uuid::parse(text).map(|b| b.to_vec()),
             TenantId::Integer(_) => None,
