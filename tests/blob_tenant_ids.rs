@@ -74,13 +74,21 @@ struct BlobApp {
 
 impl BlobApp {
     fn new() -> BlobApp {
+        let app = BlobApp::schema_only();
+        for a in 1..=2 {
+            seed(&app.conn(), a);
+        }
+        app
+    }
+
+    /// The schema without a row.
+    fn schema_only() -> BlobApp {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("app.sqlite3");
-        let conn = Connection::open(&db).unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
-        for a in 1..=2 {
-            seed(&conn, a);
-        }
+        Connection::open(&db)
+            .unwrap()
+            .execute_batch(SCHEMA)
+            .unwrap();
         BlobApp { dir, db }
     }
 
@@ -440,4 +448,37 @@ fn a_binary_id_for_an_integer_tenant_column_says_the_column_holds_integers() {
         ),
         "{err}"
     );
+}
+
+#[test]
+fn a_database_without_rows_is_read_by_its_declared_blob_type() {
+    let app = BlobApp::new();
+    let acc = account(1);
+    let archive = app.backup(base64(&acc)).unwrap().path;
+    let before = snapshot(&app.conn());
+    let empty = BlobApp::schema_only();
+
+    // No stored value to go by: blob(16) says the column holds 16 bytes.
+    let err = empty
+        .restore(&archive, json!("0190"), json!({}))
+        .unwrap_err();
+    assert!(
+        err.message()
+            .starts_with("comments.account_id / tenant_id holds 16-byte BLOBs; give a binary String of 16 bytes or a UUID like"),
+        "{err}"
+    );
+    let report = empty
+        .restore(&archive, json!(dashed(&acc)), json!({}))
+        .unwrap();
+    assert!(report.tenant_row_created);
+    let restored = snapshot(&empty.conn());
+    for table in TABLES {
+        let of_1 = |rows: &Vec<String>| -> Vec<String> {
+            rows.iter()
+                .filter(|r| r.contains("X'019001"))
+                .cloned()
+                .collect()
+        };
+        assert_eq!(restored[table], of_1(&before[table]), "{table}");
+    }
 }
