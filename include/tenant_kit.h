@@ -11,6 +11,14 @@
  *   TK_INTERNAL_ERROR.
  * - Options and results are UTF-8 JSON objects. Option names and values are
  *   those of the Ruby interface (`database`, `tenant_id`, `archive`, ...).
+ * - A tenant id (`tenant_id` in options, results, events and the archive's
+ *   manifest) is a JSON number (INTEGER), a string (TEXT) or, for a tenant
+ *   column of BLOBs, `{"$base64": "<standard base64 of the bytes>"}` (the
+ *   form dump.jsonl gives BLOB values). For a column of 16-byte BLOBs a
+ *   UUID string is taken too (dashed, 32 hex digits or 25-character
+ *   base36) and converted to its 16 bytes; results and events then carry
+ *   the `{"$base64": ...}` form. An archive of a BLOB tenant is named
+ *   `tenant_<lowercase hex of the bytes>_<stamp>.tar.gz`.
  * - Outputs come back through a `char **out_json` parameter. Whatever the
  *   status, when `out_json` is not NULL the function stores in `*out_json`
  *   either NULL or a string the library allocated: the result JSON on TK_OK,
@@ -111,7 +119,8 @@ const char *tk_sqlite_version(void);
 /**
  * Back up one tenant into an archive. `options_json` holds the options of
  * `TenantKit.backup` (`database`, `tenant_id`, `output_dir`, `storage_root`,
- * `tenant_column`). `progress` may be NULL. On TK_OK `*out_json` is the
+ * `tenant_column`; a BLOB `tenant_id` as `{"$base64": "..."}`, see the top
+ * of this header). `progress` may be NULL. On TK_OK `*out_json` is the
  * backup result (`path`, `tables`, `blobs`, `bytes`, `sha256`, `errors`).
  *
  * # Safety

@@ -18,7 +18,7 @@ pub(crate) struct Target<'a> {
 
 /// Run `work` with the tenant id converted the way SQLite stores it in the
 /// tenant column (`"1"` is tenant 1 of an INTEGER column, see
-/// `scope::stored_tenant_id_of`). On failure, a lock the work's last `lock`
+/// `tenant_id::stored_tenant_id_of`). On failure, a lock the work's last `lock`
 /// event announced is reported let go (its connection is closed by the time
 /// `work` returns) before the `failed` event, so a display that shows the
 /// app's writers held off never stays stuck at "read" or "write".
@@ -32,7 +32,7 @@ pub(crate) fn run<T>(
         inner: progress,
         held: false,
     };
-    let result = crate::scope::stored_tenant_id_of(
+    let result = crate::tenant_id::stored_tenant_id_of(
         target.database,
         target.busy_timeout_ms,
         target.tenant_column,

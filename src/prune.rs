@@ -53,7 +53,7 @@ pub fn prune(options: &PruneOptions) -> Result<PruneReport> {
             ));
         }
     }
-    let only = options.tenant_id.as_ref().map(|t| t.file_component());
+    let only = options.tenant_id.as_ref().map(|t| t.file_components());
     let entries = std::fs::read_dir(&options.output_dir).map_err(|e| {
         Error::argument(format!("output_dir {}: {e}", options.output_dir.display()))
     })?;
@@ -67,7 +67,10 @@ pub fn prune(options: &PruneOptions) -> Result<PruneReport> {
         let Some((id, stamp)) = parse_archive_name(name) else {
             continue;
         };
-        if only.as_deref().is_some_and(|o| o != id) {
+        if only
+            .as_ref()
+            .is_some_and(|names| !names.iter().any(|n| n == id))
+        {
             continue;
         }
         // file_type() does not follow links: a symlink is never ours.

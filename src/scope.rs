@@ -506,64 +506,6 @@ const STI_COLUMN: &str = "type";
 /// error rather than a cut-off past which classes would go unchecked.
 pub const MOST_CLASSES: usize = 10_000;
 
-/// The tenant id as the database stores it. SQLite stores `'42'` (and
-/// `'042'`, `' 42'`) as 42 in a column of INTEGER or NUMERIC affinity and 42
-/// as `'42'` in one of TEXT affinity, and compares the same way; so `"42"`
-/// (an id from a Rails param) and `42` select the same rows, and a backup
-/// must write the stored form into its manifest, or the archive's rows
-/// would not match its own tenant. SQLite itself does the conversion (into
-/// a scratch table of the tenant column's affinity, in memory), so the
-/// rules are exactly its own. The tenant column is taken from the first
-/// table that has it.
-pub fn stored_tenant_id(
-    schema: &Schema,
-    tenant_column: &str,
-    id: &crate::TenantId,
-) -> Result<crate::TenantId> {
-    use crate::TenantId;
-    let Some(column) = schema
-        .tables
-        .iter()
-        .filter(|t| t.skip.is_none())
-        .find_map(|t| t.column(tenant_column))
-    else {
-        return Ok(id.clone());
-    };
-    let conn = Connection::open_in_memory()?;
-    conn.execute_batch(&format!("CREATE TABLE t (v {})", column.affinity_keyword()))?;
-    let stored = conn.query_row(
-        "INSERT INTO t VALUES (?1) RETURNING v",
-        [id.to_sql_value()],
-        |r| Ok(SqlValue::from_ref(r.get_ref(0)?)),
-    )?;
-    Ok(match stored {
-        SqlValue::Integer(i) => TenantId::Integer(i),
-        SqlValue::Text(bytes) => match String::from_utf8(bytes) {
-            Ok(s) => TenantId::Text(s),
-            Err(_) => id.clone(),
-        },
-        _ => id.clone(),
-    })
-}
-
-/// [`stored_tenant_id`] of the database at `path` (opened with
-/// `busy_timeout_ms`). A database that cannot
-/// be read fails here as it would in the job that asks (a busy one after
-/// one wait, not two); a path that is no file is left to that job to
-/// report.
-pub fn stored_tenant_id_of(
-    path: &std::path::Path,
-    busy_timeout_ms: u64,
-    tenant_column: &str,
-    id: &crate::TenantId,
-) -> Result<crate::TenantId> {
-    if !path.is_file() {
-        return Ok(id.clone());
-    }
-    let conn = crate::db::open_read_only(path, busy_timeout_ms)?;
-    stored_tenant_id(&Schema::read(&conn)?, tenant_column, id)
-}
-
 /// ActiveStorage blobs belong to whoever attaches them.
 pub fn is_blob_table(name: &str) -> bool {
     name == "active_storage_blobs"

@@ -30,10 +30,23 @@ module TenantKit
       when String
         raise ArgumentError, "#{name}: must not be empty" if value.empty?
 
-        value
+        text_or_blob_id(name, value)
       else
         raise ArgumentError, "#{name}: expected an Integer or String id, got #{value.inspect}"
       end
+    end
+
+    # A String in Encoding::BINARY is a BLOB id (a UUID the app keeps as 16
+    # bytes): it crosses as {"$base64": ...}, the JSON form of a BLOB. Any
+    # other String is text and must be valid in its encoding, or JSON could
+    # not carry it.
+    def text_or_blob_id(name, value)
+      return { "$base64" => [value].pack("m0") } if value.encoding == Encoding::BINARY
+      return value if value.valid_encoding?
+
+      raise ArgumentError,
+            "#{name}: a String that is not valid #{value.encoding} (bytes #{value.b.unpack1('H*')[0, 64]}); " \
+            "pass a binary String (String#b) for an id the database keeps as a BLOB"
     end
 
     def identifier(name, value)

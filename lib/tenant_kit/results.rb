@@ -14,6 +14,14 @@ module TenantKit
       end
     end
 
+    # A tenant id from JSON: a BLOB id ({"$base64" => ...}) becomes the
+    # binary String the app stores; integers and text stay as they are.
+    def tenant_id(value)
+      return value unless value.is_a?(Hash) && value.keys == ["$base64"]
+
+      value.fetch("$base64").unpack1("m0")
+    end
+
     # { "tasks" => { "insert" => 1 } } -> { "tasks" => { insert: 1 } }
     def per_table(hash)
       (hash || {}).transform_values { |v| v.is_a?(Hash) ? symbolize(v) : v }
@@ -49,7 +57,8 @@ module TenantKit
     def self.from_native(json)
       data = JSON.parse(json)
       new(
-        dry_run: data["dry_run"], source_tenant_id: data["source_tenant_id"], tenant_id: data["tenant_id"],
+        dry_run: data["dry_run"], source_tenant_id: Results.tenant_id(data["source_tenant_id"]),
+        tenant_id: Results.tenant_id(data["tenant_id"]),
         planned: Results.per_table(data["planned"]), restored: data["restored"], written: data["written"],
         purged: data["purged"],
         conflicts: Results.symbolize(data["conflicts"]), conflict_count: data["conflict_count"],
@@ -75,7 +84,8 @@ module TenantKit
   ) do
     def self.from_native(json)
       data = JSON.parse(json)
-      new(**members.to_h { |m| [m, data[m.to_s]] }, errors: Results.symbolize(data["errors"]))
+      new(**members.to_h { |m| [m, data[m.to_s]] }, tenant_id: Results.tenant_id(data["tenant_id"]),
+                                                     errors: Results.symbolize(data["errors"]))
     end
 
     def ok?

@@ -70,9 +70,21 @@ module TenantKit
       end
 
       def tenant_id_of(tenant)
-        id = tenant.respond_to?(:id) ? tenant.id : tenant
+        id = if tenant.is_a?(::ActiveRecord::Base) then database_id(tenant)
+             elsif tenant.respond_to?(:id) then tenant.id
+             else tenant
+             end
         raise ArgumentError, "tenant: expected a tenant record or id, got #{tenant.inspect}" unless id.is_a?(Integer) || id.is_a?(String)
 
+        id
+      end
+
+      # The record's id as the database stores it, which is what the tenant
+      # column holds: a BLOB primary key (UUIDs kept as 16 bytes, which
+      # the model may show as base36 or dashed text) as its binary String.
+      def database_id(record)
+        id = record.respond_to?(:id_for_database, true) ? record.send(:id_for_database) : record.id
+        id = id.to_s.b if id.is_a?(::ActiveModel::Type::Binary::Data)
         id
       end
 
@@ -152,7 +164,7 @@ module TenantKit
 
       # The tenant record for a tenant given as an id (for the mails).
       def tenant_record(tenant, tenant_id)
-        return tenant.class.unscoped.find_by(id: tenant_id) || tenant if tenant.is_a?(::ActiveRecord::Base)
+        return tenant.class.unscoped.find_by(id: tenant.id) || tenant if tenant.is_a?(::ActiveRecord::Base)
 
         model = App.tenant_model(App.models, tenant_kit_setting(:tenant_column))
         (model && model.unscoped.find_by(model.primary_key => tenant_id)) || tenant
