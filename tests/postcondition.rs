@@ -204,3 +204,42 @@ fn the_database_may_change_the_tenants_own_rows_and_search_index() {
         .unwrap();
     assert_eq!(found, 1, "the restored task is in the search index");
 }
+
+/// Rows two tenants' data both reach — a join row between tenant 1's tag
+/// and tenant 2's task, the variant of a blob both attach — are left
+/// exactly as they are by a restore of either tenant's backup: the round
+/// trip into the same database is planned as unchanged and changes
+/// nothing.
+#[test]
+fn rows_two_tenants_reach_are_left_as_they_are() {
+    let app = App::new();
+    app.conn()
+        .execute_batch(
+            "INSERT INTO tags_tasks(tag_id, task_id) VALUES (1001, 2003), (2002, 1004);
+             INSERT INTO active_storage_attachments(id, name, record_type, record_id, blob_id, created_at)
+                 VALUES (2999, 'files', 'Task', 2001, 1001, 'x');",
+        )
+        .unwrap();
+    let before = app.snapshot();
+    for tenant in [1, 2] {
+        let archive = app.backup(tenant).path;
+        let dry = app
+            .restore(&archive, tenant, json!({"purge": true, "dry_run": true}))
+            .unwrap();
+        assert_eq!(
+            dry.conflict_count, 0,
+            "tenant {tenant}: {:?}",
+            dry.conflicts
+        );
+        for (table, counts) in &dry.planned {
+            assert_eq!(
+                (counts.insert, counts.update, counts.purge),
+                (0, 0, 0),
+                "tenant {tenant}, {table}: {counts:?}"
+            );
+        }
+        app.restore(&archive, tenant, json!({"purge": true}))
+            .unwrap_or_else(|e| panic!("tenant {tenant}: {e}"));
+        assert_eq!(app.snapshot(), before, "tenant {tenant}");
+    }
+}

@@ -159,8 +159,9 @@ pub(super) fn apply<'a>(
                 .map(|hits| (hits.as_str(), as_is));
             let shared = plan::may_share(ctx, table).then(|| {
                 format!(
-                    "SELECT count(*) FROM temp.{} WHERE sid BETWEEN ?1 AND ?2 AND others AND same",
-                    plan::scratch_table("hits", table)
+                    "SELECT count(*) FROM temp.{} WHERE sid BETWEEN ?1 AND ?2 AND others AND {}",
+                    plan::scratch_table("hits", table),
+                    plan::shareable(ctx, table)
                 )
             });
             watcher.expect(Intent::Write(table.name.clone()));
@@ -362,7 +363,7 @@ fn copy_rows(
             conn.prepare_cached(&unchanged)?
                 .query_row([lo, hi], |r| r.get::<_, i64>(0))? as u64
         };
-        // Rows another tenant shares (blobs, see `plan::may_share`): the
+        // Rows another tenant shares (see `plan::may_share`): the
         // guard leaves them alone, and they already hold the archive's
         // values.
         let shared = match shared {

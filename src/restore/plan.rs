@@ -500,8 +500,9 @@ fn references_to_other_tenants(
         if checks.is_empty() {
             continue;
         }
-        // Rows kept as they are write nothing (see above).
-        let unchanged = match kept.get(&table.name) {
+        // Rows kept as they are write nothing (see above), nor do rows
+        // another tenant shares and that already hold the archive's values.
+        let mut unchanged = match kept.get(&table.name) {
             Some(hits) => {
                 conn.execute_batch(&format!(
                     "CREATE INDEX IF NOT EXISTS temp.{hits}_sid ON {hits}(sid);"
@@ -510,6 +511,16 @@ fn references_to_other_tenants(
             }
             None => String::new(),
         };
+        if may_share(ctx, table) {
+            let hits = scratch_table("hits", table);
+            conn.execute_batch(&format!(
+                "CREATE INDEX IF NOT EXISTS temp.{hits}_sid ON {hits}(sid);"
+            ))?;
+            unchanged.push_str(&format!(
+                " AND NOT EXISTS (SELECT 1 FROM temp.{hits} WHERE sid = s.rowid AND others AND {})",
+                shareable(ctx, table)
+            ));
+        }
         for (select, reason) in checks {
             let mut stmt = conn.prepare(&format!("{select}{unchanged}"))?;
             let params = tenant_params(&stmt, &target);
@@ -824,20 +835,25 @@ pub(super) fn kept_as_is(hits: &str, alias: &str) -> String {
 }
 
 /// Whether a staged row may hit another tenant's row and leave it as it
-/// is instead of being refused: only a blob that holds every value of the
-/// archive's (key, checksum…). A blob belongs to whoever attaches it, so
+/// is instead of being refused. A blob that holds every value of the
+/// archive's (key, checksum…): a blob belongs to whoever attaches it, so
 /// the restored attachments share it, as they did when the backup was
-/// made. Never with remap, whose blobs get fresh keys.
+/// made. And any other derived row (a join row between two tenants' rows,
+/// a variant of a shared blob) that is the target's too and already holds
+/// the archive's values: the restore leaves it exactly as it is, which
+/// touches nobody. Never with remap, whose rows are the new tenant's alone.
 pub(super) fn may_share(ctx: &Context<'_>, table: &StagedTable) -> bool {
-    is_blob_table(&table.name) && !ctx.options.remap
+    (is_blob_table(&table.name) || table.derived) && !ctx.options.remap
 }
 
 /// [`may_share`] as an SQL condition on a row of the hits table.
-fn shareable(ctx: &Context<'_>, table: &StagedTable) -> &'static str {
-    if may_share(ctx, table) {
+pub(super) fn shareable(ctx: &Context<'_>, table: &StagedTable) -> &'static str {
+    if !may_share(ctx, table) {
+        "0"
+    } else if is_blob_table(&table.name) {
         "same"
     } else {
-        "0"
+        "(same AND ours)"
     }
 }
 
@@ -872,7 +888,8 @@ fn outcome(table: &StagedTable, hit: Hit, purge: bool) -> Outcome {
         Outcome::Unchanged
     } else if hit.others {
         if hit.same {
-            // A blob another tenant attaches too (see `shareable`).
+            // Left as it is: a blob another tenant attaches too, or a
+            // derived row that is both tenants' (see `shareable`).
             Outcome::Unchanged
         } else {
             Outcome::Conflict
