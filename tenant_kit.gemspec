@@ -18,12 +18,14 @@ Gem::Specification.new do |spec|
 
   spec.files = Dir.chdir(__dir__) do
     Dir[
-      "lib/**/*.rb",
+      "lib/**/*.rb", "exe/*",
       "ext/tenant_kit/extconf.rb", "ext/tenant_kit/Cargo.toml", "ext/tenant_kit/src/**/*",
       "Cargo.toml", "Cargo.lock", "src/**/*", "include/**/*",
       "LICENSE", "README.md", "CHANGELOG.md"
     ].select { |path| File.file?(path) }.sort
   end
   spec.require_paths = ["lib"]
+  spec.bindir = "exe"
+  spec.executables = ["tenant_kit"]
   spec.extensions = ["ext/tenant_kit/extconf.rb"]
 end
