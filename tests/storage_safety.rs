@@ -8,9 +8,7 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use tenant_kit::progress::CollectProgress;
 use tenant_kit::ErrorKind;
@@ -216,82 +214,10 @@ fn recovery_does_not_follow_a_link() {
 
 // ---- 2. files no row owns ----
 
-/// The entries of an archive, to be edited and packed again.
-struct Parts {
-    manifest: Value,
-    dump: Vec<u8>,
-    blobs: Vec<(String, Vec<u8>)>,
-}
-
-impl Parts {
-    fn read(path: &Path) -> Parts {
-        let gz = flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap());
-        let mut tar = tar::Archive::new(gz);
-        let mut parts = Parts {
-            manifest: Value::Null,
-            dump: Vec::new(),
-            blobs: Vec::new(),
-        };
-        for e in tar.entries().unwrap() {
-            let mut e = e.unwrap();
-            let name = e.path().unwrap().to_str().unwrap().to_string();
-            let mut bytes = Vec::new();
-            e.read_to_end(&mut bytes).unwrap();
-            match name.as_str() {
-                "manifest.json" => parts.manifest = serde_json::from_slice(&bytes).unwrap(),
-                "dump.jsonl" => parts.dump = bytes,
-                _ => parts
-                    .blobs
-                    .push((name.strip_prefix("blobs/").unwrap().to_string(), bytes)),
-            }
-        }
-        parts
-    }
-
-    /// A file listed in the manifest with its true size and hashes.
-    fn add_blob(&mut self, key: &str, content: &[u8]) {
-        use base64::Engine;
-        let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(content));
-        let sha: String = Sha256::digest(content)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        self.manifest["blobs"].as_array_mut().unwrap().push(json!({
-            "key": key, "size": content.len(), "checksum": md5, "sha256": sha,
-        }));
-        self.blobs.push((key.to_string(), content.to_vec()));
-    }
-
-    fn write(&self, path: &Path) {
-        let mut entries = vec![
-            (
-                "manifest.json".to_string(),
-                serde_json::to_vec(&self.manifest).unwrap(),
-            ),
-            ("dump.jsonl".to_string(), self.dump.clone()),
-        ];
-        for (k, b) in &self.blobs {
-            entries.push((format!("blobs/{k}"), b.clone()));
-        }
-        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        let mut tar = tar::Builder::new(gz);
-        for (name, bytes) in entries {
-            let mut h = tar::Header::new_ustar();
-            h.set_size(bytes.len() as u64);
-            h.set_mode(0o644);
-            h.set_cksum();
-            tar.append_data(&mut h, name, bytes.as_slice()).unwrap();
-        }
-        let mut out = std::fs::File::create(path).unwrap();
-        out.write_all(&tar.into_inner().unwrap().finish().unwrap())
-            .unwrap();
-    }
-}
-
 #[test]
 fn a_file_no_blob_row_names_is_refused_by_restore_and_verify() {
     let app = App::new();
-    let mut parts = Parts::read(&app.backup(1).path);
+    let mut parts = EditableArchive::open(&app.backup(1).path);
     let stray = "stray000000000000000000000ab";
     parts.add_blob(stray, b"owned by nothing");
     let archive = app.dir.path().join("stray.tar.gz");

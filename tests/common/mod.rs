@@ -358,6 +358,24 @@ impl EditableArchive {
             .collect()
     }
 
+    /// A file listed in the manifest with its true size and hashes, that
+    /// no blob row need name.
+    pub fn add_blob(&mut self, key: &str, content: &[u8]) {
+        use sha2::{Digest, Sha256};
+        let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(content));
+        let sha: String = Sha256::digest(content)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        self.manifest["blobs"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "key": key, "size": content.len(), "checksum": md5, "sha256": sha,
+            }));
+        self.blobs.push((key.to_string(), content.to_vec()));
+    }
+
     /// Apply `f` to every row of `table`.
     pub fn edit_rows(&mut self, table: &str, mut f: impl FnMut(&mut serde_json::Value)) {
         for line in self.lines.iter_mut().filter(|l| l["table"] == table) {
