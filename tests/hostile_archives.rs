@@ -489,6 +489,41 @@ fn cases(valid: &Parts) -> Vec<Case> {
     cases
 }
 
+/// What the refusal of each case must say (any one of): the check that
+/// refused it, so a case refused by the wrong check fails.
+fn refusal_reasons(case: &str) -> &'static [&'static str] {
+    match case {
+        "traversal name" => &["unexpected entry", "is not named by the manifest"],
+        "link entry" | "link then file" => &["link entry"],
+        "special entry" => &["entry \"blobs\" refused"],
+        "duplicate entry" => &["appears twice"],
+        "entry not in manifest" => &["is not named by the manifest"],
+        "extra member" => &["unexpected entry"],
+        "pax size header" => &["PAX extended header"],
+        "gzip bomb" => &["not a JSON object", "expands beyond"],
+        "zeros after the end" => &["expands beyond what its manifest declares"],
+        "trailing bytes" | "second gzip member" => &["trailing bytes after the gzip stream"],
+        "empty file" => &["is an empty file"],
+        "truncated" => &["archive is truncated"],
+        "flipped byte" => &["unreadable", "does not match", "truncated"],
+        "dump hash mismatch"
+        | "dump broken at its first line, hash not updated"
+        | "rows of another tenant, hash not updated" => &["dump.jsonl: SHA-256"],
+        "blob hash mismatch" => &["SHA-256 does not match the manifest"],
+        "count mismatch" => &["manifest says"],
+        "unknown major version" => &["unsupported archive format version"],
+        "not our format" => &["not a tenant_kit archive"],
+        "rows of another tenant" => &["not the archive's tenant"],
+        "crafted table name" => &["manifest says", "not in the manifest"],
+        "crafted table in manifest" | "crafted column" => &["is missing"],
+        "record_type maps nowhere" => &["maps to no table"],
+        "bad blob key" => &["outside ActiveStorage's alphabet"],
+        "huge line without newline" => &["longer than"],
+        "malformed dump line" => &["dump.jsonl line"],
+        other => panic!("case {other:?}: say what its refusal must name"),
+    }
+}
+
 fn temp_dir_is_empty(dir: &Path) -> bool {
     std::fs::read_dir(dir).unwrap().next().is_none()
 }
@@ -523,6 +558,12 @@ fn hostile_archives_are_refused_and_change_nothing() {
                 .unwrap_or_else(|| {
                     panic!("case {i} ({}) was accepted (dry_run {dry_run})", case.name)
                 });
+            let reasons = refusal_reasons(case.name);
+            assert!(
+                reasons.iter().any(|r| err.message().contains(r)),
+                "case {i} ({}): refused for another reason than {reasons:?}: {err}",
+                case.name
+            );
             assert!(
                 case.expect.contains(&err.kind()),
                 "case {i} ({}): expected {:?}, got {:?}: {err}",
