@@ -267,6 +267,18 @@ RSpec.describe TenantKit::Settings do
     end
   end
 
+  describe "tenant ids kept as BLOBs" do
+    it "resolves the settings of a tenant whose id is 16 raw bytes (a binary String)" do
+      uuid = ["0190a7c41b2c7d3e8f405162738495a6"].pack("H*")
+      other = ["0190a7c41b2c7d3e8f405162738495a7"].pack("H*")
+      row(SQLite3::Blob.new(uuid), nil, nil, "theme", '"dark"')
+      row(SQLite3::Blob.new(other), nil, nil, "theme", '"sepia"')
+      expect(settings.resolve(tenant_id: uuid, klass: "User", id: 42)["theme"]).to eq("dark")
+      expect(settings.resolve(tenant_id: other, klass: "User", id: 42)["theme"]).to eq("sepia")
+      expect(settings.explain(tenant_id: uuid, klass: "User")["theme"]).to eq(value: "dark", source: :tenant)
+    end
+  end
+
   describe "errors" do
     it "raises InvalidValueError (a TenantKit::Error) naming the row" do
       bad = row(1, "User", 42, "theme", "dark")

@@ -101,7 +101,7 @@ fn open(path: &Path, lookup: Lookup) -> Settings {
 const LOOKUPS: [Lookup; 2] = [Lookup::Query, Lookup::Snapshot];
 
 fn t(id: i64) -> TenantId {
-    TenantId::Int(id)
+    TenantId::Integer(id)
 }
 
 fn id(id: i64) -> TargetId {

@@ -178,7 +178,8 @@ module TenantKit
     end
 
     def request(op, tenant_id, klass, **target)
-      JSON.generate(op: op, tenant_id: check_id(:tenant_id, tenant_id), klass: self.class.klass_for(klass), **target)
+      tenant = Arguments.tenant_id(:tenant_id, check_id(:tenant_id, tenant_id))
+      JSON.generate(op: op, tenant_id: tenant, klass: self.class.klass_for(klass), **target)
     end
 
     # explain and build_settings_for: JSON both ways.

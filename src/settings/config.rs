@@ -1,6 +1,7 @@
 //! Options of a [`Settings`](super::Settings) and the ids it is called with.
 
 use crate::error::{Error, Result};
+pub use crate::TenantId;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::fmt;
@@ -198,56 +199,16 @@ impl SettingsConfig {
     }
 }
 
-/// A tenant id as the tenant column stores it: an integer (Rails' default)
-/// or text (uuid keys).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum TenantId {
-    Int(i64),
-    Text(String),
-}
-
-impl TenantId {
-    pub(crate) fn from_json(value: Option<&Value>) -> Result<Self> {
-        match value {
-            None | Some(Value::Null) => Err(Error::argument("tenant_id is required (got nil)")),
-            Some(Value::Number(n)) => n.as_i64().map(TenantId::Int).ok_or_else(|| {
-                Error::argument(format!(
-                    "tenant_id must be an Integer or a String (got {n})"
-                ))
-            }),
-            Some(Value::String(s)) if !s.is_empty() => Ok(TenantId::Text(s.clone())),
-            Some(other) => Err(Error::argument(format!(
-                "tenant_id must be an Integer or a non-empty String (got {other})"
-            ))),
-        }
-    }
-
-    pub(crate) fn to_sql(&self) -> rusqlite::types::Value {
-        match self {
-            TenantId::Int(i) => rusqlite::types::Value::Integer(*i),
-            TenantId::Text(s) => rusqlite::types::Value::Text(s.clone()),
-        }
-    }
-}
-
-impl From<i64> for TenantId {
-    fn from(id: i64) -> Self {
-        TenantId::Int(id)
-    }
-}
-
-impl From<&str> for TenantId {
-    fn from(id: &str) -> Self {
-        TenantId::Text(id.to_string())
-    }
-}
-
-impl fmt::Display for TenantId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TenantId::Int(i) => write!(f, "{i}"),
-            TenantId::Text(s) => write!(f, "{s:?}"),
-        }
+/// The tenant id of a settings request: the crate's one [`TenantId`]
+/// (Integer, text, or a BLOB as `{"$base64": ...}`), required.
+pub(crate) fn tenant_from_json(value: Option<&Value>) -> Result<TenantId> {
+    match value {
+        None | Some(Value::Null) => Err(Error::argument("tenant_id is required (got nil)")),
+        Some(Value::String(s)) if s.is_empty() => Err(Error::argument(
+            "tenant_id must be an Integer or a non-empty String (got \"\")",
+        )),
+        Some(value) => serde_json::from_value(value.clone())
+            .map_err(|e| Error::argument(format!("tenant_id: {e}"))),
     }
 }
 

@@ -4,7 +4,9 @@
 //! [`resolve_json`]).
 
 use super::cascade::{Explained, ExplainedJson};
-use super::config::{klass_from_json, SettingsConfig, TargetId, TenantId, CONFIG_KEYS};
+use super::config::{
+    klass_from_json, tenant_from_json, SettingsConfig, TargetId, TenantId, CONFIG_KEYS,
+};
 use super::store::Settings;
 use crate::error::{Error, Result};
 use serde::Serialize;
@@ -83,7 +85,7 @@ impl Call {
             },
             Some(other) => return Err(Error::argument(format!("op must be a String (got {other})"))),
         };
-        let tenant = TenantId::from_json(obj.get("tenant_id"))?;
+        let tenant = tenant_from_json(obj.get("tenant_id"))?;
         let klass = klass_from_json(obj.get("klass"))?;
         let mut call = Call {
             op,

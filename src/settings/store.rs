@@ -291,7 +291,7 @@ fn query_levels(
     }
     let mut interner = Interner::new(matches!(ids, Ids::Many(..)));
     let mut stmt = conn.prepare_cached(sql)?;
-    let mut rows = stmt.query(params![tenant.to_sql(), klass, third])?;
+    let mut rows = stmt.query(params![tenant.to_sql_value(), klass, third])?;
     while let Some(r) = rows.next()? {
         let level: i64 = r.get(0)?;
         let Some(key) = id_text(r.get_ref(3)?) else {
@@ -324,7 +324,7 @@ fn load_tenant(conn: &Connection, schema: &Schema, tenant: &TenantId) -> Result<
     let mut out = TenantRows::default();
     let mut interner = Interner::new(true);
     let mut stmt = conn.prepare_cached(&schema.tenant_rows)?;
-    let mut rows = stmt.query([tenant.to_sql()])?;
+    let mut rows = stmt.query([tenant.to_sql_value()])?;
     while let Some(r) = rows.next()? {
         let Some(key) = id_text(r.get_ref(3)?) else {
             continue;
@@ -744,7 +744,7 @@ impl Settings {
                 let value = below.value_of(key).unwrap_or(Ok(default))?;
                 let json =
                     serde_json::to_string(value).map_err(|e| Error::internal(e.to_string()))?;
-                let tenant_value = tenant.to_sql();
+                let tenant_value = tenant.to_sql_value();
                 if self.schema.has_timestamps {
                     insert.execute(params![tenant_value, klass, canonical, key, json, now])?;
                 } else {
