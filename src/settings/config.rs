@@ -207,8 +207,11 @@ pub(crate) fn tenant_from_json(value: Option<&Value>) -> Result<TenantId> {
         Some(Value::String(s)) if s.is_empty() => Err(Error::argument(
             "tenant_id must be an Integer or a non-empty String (got \"\")",
         )),
-        Some(value) => serde_json::from_value(value.clone())
-            .map_err(|e| Error::argument(format!("tenant_id: {e}"))),
+        Some(value) => serde_json::from_value(value.clone()).map_err(|_| {
+            Error::argument(format!(
+                "tenant_id must be an Integer, a non-empty String or a BLOB as {{\"$base64\": \"...\"}} (got {value})"
+            ))
+        }),
     }
 }
 
