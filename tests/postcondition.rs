@@ -243,3 +243,16 @@ fn rows_two_tenants_reach_are_left_as_they_are() {
         assert_eq!(app.snapshot(), before, "tenant {tenant}");
     }
 }
+
+/// A row whose tenant column is NULL is shared by every tenant: an archive
+/// row with its key must not take it over. The plan refuses it as the
+/// post-condition would.
+#[test]
+fn a_row_of_no_tenant_is_not_taken_over() {
+    let case = Case::new(
+        "CREATE TABLE labels(id INTEGER PRIMARY KEY, tenant_id INTEGER REFERENCES tenants, name TEXT);
+         INSERT INTO labels VALUES (1, 1, 'mine');",
+        "UPDATE labels SET tenant_id = NULL, name = 'everyone''s' WHERE id = 1;",
+    );
+    case.refused(json!({}), "labels id=1", "another tenant");
+}

@@ -796,8 +796,19 @@ fn fill_rowid_keyed_hits(
 
 /// For tables whose membership is a condition on the row itself (tenant
 /// column, tenants row): the row `m` is another tenant's.
+/// For the hits: a row whose tenant column is NULL is shared by every
+/// tenant, and writing the archive's row over it would take it from them:
+/// it counts as another tenant's here (references to it stay fine).
 fn others_on_row(ctx: &Context<'_>, table: &str) -> Result<String> {
-    MemberSets::unmaterialized(ctx.scope, ctx.schema, Side::Others).member_probe(table, "m")
+    let others =
+        MemberSets::unmaterialized(ctx.scope, ctx.schema, Side::Others).member_probe(table, "m")?;
+    Ok(match ctx.scope.table(table).map(|t| &t.membership) {
+        Some(Membership::TenantColumn) => format!(
+            "({others} OR m.{} IS NULL)",
+            quote(&ctx.scope.options.tenant_column)
+        ),
+        _ => others,
+    })
 }
 
 /// SQL condition: a purge deletes the row `alias` of `table` (before the
