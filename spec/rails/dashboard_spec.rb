@@ -126,11 +126,18 @@ RSpec.describe "TenantKit::Rails::Dashboard", type: :feature, rails: true do
     fill_in "tenant_id", with: tenant.id
     click_button "Back up now"
     expect(page).to have_css("#tk-job")
+    csp = page.evaluate_async_script(<<~JS)
+      const done = arguments[arguments.length - 1];
+      fetch(location.href).then(r => done(r.headers.get("content-security-policy")));
+    JS
+    expect(csp).to include("script-src 'self'").and include("style-src 'self'") # the page works under it
     seen = []
+    locks = []
     deadline = Time.now + 60
     until seen.last == 100.0 || Time.now > deadline
       value = page.evaluate_script("(document.querySelector('#tk-job progress') || {}).value")
       seen << value.to_f if value && seen.last != value.to_f
+      locks << page.evaluate_script("(document.querySelector('[data-tk-field=lock]') || {}).textContent")
       if seen.size == 3
         page.save_screenshot(File.join(screenshots, "job_running.png"))
         visit current_path # a reload goes on following the job
@@ -140,6 +147,7 @@ RSpec.describe "TenantKit::Rails::Dashboard", type: :feature, rails: true do
     expect(seen.last).to eq(100.0)
     expect(seen.any? { |v| v.positive? && v < 100 }).to be(true), "bar values seen: #{seen.inspect}"
     expect(seen).to eq(seen.sort)
+    expect(locks).to include("read") # the backup's read transaction, while it dumps
     wait_for_state("done")
     expect(page).to have_css("#tk-counts", text: "tasks")
     expect(page).to have_css("#tk-log li", minimum: 3)
@@ -151,7 +159,6 @@ RSpec.describe "TenantKit::Rails::Dashboard", type: :feature, rails: true do
     expect(row).to have_text("backup")
     expect(row).to have_text("done")
     expect(row.find("[data-tk-field=percent]").text).to eq("100.0")
-    page.save_screenshot(File.join(screenshots, "index.png"))
   end
 
   it "dry-runs an archive (planned counts, conflicts), then restores it after a confirmation" do
@@ -171,7 +178,9 @@ RSpec.describe "TenantKit::Rails::Dashboard", type: :feature, rails: true do
     visit "/admin/tenant_kit/archives/#{archive}"
     expect(page).to have_css("#tk-needs-dry-run"), page.text
     expect(page).not_to have_css("#tk-restore-form")
-    expect(browser_post("/admin/tenant_kit/archives/#{archive}/restore")).to eq(422)
+    # Named tenant, no dry run: refused, nothing started.
+    expect { expect(browser_post("/admin/tenant_kit/archives/#{archive}/restore?confirm_tenant=#{acme.id}")).to eq(422) }
+      .not_to(change { BackgroundJob.count })
 
     click_button "Dry run"
     wait_for_state("done")
@@ -191,6 +200,7 @@ RSpec.describe "TenantKit::Rails::Dashboard", type: :feature, rails: true do
     expect(page).to have_css("#tk-no-conflicts")
 
     visit "/admin/tenant_kit/archives/#{archive}"
+    page.save_screenshot(File.join(screenshots, "archive.png"))
     fill_in "confirm_tenant", with: other.id
     click_button "Restore tenant #{acme.id}"
     expect(page).to have_text("Type the tenant id #{acme.id} to confirm the restore.")
@@ -203,6 +213,19 @@ RSpec.describe "TenantKit::Rails::Dashboard", type: :feature, rails: true do
     expect(restored_column).not_to be_nil, all("#tk-counts th").map(&:text).inspect
     expect(find("#tk-counts tr", text: "comments").all("td")[restored_column].text).to eq(lost.to_s)
     expect(tenant_view(acme)).to eq(before)
+    page.save_screenshot(File.join(screenshots, "restore.png"))
+
+    visit "/admin/tenant_kit"
+    rows = all("#tk-jobs tr[data-tk-job]").map { |tr| tr.all("td").map(&:text).values_at(1, 3) }
+    # The backup's own row came back as the archive holds it: as it was
+    # while the backup ran.
+    expect(rows).to eq([["restore", "done"], ["dry run", "done"], ["dry run", "done"], ["backup", "running"]])
+    dashboard.stale_after = 0.5
+    sleep 0.6
+    visit "/admin/tenant_kit"
+    expect(all("#tk-jobs tr[data-tk-job]").last.all("td")[3].text).to eq("stale")
+    dashboard.stale_after = 900
+    page.save_screenshot(File.join(screenshots, "index.png"))
   end
 
   it "keeps a tenant's own admin to that tenant, also when the URL is edited" do
@@ -233,9 +256,50 @@ RSpec.describe "TenantKit::Rails::Dashboard", type: :feature, rails: true do
       visit path
       expect(page.text).to eq("Not found")
     end
+    # A link in the output directory named like an archive is not one.
+    link = "tenant_#{acme.id}_20991231235959.tar.gz"
+    File.symlink(File.join(backups_dir, acme_archive), File.join(backups_dir, link))
+    expect(browser_get("/admin/tenant_kit/archives/#{link}/download").first).to eq(404)
+
     visit "/admin/tenant_kit"
     expect(browser_post("/admin/tenant_kit/archives/#{other_archive}/dry_run")).to eq(404)
     expect(browser_post("/admin/tenant_kit/backups?tenant_id=#{other.id}")).to eq(404)
     expect(BackgroundJob.where(tenant_id: other.id).count).to eq(1)
+  end
+
+  it "verifies archives and shows a failed job's error and its class" do
+    admins_only!
+    acme = seed_tenant("Acme", seed: 7)
+    archive = archive_of(acme)
+    bytes = File.binread(File.join(backups_dir, archive))
+    broken = "tenant_#{acme.id}_20991231235959.tar.gz"
+    File.binwrite(File.join(backups_dir, broken), bytes[0, bytes.bytesize * 2 / 3])
+
+    sign_in("admin")
+    visit "/admin/tenant_kit/archives/#{archive}"
+    click_button "Verify"
+    expect(find("#tk-verify")).to have_text("Verified: the archive is intact")
+
+    visit "/admin/tenant_kit/archives/#{broken}"
+    click_button "Verify"
+    expect(find("#tk-verify")).not_to have_text("Verified")
+    expect(find("#tk-verify")).to have_text(/TenantKit::\w+Error|failed/)
+
+    click_button "Dry run"
+    wait_for_state("failed")
+    expect(find("#tk-error")).to have_text(/\ATenantKit::\w+Error: .+/)
+    expect(page).to have_css("#tk-log li", text: "failed")
+    visit "/admin/tenant_kit?state=failed"
+    expect(page).to have_css("#tk-jobs tr[data-tk-job]", count: 1)
+    expect(find("#tk-jobs tr[data-tk-job]")).to have_text("dry run")
+    visit "/admin/tenant_kit?state=done"
+    expect(find("#tk-jobs tr[data-tk-job]")).to have_text("backup")
+
+    dashboard.per_page = 1 # newest first, a page at a time
+    visit "/admin/tenant_kit"
+    expect(find("#tk-jobs tr[data-tk-job]")).to have_text("dry run")
+    click_link "Older"
+    expect(find("#tk-jobs tr[data-tk-job]")).to have_text("backup")
+    expect(page).not_to have_link("Older")
   end
 end

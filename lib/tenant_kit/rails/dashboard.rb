@@ -24,6 +24,8 @@ module TenantKit
     #   background_job_class: "BackgroundJob" (the model with job_progress)
     #   output_dir:           where the backup job writes (default: the backup job's setting)
     #   per_page:             25
+    #   stale_after:          900 (seconds without progress after which a running
+    #                         job is shown "stale" and no longer polled)
     module Dashboard
       SETTINGS = {
         parent_controller: "ActionController::Base",
@@ -31,7 +33,8 @@ module TenantKit
         restore_job: "RestoreTenantJob",
         background_job_class: "BackgroundJob",
         output_dir: nil,
-        per_page: 25
+        per_page: 25,
+        stale_after: 900
       }.freeze
 
       class << self

@@ -53,14 +53,24 @@ module TenantKit
         def label = operation == "restore" && dry_run? ? "dry run" : operation
 
         # One state of queued/running/done/failed: a failure anywhere wins,
-        # then an end, then the column, then the progress.
+        # then an end, then the column, then the progress. A job that has
+        # not moved for `stale_after` seconds is "stale": its worker died, or
+        # its row came back from an archive (a backup's own row is in the
+        # tenant's data, as it was while the backup ran).
         def state
           states = [progress["state"], record.has_attribute?(:state) ? record[:state] : nil]
                    .compact.map { |s| STATES.fetch(s.to_s, s.to_s) }
-          %w[failed done running queued].find { |s| states.include?(s) } || "queued"
+          state = %w[failed done running queued].find { |s| states.include?(s) } || "queued"
+          TERMINAL.include?(state) || !stale? ? state : "stale"
         end
 
-        def finished? = TERMINAL.include?(state)
+        def finished? = TERMINAL.include?(state) || state == "stale"
+
+        def stale?
+          last = time(progress["updated_at"]) || started_at ||
+                 (record.has_attribute?(:updated_at) ? record[:updated_at] : nil)
+          !last.nil? && Time.now.utc - last > Dashboard.stale_after.to_f
+        end
         def percent = state == "done" ? 100.0 : progress["percent"].to_f.clamp(0.0, 100.0)
         def step = progress["step"]
         def summary = progress["summary"]

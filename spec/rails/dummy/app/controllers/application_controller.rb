@@ -10,6 +10,15 @@ class ApplicationController < ActionController::Base
 
   helper_method :current_user
 
+  # A strict policy (no inline script or style), as a careful app would
+  # have: the dashboard's pages must work under it.
+  content_security_policy do |policy|
+    policy.default_src :self
+    policy.script_src :self
+    policy.style_src :self
+    policy.connect_src :self
+  end
+
   def current_user
     role = session[:role]
     role && CurrentUser.new(role: role, tenant_id: session[:tenant_id])

@@ -59,11 +59,18 @@ module TenantKit
         def filtered_jobs
           relation = scoped_jobs
           relation = relation.where(tenant_column => tenant_param(@tenant)) if @tenant
-          if @state && job_model.column_names.include?("state")
-            values = STATE_VALUES.fetch(@state)
-            relation = @state == "queued" ? relation.where(state: values + [nil]) : relation.where(state: values)
-          end
-          relation
+          return relation unless @state && job_model.column_names.include?("state")
+
+          values = state_values(@state)
+          relation.where(state: @state == "queued" ? values + [nil] : values)
+        end
+
+        # The column's values for a state: an enum (the app's own states)
+        # is queried by its labels, and only by labels it has.
+        def state_values(state)
+          values = STATE_VALUES.fetch(state)
+          enum = job_model.defined_enums["state"]
+          enum ? values & enum.keys : values
         end
 
         def find_job
