@@ -44,12 +44,13 @@ RSpec.describe "TenantKit::Rails::Dashboard", type: :feature, rails: true do
     @adapter = ApplicationJob.queue_adapter
     ApplicationJob.queue_adapter = :async
     dashboard.reset!
-    dashboard.parent_controller = "ApplicationController"
+    dashboard.parent_controller = "ApplicationController" # as the dummy app's initializer sets it
   end
 
   after do
     ApplicationJob.queue_adapter = @adapter
     dashboard.reset!
+    dashboard.parent_controller = "ApplicationController"
     Capybara.reset_sessions!
     Capybara.use_default_driver
   end
@@ -301,5 +302,30 @@ RSpec.describe "TenantKit::Rails::Dashboard", type: :feature, rails: true do
     click_link "Older"
     expect(find("#tk-jobs tr[data-tk-job]")).to have_text("backup")
     expect(page).not_to have_link("Older")
+  end
+end
+
+RSpec.describe TenantKit::Rails::Dashboard::JobView, rails: true do
+  def view(state:, progress:)
+    described_class.new(BackgroundJob.new(tenant_id: 1, job_type: "restore", state: state, job_progress: progress.to_json),
+                        tenant_column: "tenant_id")
+  end
+
+  it "reads the app's state values and the gem's alike" do
+    now = Time.now.utc.iso8601(3)
+    expect(view(state: "completed", progress: { "state" => "running", "updated_at" => now }).state).to eq("done")
+    expect(view(state: "planned", progress: { "updated_at" => now }).state).to eq("queued")
+    expect(view(state: "running", progress: { "state" => "failed" }).state).to eq("failed")
+    expect(view(state: nil, progress: { "state" => "done" }).percent).to eq(100.0)
+  end
+
+  it "renders no job arguments: only the whitelisted fields" do
+    job = view(state: "running", progress: { "operation" => "restore", "updated_at" => Time.now.utc.iso8601(3),
+                                             "arguments" => { "archive_path" => "/secret/path" },
+                                             "dashboard" => { "archive" => "tenant_1_1.tar.gz", "dry_run" => true },
+                                             "result" => { "path" => "/secret/path/tenant_1_1.tar.gz", "rows" => 3 } })
+    json = job.as_json.to_json
+    expect(json).not_to include("/secret")
+    expect(job.as_json).to include(operation: "restore", label: "dry run", archive: "tenant_1_1.tar.gz", result: { "rows" => 3 })
   end
 end
