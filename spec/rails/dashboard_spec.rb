@@ -36,7 +36,12 @@ Capybara.default_max_wait_time = 20
 
 RSpec.describe "TenantKit::Rails::Dashboard", type: :feature, rails: true do
   let(:dashboard) { TenantKit::Rails::Dashboard }
-  let(:screenshots) { File.expand_path("../../doc/screenshots", __dir__) }
+  # TENANT_KIT_SCREENSHOTS=doc/screenshots rspec spec/rails/dashboard_spec.rb
+  # refreshes the README's screenshots; otherwise they go to the temp dir.
+  let(:screenshots) do
+    dir = ENV["TENANT_KIT_SCREENSHOTS"] || File.join(ENV.fetch("TENANT_KIT_DUMMY_TMP"), "screenshots")
+    FileUtils.mkdir_p(dir).first
+  end
 
   before do
     Capybara.current_driver = :tenant_kit_chromium
@@ -227,6 +232,37 @@ RSpec.describe "TenantKit::Rails::Dashboard", type: :feature, rails: true do
     expect(all("#tk-jobs tr[data-tk-job]").last.all("td")[3].text).to eq("stale")
     dashboard.stale_after = 900
     page.save_screenshot(File.join(screenshots, "index.png"))
+  end
+
+  it "restores with purge: rows made since the backup go, the restore's own page stays" do
+    admins_only!
+    acme = seed_tenant("Acme", seed: 8)
+    archive = archive_of(acme)
+    before = tenant_view(acme)
+    Comment.create!(tenant: acme, commentable: acme.projects.first, body: "after the backup")
+
+    sign_in("admin")
+    visit "/admin/tenant_kit/archives/#{archive}"
+    click_button "Dry run"
+    wait_for_state("done")
+    # A dry run without purge vouches for a restore without purge only.
+    status = browser_post("/admin/tenant_kit/archives/#{archive}/restore?purge=1&confirm_tenant=#{acme.id}")
+    expect(status).to eq(422)
+
+    visit "/admin/tenant_kit/archives/#{archive}"
+    check "with purge"
+    click_button "Dry run"
+    wait_for_state("done")
+    purge_column = all("#tk-counts th").map(&:text).index("purge")
+    expect(find("#tk-counts tr", text: "comments").all("td")[purge_column].text).to eq("1")
+    visit "/admin/tenant_kit/archives/#{archive}"
+    expect(page).to have_text("with purge")
+    fill_in "confirm_tenant", with: acme.id
+    click_button "Restore tenant #{acme.id}"
+    wait_for_state("done")
+    expect(page).to have_css("h1", text: "Restore of tenant #{acme.id}")
+    expect(tenant_view(acme)).to eq(before)
+    expect(Comment.where(body: "after the backup")).to be_empty
   end
 
   it "keeps a tenant's own admin to that tenant, also when the URL is edited" do

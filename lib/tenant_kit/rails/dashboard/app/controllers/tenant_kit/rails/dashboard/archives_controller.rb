@@ -36,23 +36,26 @@ module TenantKit
           render :show, status: :ok unless performed?
         end
 
+        # A dry run with purge plans the purge too (what a purge restore deletes).
         def dry_run
-          record = enqueue(:restore, @archive.tenant_id, note(dry_run: true, purge: false),
-                           archive_path: @archive.path, dry_run: true, purge: false)
+          purge = params[:purge] == "1"
+          record = enqueue(:restore, @archive.tenant_id, note(dry_run: true, purge: purge),
+                           archive_path: @archive.path, dry_run: true, purge: purge)
           redirect_to job_path(record.id)
         end
 
-        # Only after a finished dry run of this very file, and only when the
-        # form names the tenant it restores.
+        # Only after a finished dry run of this very file with the same purge
+        # switch, and only when the form names the tenant it restores.
         def restore
-          unless last_dry_run
-            return refuse("Run a dry run of #{@archive.name} first: a restore follows a dry run of the same archive.")
+          purge = params[:purge] == "1"
+          unless last_dry_run(purge: purge)
+            return refuse("Run a dry run#{' with purge' if purge} of #{@archive.name} first: " \
+                          "a restore follows a dry run of the same archive.")
           end
           unless params[:confirm_tenant].to_s.strip == @archive.tenant_id.to_s
             return refuse("Type the tenant id #{@archive.tenant_id} to confirm the restore.")
           end
 
-          purge = params[:purge] == "1"
           record = enqueue(:restore, @archive.tenant_id, note(dry_run: false, purge: purge),
                            archive_path: @archive.path, dry_run: false, purge: purge)
           redirect_to job_path(record.id)
@@ -78,13 +81,14 @@ module TenantKit
         end
 
         # The newest finished dry run of this file (same name, size and mtime)
-        # for its tenant, as a JobView; nil when there is none.
-        def last_dry_run
+        # for its tenant (with that purge switch, when given), as a JobView.
+        def last_dry_run(purge: nil)
           rows = job_model.unscoped.where(tenant_column => @archive.tenant_id)
                           .order(job_model.primary_key => :desc).limit(200)
           rows.lazy.map { |row| JobView.new(row, tenant_column: tenant_column) }.find do |job|
             job.operation == "restore" && job.dry_run? && job.state == "done" &&
-              job.dashboard["archive"] == @archive.name && job.dashboard["archive_identity"] == @archive.identity
+              job.dashboard["archive"] == @archive.name && job.dashboard["archive_identity"] == @archive.identity &&
+              (purge.nil? || job.dashboard["purge"] == purge)
           end
         end
       end
