@@ -18,7 +18,7 @@ Gem::Specification.new do |spec|
 
   spec.files = Dir.chdir(__dir__) do
     Dir[
-      "lib/**/*.rb", "exe/*",
+      "lib/**/*.rb", "lib/tenant_kit/rails/dashboard/**/*", "exe/*",
       "ext/tenant_kit/extconf.rb", "ext/tenant_kit/Cargo.toml", "ext/tenant_kit/src/**/*",
       "Cargo.toml", "Cargo.lock", "src/**/*", "include/**/*",
       "LICENSE", "README.md", "CHANGELOG.md"

@@ -7,12 +7,15 @@
 # (spec/rails/rails_helper.rb sets them to a temporary directory).
 require "rails"
 require "active_record/railtie"
+require "action_controller/railtie"
+require "action_view/railtie"
 require "active_storage/engine"
 require "active_job/railtie"
 require "action_mailer/railtie"
 require "logger"
 
 require "tenant_kit/rails"
+require "tenant_kit/rails/dashboard"
 
 module TenantKitDummy
   class Application < ::Rails::Application
