@@ -34,7 +34,7 @@ use crate::db;
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::{Event, Progress};
 use crate::schema::{Schema, Table};
-use crate::scope::{Membership, RelationHint, ScopeOptions, TenantScope, MOST_CLASSES};
+use crate::scope::{Membership, RelationHint, ScopeOptions, TableRule, TenantScope, MOST_CLASSES};
 use crate::value::SqlValue;
 use crate::verify::limits_with;
 use crate::TenantId;
@@ -71,6 +71,8 @@ pub struct RestoreOptions {
     pub relations: Vec<RelationHint>,
     #[serde(default)]
     pub polymorphic: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tables: BTreeMap<String, TableRule>,
     #[serde(default = "crate::db::default_busy_timeout_ms")]
     pub busy_timeout_ms: u64,
     /// Where the archive is unpacked while checking (default: system temp).
@@ -534,6 +536,7 @@ fn scope_options(options: &RestoreOptions) -> ScopeOptions {
         tenant_table: options.tenant_table.clone(),
         relations: options.relations.clone(),
         polymorphic: options.polymorphic.clone(),
+        tables: options.tables.clone(),
     }
 }
 
