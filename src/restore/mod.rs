@@ -24,6 +24,8 @@ mod disk;
 mod future_ids;
 mod plan;
 mod postcondition;
+mod search_indexes;
+pub use search_indexes::IndexAction;
 mod stage;
 mod storage_journal;
 
@@ -146,6 +148,9 @@ pub struct RestoreReport {
     pub duration_ms: u64,
     /// Problems recorded by the backup (blob files that were missing).
     pub errors: Vec<ManifestError>,
+    /// Full-text indexes over the restored tables, and what became of
+    /// each (rebuilt, kept by the app's triggers, contentless).
+    pub search_indexes: BTreeMap<String, IndexAction>,
 }
 
 pub fn restore(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreReport> {
@@ -289,6 +294,7 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
         },
         renamed_keys: BTreeMap::new(),
         tenant_row_created: false,
+        search_indexes: BTreeMap::new(),
         plan_ms,
         lock_ms: 0,
         duration_ms: 0,
