@@ -141,6 +141,33 @@ pub fn table_for_reference(column: &str) -> Option<String> {
     (!stem.is_empty()).then(|| pluralize(stem))
 }
 
+/// Prefixes that qualify a reference without naming its table:
+/// `related_category_id` and `parent_category_id` point at `categories`.
+const QUALIFIERS: &[&str] = &["related_", "parent_"];
+
+/// The stems a `<thing>_id` column may name a table by, best first:
+/// `related_category_id` → `related_category`, then `category`.
+pub fn reference_stems(column: &str) -> impl Iterator<Item = &str> {
+    let stem = column.strip_suffix("_id").unwrap_or("");
+    let unqualified = QUALIFIERS.iter().filter_map(move |q| stem.strip_prefix(q));
+    std::iter::once(stem)
+        .chain(unqualified)
+        .filter(|s| !s.is_empty())
+}
+
+/// Whether values of `column` could equal keys in `key` by design: a text
+/// column against an integer key (or the reverse) holds something else
+/// (a provider's id); declared types we cannot tell apart match.
+pub fn types_can_match(column: &crate::schema::Column, key: &crate::schema::Column) -> bool {
+    let class = |c: &crate::schema::Column| match c.affinity_keyword() {
+        "TEXT" => Some(true),
+        // NUMERIC (`uuid`, `decimal`) may hold text or numbers.
+        "INTEGER" => Some(false),
+        _ => None,
+    };
+    !matches!((class(column), class(key)), (Some(a), Some(b)) if a != b)
+}
+
 /// The column a tree of rows of one table links by (`acts_as_tree`,
 /// `closure_tree`, `belongs_to :parent, class_name: name`): a reference to
 /// the row's own table when the schema has no `parents` table.

@@ -74,6 +74,8 @@ pub enum SkipReason {
     Virtual,
     /// Shadow tables store a virtual table's data.
     Shadow,
+    /// The caller said so (`tables: {"audits": "skip"}`).
+    Caller,
 }
 
 impl SkipReason {
@@ -83,6 +85,7 @@ impl SkipReason {
             SkipReason::RailsMetadata => "Rails metadata, not tenant data",
             SkipReason::Virtual => "virtual table (derived data, rebuilt by the app)",
             SkipReason::Shadow => "shadow table of a virtual table",
+            SkipReason::Caller => "skipped by the caller (tables:)",
         }
     }
 }

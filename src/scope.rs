@@ -25,11 +25,27 @@ pub struct RelationHint {
     /// Reference column(s) in the child table.
     #[serde(deserialize_with = "one_or_many")]
     pub column: Vec<String>,
-    /// Parent table.
-    pub references: String,
+    /// Parent table, or `null`: the column is not a reference at all (a
+    /// provider's message id in `message_id`), whatever its name suggests.
+    /// The key must be given either way.
+    #[serde(deserialize_with = "table_or_null")]
+    pub references: Option<String>,
     /// Parent column(s); default: the parent's primary key.
     #[serde(default, deserialize_with = "one_or_many")]
     pub primary_key: Vec<String>,
+}
+
+fn table_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(d)
+}
+
+/// What a table is, overriding what discovery finds (`tables:`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TableRule {
+    /// Not tenant data: never backed up, purged or restored, and no
+    /// reference to or from it makes rows members.
+    Skip,
 }
 
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -57,6 +73,8 @@ pub struct ScopeOptions {
     /// Class name → table for polymorphic `*_type` values that do not follow
     /// Rails' default naming (STI base classes, custom `table_name`).
     pub polymorphic: BTreeMap<String, String>,
+    /// Table → rule, overriding discovery (`{"audits": "skip"}`).
+    pub tables: BTreeMap<String, TableRule>,
 }
 
 /// Rails' usual tenant column; apps with `account_id` say so.
@@ -72,6 +90,33 @@ impl ScopeOptions {
     }
 }
 
+impl ScopeOptions {
+    /// The schema as the caller's `tables:` rules see it: skipped tables
+    /// take no part in discovery, so backup, restore and verify (which all
+    /// discover through here) leave them alone alike.
+    fn apply_table_rules<'s>(&self, schema: &'s Schema) -> Result<std::borrow::Cow<'s, Schema>> {
+        if self.tables.is_empty() {
+            return Ok(std::borrow::Cow::Borrowed(schema));
+        }
+        let mut ruled = schema.clone();
+        for (name, rule) in &self.tables {
+            let table = ruled
+                .tables
+                .iter_mut()
+                .find(|t| &t.name == name)
+                .ok_or_else(|| Error::argument(format!("tables: no table {name:?}")))?;
+            match rule {
+                TableRule::Skip => {
+                    if table.skip.is_none() {
+                        table.skip = Some(crate::schema::SkipReason::Caller);
+                    }
+                }
+            }
+        }
+        Ok(std::borrow::Cow::Owned(ruled))
+    }
+}
+
 pub fn default_tenant_column() -> String {
     "tenant_id".into()
 }
@@ -83,6 +128,7 @@ impl Default for ScopeOptions {
             tenant_table: None,
             relations: Vec::new(),
             polymorphic: BTreeMap::new(),
+            tables: BTreeMap::new(),
         }
     }
 }
@@ -161,6 +207,9 @@ pub struct TenantScope {
     pub skipped: Vec<(String, String)>,
     /// Every reference between tables we know of (for ordering, checks).
     pub references: Vec<Reference>,
+    /// References from naming alone that touch a member table (listed
+    /// in the manifest and the backup's result).
+    pub guesses: Vec<crate::archive::Guess>,
     /// Polymorphic columns whose references are not known yet: a backup
     /// learns them while dumping (see [`BackupTypes::LearnInLargest`]).
     pub types_to_learn: Option<TypesToLearn>,
@@ -253,6 +302,8 @@ impl TenantScope {
         known_types: &[(String, String, String)],
         types: TypeSource<'_>,
     ) -> Result<TenantScope> {
+        let ruled = options.apply_table_rules(schema)?;
+        let schema: &Schema = &ruled;
         let column = options.tenant_column.as_str();
         if column.is_empty() {
             return Err(Error::argument("tenant_column must not be empty"));
@@ -270,6 +321,7 @@ impl TenantScope {
 
         let tenant_table = find_tenant_table(schema, options, &direct)?;
         let mut types_to_learn = None;
+        let mut guessed = Vec::new();
         let references = collect_references(
             conn,
             schema,
@@ -277,6 +329,7 @@ impl TenantScope {
             known_types,
             types,
             &mut types_to_learn,
+            &mut guessed,
         )?;
         // The tenants table goes first whatever its columns say.
         if types_to_learn.as_ref().map(|l| &l.table) == tenant_table.as_ref() {
@@ -385,10 +438,20 @@ impl TenantScope {
             })
             .collect();
 
+        let guesses = guessed
+            .iter()
+            .filter(|r| names.contains(&r.table) || names.contains(&r.parent))
+            .map(|r| crate::archive::Guess {
+                table: r.table.clone(),
+                column: r.columns.join(","),
+                references: r.parent.clone(),
+            })
+            .collect();
         Ok(TenantScope {
             options: options.clone(),
             tables,
             skipped,
+            guesses,
             references,
             types_to_learn,
         })
@@ -662,6 +725,7 @@ fn collect_references(
     known_types: &[(String, String, String)],
     types: TypeSource<'_>,
     types_to_learn: &mut Option<TypesToLearn>,
+    guessed: &mut Vec<Reference>,
 ) -> Result<Vec<Reference>> {
     let mut refs: Vec<Reference> = Vec::new();
     let usable = |name: &str| schema.table_ci(name).filter(|t| t.skip.is_none());
@@ -681,9 +745,16 @@ fn collect_references(
     for hint in &options.relations {
         let child = usable(&hint.table)
             .ok_or_else(|| Error::argument(format!("relation hint: no table {:?}", hint.table)))?;
-        let parent = usable(&hint.references).ok_or_else(|| {
-            Error::argument(format!("relation hint: no table {:?}", hint.references))
-        })?;
+        let Some(references) = &hint.references else {
+            for c in &hint.column {
+                if !child.has_column(c) {
+                    return Err(Error::argument(format!("relation hint: no column {c:?}")));
+                }
+            }
+            continue;
+        };
+        let parent = usable(references)
+            .ok_or_else(|| Error::argument(format!("relation hint: no table {references:?}")))?;
         let parent_columns = if hint.primary_key.is_empty() {
             parent.primary_key().into_iter().map(String::from).collect()
         } else {
@@ -787,27 +858,59 @@ fn collect_references(
             let declared = refs
                 .iter()
                 .any(|r| r.table == table.name && r.columns == [column.name.clone()]);
-            if declared {
+            if declared || options.says_not_a_reference(&table.name, &column.name) {
                 continue;
             }
-            let Some(parent) = naming::table_for_reference(&column.name)
-                .and_then(|t| usable(&t).cloned())
-                .or_else(|| (column.name == naming::TREE_PARENT_COLUMN).then(|| table.clone()))
-            else {
-                continue;
-            };
-            if let [pk] = parent.primary_key().as_slice() {
-                refs.push(Reference {
-                    table: table.name.clone(),
-                    columns: vec![column.name.clone()],
-                    parent: parent.name.clone(),
-                    parent_columns: vec![pk.to_string()],
-                    polymorphic: None,
-                });
+            if let Some(r) = guessed_reference(schema, table, column) {
+                guessed.push(r.clone());
+                refs.push(r);
             }
         }
     }
     Ok(refs)
+}
+
+impl ScopeOptions {
+    /// A `relations:` hint with `references: null` names the column.
+    fn says_not_a_reference(&self, table: &str, column: &str) -> bool {
+        self.relations
+            .iter()
+            .any(|h| h.references.is_none() && h.table == table && h.column == [column])
+    }
+}
+
+/// The reference Rails naming suggests for `table.column` (`project_id` →
+/// `projects`), if the guess is plausible: a `<x>_id` naming its own table
+/// is a tree only as `parent_id`; any other (`related_category_id` in
+/// `related_categories`) names the table of a shorter stem (`categories`),
+/// never its own. A guess whose column cannot hold the parent's key (text
+/// `message_id` holding a provider's id, integer `messages.id`) is no
+/// reference: comparing them would match rows by accident.
+fn guessed_reference(
+    schema: &Schema,
+    table: &Table,
+    column: &crate::schema::Column,
+) -> Option<Reference> {
+    let usable = |name: &str| schema.table_ci(name).filter(|t| t.skip.is_none());
+    let parent = naming::reference_stems(&column.name)
+        .filter_map(|stem| usable(&naming::pluralize(stem)))
+        .find(|p| p.name != table.name)
+        .or_else(|| (column.name == naming::TREE_PARENT_COLUMN).then_some(table))?;
+    let key_columns = parent.primary_key();
+    let [pk] = key_columns.as_slice() else {
+        return None;
+    };
+    let key = parent.column(pk);
+    if key.is_some_and(|k| !naming::types_can_match(column, k)) {
+        return None;
+    }
+    Some(Reference {
+        table: table.name.clone(),
+        columns: vec![column.name.clone()],
+        parent: parent.name.clone(),
+        parent_columns: vec![pk.to_string()],
+        polymorphic: None,
+    })
 }
 
 fn push_unique(refs: &mut Vec<Reference>, r: Reference) {

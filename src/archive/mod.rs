@@ -41,6 +41,20 @@ pub struct Manifest {
     /// Problems that did not stop the backup (a blob file missing on disk).
     #[serde(default)]
     pub errors: Vec<ManifestError>,
+    /// References taken from Rails naming alone (`project_id` →
+    /// `projects`) that no declared foreign key or `relations:` hint
+    /// confirms, among the tenant's tables: to check, and to correct with
+    /// a hint (`references: null` says the column is no reference).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guesses: Vec<Guess>,
+}
+
+/// A reference guessed from naming: `table.column` → `references`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Guess {
+    pub table: String,
+    pub column: String,
+    pub references: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

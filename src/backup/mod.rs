@@ -11,7 +11,7 @@ use crate::clock::UtcTime;
 use crate::db;
 use crate::error::{Error, Result};
 use crate::progress::{Event, Progress};
-use crate::scope::{RelationHint, ScopeOptions};
+use crate::scope::{RelationHint, ScopeOptions, TableRule};
 use crate::TenantId;
 use snapshot::{BlobRow, Snapshot};
 
@@ -42,6 +42,8 @@ pub struct BackupOptions {
     pub relations: Vec<RelationHint>,
     #[serde(default)]
     pub polymorphic: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tables: BTreeMap<String, TableRule>,
     /// gzip level 0–9. Default 2: on the benchmark data (zlib-rs) level 2
     /// is about three times as fast as level 6 for an archive under 20%
     /// larger, and keeps pace with reading the rows.
@@ -62,6 +64,7 @@ impl BackupOptions {
             tenant_table: self.tenant_table.clone(),
             relations: self.relations.clone(),
             polymorphic: self.polymorphic.clone(),
+            tables: self.tables.clone(),
         }
     }
 }
@@ -82,6 +85,8 @@ pub struct BackupReport {
     pub dump_sha256: String,
     pub errors: Vec<ManifestError>,
     pub skipped: Vec<SkippedTable>,
+    /// References taken from naming alone (see `Manifest::guesses`).
+    pub guesses: Vec<crate::archive::Guess>,
     pub journal_mode: String,
     /// How long our read snapshot was open. In rollback-journal mode the
     /// app's writers cannot commit during that time.
@@ -231,6 +236,7 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
         dump,
         blobs: blobs.iter().map(|(entry, _)| entry.clone()).collect(),
         errors: errors.clone(),
+        guesses: scope.guesses.clone(),
     };
 
     // ---- pack ----
@@ -282,6 +288,7 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
         dump_sha256: manifest.dump.sha256.clone(),
         errors,
         skipped: manifest.skipped.clone(),
+        guesses: manifest.guesses.clone(),
         journal_mode,
         snapshot_ms,
         duration_ms: started.elapsed().as_millis() as u64,

@@ -195,6 +195,16 @@ pub(super) fn apply<'a>(
         // Purge only: the files of the purged blobs go after the commit.
         files.journal(conn, root, &[], &purged_keys)?;
     }
+    let changed: Vec<&str> = report
+        .purged
+        .keys()
+        .chain(report.written.keys())
+        .map(String::as_str)
+        .collect();
+    // A rehearsal's writes are rolled back: nothing to reindex.
+    if run == Run::Real {
+        report.search_indexes = super::search_indexes::refresh(conn, &changed)?;
+    }
 
     Ok(purged_keys.into_iter().collect())
 }

@@ -24,6 +24,8 @@ mod disk;
 mod future_ids;
 mod plan;
 mod postcondition;
+mod search_indexes;
+pub use search_indexes::IndexAction;
 mod stage;
 mod storage_journal;
 
@@ -34,7 +36,7 @@ use crate::db;
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::{Event, Progress};
 use crate::schema::{Schema, Table};
-use crate::scope::{Membership, RelationHint, ScopeOptions, TenantScope, MOST_CLASSES};
+use crate::scope::{Membership, RelationHint, ScopeOptions, TableRule, TenantScope, MOST_CLASSES};
 use crate::value::SqlValue;
 use crate::verify::limits_with;
 use crate::TenantId;
@@ -71,6 +73,8 @@ pub struct RestoreOptions {
     pub relations: Vec<RelationHint>,
     #[serde(default)]
     pub polymorphic: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tables: BTreeMap<String, TableRule>,
     #[serde(default = "crate::db::default_busy_timeout_ms")]
     pub busy_timeout_ms: u64,
     /// Where the archive is unpacked while checking (default: system temp).
@@ -144,6 +148,9 @@ pub struct RestoreReport {
     pub duration_ms: u64,
     /// Problems recorded by the backup (blob files that were missing).
     pub errors: Vec<ManifestError>,
+    /// Full-text indexes over the restored tables, and what became of
+    /// each (rebuilt, kept by the app's triggers, contentless).
+    pub search_indexes: BTreeMap<String, IndexAction>,
 }
 
 pub fn restore(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreReport> {
@@ -287,6 +294,7 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
         },
         renamed_keys: BTreeMap::new(),
         tenant_row_created: false,
+        search_indexes: BTreeMap::new(),
         plan_ms,
         lock_ms: 0,
         duration_ms: 0,
@@ -534,6 +542,7 @@ fn scope_options(options: &RestoreOptions) -> ScopeOptions {
         tenant_table: options.tenant_table.clone(),
         relations: options.relations.clone(),
         polymorphic: options.polymorphic.clone(),
+        tables: options.tables.clone(),
     }
 }
 

@@ -41,6 +41,11 @@ pub(super) struct StagedTable {
     /// Rows belong to the tenant through other rows (join tables,
     /// ActiveStorage): checked again after they are written.
     pub derived: bool,
+    /// Polymorphic type columns through which rows of this (derived)
+    /// table belong to the tenant (an attachment's `record_type`): their
+    /// classes must name tenant data. Other type columns (an audit's
+    /// `user_type` naming a table shared between tenants) are plain data.
+    owner_type_columns: Vec<String>,
     /// Rows staged (stage rowids are 1..=rows, in archive order).
     pub rows: u64,
     /// Per column: the database column keeps the storage class it is
@@ -264,6 +269,18 @@ impl StagedTable {
             .expect("checked by check_schema");
         let tenant_row = matches!(scoped.membership, Membership::TenantRow { .. });
         let derived = scoped.is_derived();
+        let owner_type_columns = match &scoped.membership {
+            Membership::Derived { owners, .. } => {
+                let mut cols: Vec<String> = owners
+                    .iter()
+                    .filter_map(|r| r.polymorphic.as_ref().map(|(t, _)| t.clone()))
+                    .collect();
+                cols.sort();
+                cols.dedup();
+                cols
+            }
+            _ => Vec::new(),
+        };
 
         let mut tenant_refs = Vec::new();
         if let Some(p) = pos(&ctx.options.tenant_column) {
@@ -309,6 +326,7 @@ impl StagedTable {
             tenant_refs,
             tenant_row,
             derived,
+            owner_type_columns,
             rows: 0,
         }
     }
@@ -384,22 +402,26 @@ impl StagedTable {
     }
 
     /// In tables whose rows belong to the tenant through a polymorphic
-    /// reference (ActiveStorage attachments), the `*_type` value must name
-    /// a table of this tenant's data; elsewhere (settings' `target_type`)
-    /// it is plain data. Blob rows must carry keys of ActiveStorage's
-    /// alphabet.
+    /// reference (ActiveStorage attachments), the `*_type` value of that
+    /// reference must name a table of this tenant's data; other type
+    /// columns (settings' `target_type`, an audit's `user_type` naming
+    /// users shared between tenants) are plain data. Blob rows must carry
+    /// keys of ActiveStorage's alphabet.
     fn check_references(&self, ctx: &Context<'_>, line: &RowLine) -> Result<()> {
         for (column, value) in line.row.0.iter().filter(|_| self.derived) {
             let Some(stem) = column.strip_suffix("_type") else {
                 continue;
             };
-            let id_col = format!("{stem}_id");
-            if !self.columns.contains(&id_col) {
+            if !self.columns.contains(&format!("{stem}_id")) {
                 continue;
             }
             if let Some(class) = value.as_text() {
                 let table = ctx.scope.table_for_class(class);
-                if ctx.scope.table(&table).is_none() {
+                // A class naming no table at all is refused in any type
+                // column: nothing the backup side could have written.
+                let named = ctx.schema.table_ci(&table).is_some();
+                let owns = self.owner_type_columns.iter().any(|c| **c == **column);
+                if (owns || !named) && ctx.scope.table(&table).is_none() {
                     return Err(Error::archive(format!(
                         "{}.{column} = {:?} maps to no table of this tenant's data",
                         self.name, class
