@@ -85,6 +85,22 @@ fn timed(f: impl FnOnce()) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
+/// With `RESTORE_SPEED_EVENTS=1`, every event on stderr with its time.
+struct Events(Instant);
+
+impl tenant_kit::Progress for Events {
+    fn emit(&mut self, event: tenant_kit::Event) -> tenant_kit::Result<()> {
+        if std::env::var_os("RESTORE_SPEED_EVENTS").is_some() {
+            eprintln!(
+                "{:>8.3}s {}",
+                self.0.elapsed().as_secs_f64(),
+                event.to_json()
+            );
+        }
+        Ok(())
+    }
+}
+
 fn restore(db: &Path, archive: &Path, extra: serde_json::Value) -> (f64, u64) {
     let mut options = json!({"database": db, "archive": archive, "tenant_id": 1});
     for (k, v) in extra.as_object().unwrap() {
@@ -92,7 +108,7 @@ fn restore(db: &Path, archive: &Path, extra: serde_json::Value) -> (f64, u64) {
     }
     let options = serde_json::from_value(options).unwrap();
     let started = Instant::now();
-    let report = tenant_kit::restore::restore(&options, &mut NoProgress).unwrap();
+    let report = tenant_kit::restore::restore(&options, &mut Events(started)).unwrap();
     (started.elapsed().as_secs_f64(), report.lock_ms)
 }
 
