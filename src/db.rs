@@ -1,8 +1,9 @@
 //! Opening the app's SQLite database the way every operation needs it.
 
 use crate::error::{Error, Result};
+use crate::progress::{Event, Progress};
 use rusqlite::{Connection, OpenFlags};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -200,4 +201,137 @@ fn busy_handler(tries: i32) -> bool {
         std::thread::sleep((policy.timeout - waited).min(BUSY_POLL));
         true
     })
+}
+
+/// How many SQLite virtual-machine instructions a running statement
+/// executes between two looks at [`Watched`] (a few hundred microseconds).
+const STATEMENT_CHECK_OPS: std::ffi::c_int = 10_000;
+
+/// A statement running longer than this without any event emits a
+/// `working` event: the progress callback's way to cancel it (a C
+/// callback has no other).
+const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// Run `work` with every statement `conn` runs meanwhile interruptible: a
+/// raised cancel flag (Ruby's unblock function: `Thread#kill`, `Timeout`,
+/// a signal) or a sink that refuses an event stops a running statement
+/// within [`STATEMENT_CHECK_OPS`] instructions, instead of when it ends
+/// (a DELETE may run for minutes). The statement fails with
+/// `SQLITE_INTERRUPT`, the work unwinds as for any error (rolling back
+/// its transaction), and the result is [`Error::cancelled`].
+pub fn watch_statements<T>(
+    conn: &Connection,
+    progress: &mut dyn Progress,
+    work: impl FnOnce(&mut dyn Progress) -> Result<T>,
+) -> Result<T> {
+    let watched = Watched {
+        inner: RefCell::new(progress),
+        last_event: Cell::new(Instant::now()),
+        stopped: Cell::new(false),
+    };
+    let installed = Installed::new(conn, &watched);
+    let result = work(&mut WatchedSink(&watched));
+    drop(installed);
+    match result {
+        Err(e) if watched.stopped.get() && e.kind() != crate::error::ErrorKind::Cancelled => {
+            Err(Error::cancelled())
+        }
+        other => other,
+    }
+}
+
+/// The sink of the work, shared with SQLite's progress handler: the
+/// handler runs only while a statement runs, when the work itself is not
+/// emitting, and it never waits for the cell (see [`on_progress`]).
+struct Watched<'p> {
+    inner: RefCell<&'p mut dyn Progress>,
+    /// When the last event went out: heartbeats fill only silences.
+    last_event: Cell<Instant>,
+    /// Set once a statement was interrupted: every later one is too.
+    stopped: Cell<bool>,
+}
+
+struct WatchedSink<'w, 'p>(&'w Watched<'p>);
+
+impl Progress for WatchedSink<'_, '_> {
+    fn emit(&mut self, event: Event) -> Result<()> {
+        self.0.last_event.set(Instant::now());
+        self.0.inner.borrow_mut().emit(event)
+    }
+
+    fn check_interrupt(&self) -> Result<()> {
+        self.0.inner.borrow().check_interrupt()
+    }
+
+    fn cancel_flag(&self) -> Option<Arc<AtomicBool>> {
+        self.0.inner.borrow().cancel_flag()
+    }
+}
+
+/// SQLite's progress handler on the connection for as long as this lives.
+struct Installed<'c> {
+    conn: &'c Connection,
+}
+
+impl<'c> Installed<'c> {
+    fn new(conn: &'c Connection, watched: &Watched<'_>) -> Installed<'c> {
+        // SAFETY: `watched` outlives the handler: `Installed` is dropped
+        // (and the handler removed) before `watched` in `watch_statements`.
+        unsafe {
+            rusqlite::ffi::sqlite3_progress_handler(
+                conn.handle(),
+                STATEMENT_CHECK_OPS,
+                Some(on_progress),
+                watched as *const Watched<'_> as *mut std::ffi::c_void,
+            );
+        }
+        Installed { conn }
+    }
+}
+
+impl Drop for Installed<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the live connection's handle; no handler from here on.
+        unsafe {
+            rusqlite::ffi::sqlite3_progress_handler(
+                self.conn.handle(),
+                0,
+                None,
+                std::ptr::null_mut(),
+            );
+        }
+    }
+}
+
+/// Non-zero interrupts the running statement.
+unsafe extern "C" fn on_progress(data: *mut std::ffi::c_void) -> std::ffi::c_int {
+    // SAFETY: installed by `Installed::new` with a `Watched` that is still
+    // alive (the handler is removed before it is dropped).
+    let watched = unsafe { &*(data as *const Watched<'_>) };
+    // A panic must not unwind into SQLite: it stops the statement.
+    let stop = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| should_stop(watched)))
+        .unwrap_or(true);
+    if stop {
+        watched.stopped.set(true);
+    }
+    std::ffi::c_int::from(stop)
+}
+
+fn should_stop(watched: &Watched<'_>) -> bool {
+    if watched.stopped.get() {
+        return true;
+    }
+    // Busy: an event is being delivered and ran this statement; not ours
+    // to interrupt.
+    let Ok(mut sink) = watched.inner.try_borrow_mut() else {
+        return false;
+    };
+    if sink.check_interrupt().is_err() {
+        return true;
+    }
+    if watched.last_event.get().elapsed() < HEARTBEAT {
+        return false;
+    }
+    watched.last_event.set(Instant::now());
+    sink.emit(Event::new("working")).is_err()
 }

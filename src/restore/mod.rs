@@ -20,6 +20,7 @@
 
 mod apply;
 mod blobs;
+mod child_keys;
 mod disk;
 mod future_ids;
 mod plan;
@@ -239,11 +240,28 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
         blob_files: Some(&extracted.blobs),
         source: manifest.tenant.id.clone(),
     };
+    // From here on a cancel stops a running statement too.
+    db::watch_statements(&conn, progress, |progress| {
+        plan_and_apply(&conn, &ctx, &staged, rehearse, started, progress)
+    })
+}
+
+/// Steps 4 and 5: plan under a read lock, then (unless a dry run) apply
+/// in one write transaction, commit, and remove the files of purged blobs.
+fn plan_and_apply(
+    conn: &rusqlite::Connection,
+    ctx: &Context<'_>,
+    staged: &Staged,
+    rehearse: bool,
+    started: Instant,
+    progress: &mut dyn Progress,
+) -> Result<RestoreReport> {
+    let (options, manifest) = (ctx.options, ctx.manifest);
     progress.emit(Event::lock("read"))?;
     let plan_started = Instant::now();
     conn.execute_batch("BEGIN")?;
-    let plan = plan::make(&conn, &ctx, &staged, progress).and_then(|mut plan| {
-        let aimed = future_ids::unreservable(&conn, &ctx, &staged, &plan.kept)?;
+    let plan = plan::make(conn, ctx, staged, progress).and_then(|mut plan| {
+        let aimed = future_ids::unreservable(conn, ctx, staged, &plan.kept)?;
         plan.conflict_count += aimed.len() as u64;
         plan.conflicts.extend(aimed);
         Ok(plan)
@@ -302,7 +320,7 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
     };
     if options.dry_run {
         if rehearse && plan.conflict_count == 0 {
-            let (listed, count) = rehearse_writes(&conn, &ctx, &staged, plan, &report, progress)?;
+            let (listed, count) = rehearse_writes(conn, ctx, staged, plan, &report, progress)?;
             report.conflict_count += count;
             report.conflicts.extend(listed);
         }
@@ -321,11 +339,11 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
     // ---- 4. apply: one write transaction ----
     let mut files = WrittenFiles::default();
     let lock_started = Instant::now();
-    let watcher = Watcher::install(&conn, &schema, &scope, ctx.target());
+    let watcher = Watcher::install(conn, ctx.schema, ctx.scope, ctx.target());
     let applied = apply::apply(
-        &conn,
-        &ctx,
-        &staged,
+        conn,
+        ctx,
+        staged,
         plan,
         &watcher,
         Run::Real,
@@ -341,7 +359,7 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
     drop(watcher);
     let applied = applied.and_then(|purged_keys| {
         progress.emit(Event::new("commit"))?;
-        apply::commit(&conn, &ctx)?;
+        apply::commit(conn, ctx)?;
         Ok(purged_keys)
     });
     report.lock_ms = lock_started.elapsed().as_millis() as u64;

@@ -432,3 +432,20 @@ impl EditableArchive {
         std::fs::write(path, gz.finish().unwrap()).unwrap();
     }
 }
+
+impl SmallDb {
+    /// [`SmallDb::restore`] with the caller's progress sink.
+    pub fn restore_with(
+        &self,
+        archive: &Path,
+        tenant: i64,
+        extra: serde_json::Value,
+        progress: &mut dyn tenant_kit::Progress,
+    ) -> tenant_kit::Result<tenant_kit::restore::RestoreReport> {
+        let options = restore_options(
+            serde_json::json!({"database": self.db, "archive": archive, "tenant_id": tenant}),
+            extra,
+        );
+        tenant_kit::restore::restore(&options, progress)
+    }
+}
