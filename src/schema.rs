@@ -74,6 +74,9 @@ pub enum SkipReason {
     Virtual,
     /// Shadow tables store a virtual table's data.
     Shadow,
+    /// Named in the caller's `skip_tables`: the app's own bookkeeping (a job
+    /// progress table), kept out of backups and never purged.
+    Excluded,
 }
 
 impl SkipReason {
@@ -83,6 +86,7 @@ impl SkipReason {
             SkipReason::RailsMetadata => "Rails metadata, not tenant data",
             SkipReason::Virtual => "virtual table (derived data, rebuilt by the app)",
             SkipReason::Shadow => "shadow table of a virtual table",
+            SkipReason::Excluded => "left out by the caller (skip_tables)",
         }
     }
 }

@@ -57,6 +57,10 @@ pub struct ScopeOptions {
     /// Class name → table for polymorphic `*_type` values that do not follow
     /// Rails' default naming (STI base classes, custom `table_name`).
     pub polymorphic: BTreeMap<String, String>,
+    /// Tables that are never tenant data although they may carry the
+    /// tenant column (a job progress table): not backed up, not purged, and
+    /// a restore changing one of their rows is a conflict.
+    pub skip_tables: Vec<String>,
 }
 
 /// Rails' usual tenant column; apps with `account_id` say so.
@@ -83,8 +87,35 @@ impl Default for ScopeOptions {
             tenant_table: None,
             relations: Vec::new(),
             polymorphic: BTreeMap::new(),
+            skip_tables: Vec::new(),
         }
     }
+}
+
+/// The schema as the scope sees it: the caller's `skip_tables` marked
+/// skipped. Backup and restore both read it through here so that they agree
+/// on which tables are left out. A name that is no table is refused (a
+/// typo would otherwise put the table back into every backup silently).
+pub fn read_schema(conn: &Connection, options: &ScopeOptions) -> Result<Schema> {
+    let mut schema = Schema::read(conn)?;
+    for name in &options.skip_tables {
+        let Some(found) = schema.table_ci(name).map(|t| t.name.clone()) else {
+            return Err(Error::argument(format!(
+                "skip_tables: there is no table {name}"
+            )));
+        };
+        let tenants = options.tenant_table.as_deref();
+        if tenants.is_some_and(|t| t.eq_ignore_ascii_case(&found)) {
+            return Err(Error::argument(format!(
+                "skip_tables: {found} is the tenants table"
+            )));
+        }
+        let table = schema.tables.iter_mut().find(|t| t.name == found);
+        if let Some(table) = table.filter(|t| t.skip.is_none()) {
+            table.skip = Some(crate::schema::SkipReason::Excluded);
+        }
+    }
+    Ok(schema)
 }
 
 /// A reference from `table.columns` to `parent.parent_columns`, optionally

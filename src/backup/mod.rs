@@ -42,6 +42,9 @@ pub struct BackupOptions {
     pub relations: Vec<RelationHint>,
     #[serde(default)]
     pub polymorphic: BTreeMap<String, String>,
+    /// Tables that are not tenant data (see [`ScopeOptions::skip_tables`]).
+    #[serde(default)]
+    pub skip_tables: Vec<String>,
     /// gzip level 0–9. Default 2: on the benchmark data (zlib-rs) level 2
     /// is about three times as fast as level 6 for an archive under 20%
     /// larger, and keeps pace with reading the rows.
@@ -62,6 +65,7 @@ impl BackupOptions {
             tenant_table: self.tenant_table.clone(),
             relations: self.relations.clone(),
             polymorphic: self.polymorphic.clone(),
+            skip_tables: self.skip_tables.clone(),
         }
     }
 }

@@ -86,7 +86,7 @@ pub(super) fn read_snapshot(
     dump_path: &Path,
     progress: &mut dyn Progress,
 ) -> Result<Snapshot> {
-    let schema = Schema::read(conn)?;
+    let schema = crate::scope::read_schema(conn, &options.scope_options())?;
     let tenant = options.tenant_id.to_sql_value();
     let mut helper = helper;
     // The classes of the largest polymorphic table are learned while it is

@@ -71,6 +71,9 @@ pub struct RestoreOptions {
     pub relations: Vec<RelationHint>,
     #[serde(default)]
     pub polymorphic: BTreeMap<String, String>,
+    /// Tables that are not tenant data (see [`ScopeOptions::skip_tables`]).
+    #[serde(default)]
+    pub skip_tables: Vec<String>,
     #[serde(default = "crate::db::default_busy_timeout_ms")]
     pub busy_timeout_ms: u64,
     /// Where the archive is unpacked while checking (default: system temp).
@@ -478,9 +481,10 @@ fn stage_while_extracting(
     if rehearse {
         conn = db::open_read_write(&options.database, options.busy_timeout_ms)?;
     }
-    let schema = Schema::read(&conn)?;
+    let scope_options = scope_options(options);
+    let schema = crate::scope::read_schema(&conn, &scope_options)?;
     let known_types = known_types(&manifest)?;
-    let scope = TenantScope::discover(&conn, &schema, &scope_options(options), &known_types)?;
+    let scope = TenantScope::discover(&conn, &schema, &scope_options, &known_types)?;
     check_archive_agrees(&manifest, &schema, &scope)?;
     check_schema(&manifest, &schema, &scope)?;
 
@@ -534,6 +538,7 @@ fn scope_options(options: &RestoreOptions) -> ScopeOptions {
         tenant_table: options.tenant_table.clone(),
         relations: options.relations.clone(),
         polymorphic: options.polymorphic.clone(),
+        skip_tables: options.skip_tables.clone(),
     }
 }
 
