@@ -58,6 +58,13 @@ module TenantKit
       value.to_s
     end
 
+    # A list of table names (skip_tables:).
+    def identifiers(name, value)
+      raise ArgumentError, "#{name}: expected an Array of table names, got #{value.inspect}" unless value.is_a?(Array)
+
+      value.each_with_index.map { |v, i| identifier("#{name}[#{i}]", v) }
+    end
+
     def boolean(name, value)
       return value if [true, false].include?(value)
 
