@@ -29,10 +29,13 @@ module TenantKit
     end
 
     # Back up one tenant into output_dir/tenant_<id>_<UTC yyyymmddHHMMSS>.tar.gz.
+    # skip_tables: tables that are never tenant data although they carry the
+    # tenant column (a job progress table): left out here, never purged by a
+    # restore given the same list.
     # Progress events (Hashes with :step and :at) go to the block; raising or
     # breaking in it cancels the backup and leaves no archive behind.
     def backup(database:, tenant_id:, output_dir:, storage_root: nil, tenant_column: "tenant_id",
-               tenant_table: nil, relations: [], polymorphic: {}, compression_level: 2,
+               tenant_table: nil, relations: [], polymorphic: {}, tables: {}, skip_tables: [], compression_level: 2,
                busy_timeout: 5, &block)
       options = {
         database: Arguments.path(:database, database),
@@ -43,6 +46,7 @@ module TenantKit
         tenant_table: tenant_table && Arguments.identifier(:tenant_table, tenant_table),
         relations: Arguments.relations(relations),
         polymorphic: Arguments.polymorphic(polymorphic),
+        tables: Arguments.tables(tables, skip_tables),
         compression_level: Arguments.non_negative_integer(:compression_level, compression_level, allow_nil: false),
         busy_timeout_ms: Arguments.milliseconds(:busy_timeout, busy_timeout)
       }
@@ -54,7 +58,7 @@ module TenantKit
     # raises TenantKit::ConflictError for them and changes nothing.
     def restore(database:, archive:, tenant_id:, storage_root: nil, dry_run: false, purge: false,
                 restore: true, remap: false, tenant_column: "tenant_id", tenant_table: nil,
-                relations: [], polymorphic: {}, busy_timeout: 5, tmp_dir: nil, &block)
+                relations: [], polymorphic: {}, tables: {}, skip_tables: [], busy_timeout: 5, tmp_dir: nil, &block)
       options = {
         database: Arguments.path(:database, database),
         archive: Arguments.path(:archive, archive),
@@ -68,6 +72,7 @@ module TenantKit
         tenant_table: tenant_table && Arguments.identifier(:tenant_table, tenant_table),
         relations: Arguments.relations(relations),
         polymorphic: Arguments.polymorphic(polymorphic),
+        tables: Arguments.tables(tables, skip_tables),
         busy_timeout_ms: Arguments.milliseconds(:busy_timeout, busy_timeout),
         tmp_dir: Arguments.path(:tmp_dir, tmp_dir, allow_nil: true)
       }

@@ -71,6 +71,7 @@ RSpec.describe TenantKit::Rails::SettingsExtension do
   end
 
   it "keeps the app's call shapes" do
+    Setting.settings_options(build_on_read: true) # the old app's habit, now opt-in
     add(tenant.id, nil, nil, "theme", "tenant-wide")
     add(tenant.id, "TimeMaterial", nil, "rounding", 30)
     add(tenant.id, "Team", team.id, "color", "red")
@@ -88,6 +89,7 @@ RSpec.describe TenantKit::Rails::SettingsExtension do
   end
 
   it "creates the default rows of each level once, on read, with the values in effect" do
+    Setting.settings_options(build_on_read: true) # the old app's habit, now opt-in
     add(tenant.id, nil, nil, "theme", "dark")
     3.times do
       Setting.time_material_settings(tenant)
@@ -103,6 +105,7 @@ RSpec.describe TenantKit::Rails::SettingsExtension do
   end
 
   it "does not build rows inside an open transaction and still resolves" do
+    Setting.settings_options(build_on_read: true) # the old app's habit, now opt-in
     Setting.transaction do
       expect(Setting.user_settings(user)).to eq("theme" => "light", "per_page" => 25)
     end

@@ -105,6 +105,15 @@ impl ScopeOptions {
                 .iter_mut()
                 .find(|t| &t.name == name)
                 .ok_or_else(|| Error::argument(format!("tables: no table {name:?}")))?;
+            if self
+                .tenant_table
+                .as_deref()
+                .is_some_and(|t| t.eq_ignore_ascii_case(&table.name))
+            {
+                return Err(Error::argument(format!(
+                    "tables: {name:?} is the tenants table"
+                )));
+            }
             match rule {
                 TableRule::Skip => {
                     if table.skip.is_none() {

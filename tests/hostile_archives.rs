@@ -506,7 +506,13 @@ fn refusal_reasons(case: &str) -> &'static [&'static str] {
         "empty file" => &["is an empty file"],
         "truncated" => &["archive is truncated"],
         // Where the flip lands decides which check sees it first.
-        "flipped byte" => &["unreadable", "does not match", "truncated", "not valid JSON", "crc"],
+        "flipped byte" => &[
+            "unreadable",
+            "does not match",
+            "truncated",
+            "not valid JSON",
+            "crc",
+        ],
         "dump hash mismatch"
         | "dump broken at its first line, hash not updated"
         | "rows of another tenant, hash not updated" => &["dump.jsonl: SHA-256"],

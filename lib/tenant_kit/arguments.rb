@@ -58,6 +58,31 @@ module TenantKit
       value.to_s
     end
 
+    # A list of table names (skip_tables:).
+    def identifiers(name, value)
+      raise ArgumentError, "#{name}: expected an Array of table names, got #{value.inspect}" unless value.is_a?(Array)
+
+      value.each_with_index.map { |v, i| identifier("#{name}[#{i}]", v) }
+    end
+
+    # Per-table rules: { "audits" => :skip }, plus the skip_tables: list
+    # (sugar for the same rule). Sent as { table => "skip" }.
+    TABLE_RULES = %w[skip].freeze
+
+    def tables(value, skip_tables)
+      raise ArgumentError, "tables: expected a Hash of table => rule, got #{value.inspect}" unless value.is_a?(Hash)
+
+      rules = value.to_h do |table, rule|
+        unless TABLE_RULES.include?(rule.to_s)
+          raise ArgumentError, "tables: #{table}: expected one of #{TABLE_RULES.join(', ')}, got #{rule.inspect}"
+        end
+
+        [identifier("tables", table), rule.to_s]
+      end
+      identifiers(:skip_tables, skip_tables).each { |table| rules[table] = "skip" }
+      rules
+    end
+
     def boolean(name, value)
       return value if [true, false].include?(value)
 
@@ -69,7 +94,14 @@ module TenantKit
       Array(value).map do |hint|
         raise ArgumentError, "relations: each hint must be a Hash" unless hint.is_a?(Hash)
 
-        hint.transform_keys(&:to_s).transform_values { |v| v.is_a?(Array) ? v.map(&:to_s) : v.to_s }
+        # references: nil says "not a reference" and must stay nil.
+        hint.transform_keys(&:to_s).transform_values do |v|
+          case v
+          when Array then v.map(&:to_s)
+          when nil then nil
+          else v.to_s
+          end
+        end
       end
     end
 

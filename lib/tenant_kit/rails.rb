@@ -9,7 +9,10 @@
 # - TenantKit::Rails::ProgressLogger: `log_progress` into background_jobs.job_progress
 # - TenantKit::Rails::App: database path, ActiveStorage root, relation hints, polymorphic map
 # - TenantKit::Rails::BackupJob / RestoreJob: the bodies of BackupTenantJob / RestoreTenantJob
-# - generator: `bin/rails generate tenant_kit:job_progress` (the job_progress migration)
+# - TenantKit::Rails::PruneJob: the body of a retention job (TenantKit.prune)
+# - generators: `bin/rails generate tenant_kit:job_progress` (the job_progress migration),
+#   `bin/rails generate tenant_kit:mailer` (TenantMailer with its four actions and views)
+# - at boot: a warning naming the mail actions the configured mailer lacks
 require "tenant_kit"
 require "active_support"
 require "active_support/core_ext"
@@ -22,6 +25,12 @@ end
 
 require_relative "rails/progress_logger"
 require_relative "rails/app"
+require_relative "rails/after_commit"
+require_relative "rails/argument_names"
+require_relative "rails/progress_record"
 require_relative "rails/job"
 require_relative "rails/backup_job"
 require_relative "rails/restore_job"
+require_relative "rails/prune_job"
+require_relative "rails/mailer_check"
+require_relative "rails/railtie" if defined?(::Rails::Railtie)

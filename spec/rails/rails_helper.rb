@@ -46,7 +46,7 @@ load_dummy_schema! unless ActiveRecord::Base.connection.data_source_exists?("bac
 
 module DummyAppHelpers
   APP_TABLES = %w[tenants users projects project_documents tasks checklist_items tags tags_tasks comments
-                  settings background_jobs active_storage_blobs active_storage_attachments
+                  settings background_jobs app_background_jobs active_storage_blobs active_storage_attachments
                   active_storage_variant_records].freeze
 
   def storage_root

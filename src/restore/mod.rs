@@ -504,9 +504,10 @@ fn stage_while_extracting(
     if rehearse {
         conn = db::open_read_write(&options.database, options.busy_timeout_ms)?;
     }
+    let scope_options = scope_options(options);
     let schema = Schema::read(&conn)?;
     let known_types = known_types(&manifest)?;
-    let scope = TenantScope::discover(&conn, &schema, &scope_options(options), &known_types)?;
+    let scope = TenantScope::discover(&conn, &schema, &scope_options, &known_types)?;
     check_archive_agrees(&manifest, &schema, &scope)?;
     check_schema(&manifest, &schema, &scope)?;
 

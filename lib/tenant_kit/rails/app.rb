@@ -14,7 +14,10 @@ module TenantKit
 
       # Options for TenantKit.backup / restore (everything but tenant_id,
       # output_dir / archive and the restore switches).
-      def options(tenant_column: "tenant_id", base: ::ActiveRecord::Base, models: nil, storage_service: :default)
+      # skip_tables: tables that are not tenant data although they carry
+      # the tenant column (the jobs pass their progress table).
+      def options(tenant_column: "tenant_id", base: ::ActiveRecord::Base, models: nil, storage_service: :default,
+                  skip_tables: [])
         models ||= self.models(base)
         {
           database: database_path(base),
@@ -22,7 +25,8 @@ module TenantKit
           tenant_column: tenant_column.to_s,
           tenant_table: tenant_table(models, tenant_column, base),
           relations: relations(models, tenant_column: tenant_column, base: base),
-          polymorphic: polymorphic(models)
+          polymorphic: polymorphic(models),
+          skip_tables: skip_tables.map(&:to_s)
         }.compact
       end
 

@@ -22,10 +22,13 @@ module TenantKit
       extend ActiveSupport::Concern
       include Job
 
-      def perform(tenant:, user: nil, background_job: nil)
-        tenant_id = tenant_id_of(tenant)
-        output_dir = (tenant_kit_setting(:output_dir) || default_output_dir).to_s
+      # tenant: is checked inside, so that a job given none leaves a failed
+      # progress row and a failure mail (see Job's raise_errors:).
+      def perform(tenant: nil, user: nil, background_job: nil)
+        tenant_id = tenant_id_of(tenant) rescue nil # rubocop:disable Style/RescueModifier -- raised again below
         result, record, error = tenant_kit_run(:backup, background_job, tenant_id) do |on_event|
+          tenant_id = tenant_id_of(tenant)
+          output_dir = (tenant_kit_setting(:output_dir) || default_output_dir).to_s
           FileUtils.mkdir_p(output_dir) unless File.exist?(output_dir)
           options = app_options.merge(tenant_kit_setting(:backup_options) || {})
           TenantKit.backup(**options, tenant_id: tenant_id, output_dir: output_dir, &on_event)
@@ -44,6 +47,10 @@ module TenantKit
       end
 
       private
+
+      def tenant_kit_operation
+        :backup
+      end
 
       def default_output_dir
         root = defined?(::Rails.root) && ::Rails.root

@@ -15,13 +15,20 @@ module TenantKit
     # Settings (all optional):
     #   tenant_column:     "tenant_id"
     #   output_dir:        backups go here (String, Pathname or a Proc), default Rails.root/tmp/tenant_backups
-    #   background_job_class: "BackgroundJob" (model with the job_progress column; nil: no progress row)
+    #   background_job_class: "BackgroundJob" (model with the job_progress column; nil: no progress row).
+    #                      Its table is not tenant data: backups leave it out and restores never purge it.
+    #   states:            { running:, done:, failed: } values of its `state` column (default: from the
+    #                      model's `state` enum: done is `completed` or `done`; else "running"/"done"/"failed")
+    #   job_class_column:  default the first of job_klass / job_type / job_class it has (job_type gets
+    #                      "backup"/"restore", the others the job's class name)
     #   progress_column:   :job_progress
     #   max_log:           200 (entries kept in job_progress["log"])
     #   mailer:            "TenantMailer" (nil: no mails)
     #   deliver:           :deliver_now or :deliver_later
-    #   raise_errors:      false: a TenantKit::Error is recorded (progress `failed`, failure mail) and not re-raised;
-    #                      other exceptions are always re-raised after that
+    #   raise_errors:      false: a TenantKit::Error or an ArgumentError (a bad or missing argument, a tenant
+    #                      that is not there) is recorded (progress `failed`, failure mail) and the job is
+    #                      discarded, not retried; true re-raises them after that. Other exceptions (bugs)
+    #                      are always re-raised after that
     #   backup_options / restore_options: extra keywords for TenantKit.backup / restore
     #                      (busy_timeout:, compression_level:, relations:, polymorphic:, storage_root:, ...)
     module Job
@@ -31,6 +38,8 @@ module TenantKit
         tenant_column: "tenant_id",
         output_dir: nil,
         background_job_class: "BackgroundJob",
+        states: nil,
+        job_class_column: nil,
         progress_column: :job_progress,
         max_log: ProgressLogger::DEFAULT_MAX_LOG,
         mailer: "TenantMailer",
@@ -42,6 +51,9 @@ module TenantKit
 
       included do
         class_attribute :tenant_kit_settings, instance_writer: false, default: DEFAULTS
+        # Arguments ActiveJob itself refuses (an unknown or missing keyword)
+        # never reach #perform: recorded and discarded here all the same.
+        rescue_from(::ArgumentError) { |error| tenant_kit_rescue(error) } if respond_to?(:rescue_from)
       end
 
       class_methods do
@@ -52,6 +64,19 @@ module TenantKit
 
           self.tenant_kit_settings = tenant_kit_settings.merge(settings)
         end
+      end
+
+      # Inside a database transaction the job is enqueued once it commits
+      # (as Rails 7.2 does for most adapters; here for every adapter and
+      # Rails version), so that it never runs before the rows the
+      # transaction writes, its BackgroundJob included, nor meets its lock.
+      # Where Rails defers it already, no transaction is open any more here.
+      def enqueue(options = {})
+        connection = ::ActiveRecord::Base.connection
+        return super unless connection.transaction_open?
+
+        AfterCommit.run(connection) { super(options) }
+        self
       end
 
       # The progress logger of the running job (nil outside perform).
@@ -88,8 +113,30 @@ module TenantKit
         id
       end
 
+      # The job rows are the app's bookkeeping, not tenant data: leaving
+      # their table out keeps the running job's own row out of the archive
+      # and every job row (history, jobs queued since) through a purge.
       def app_options
-        App.options(tenant_column: tenant_kit_setting(:tenant_column))
+        App.options(tenant_column: tenant_kit_setting(:tenant_column), skip_tables: progress_tables)
+      end
+
+      def progress_tables
+        klass = progress_class
+        klass && ::ActiveRecord::Base.connection.data_source_exists?(klass.table_name) ? [klass.table_name] : []
+      end
+
+      def progress_class
+        name = tenant_kit_setting(:background_job_class)
+        return nil unless name
+
+        name.is_a?(Class) ? name : name.to_s.constantize
+      end
+
+      def progress_model
+        klass = progress_class
+        klass && ProgressRecord.new(klass, tenant_column: tenant_kit_setting(:tenant_column),
+                                           states: tenant_kit_setting(:states),
+                                           job_class_column: tenant_kit_setting(:job_class_column))
       end
 
       def refuse_open_transaction!
@@ -101,28 +148,18 @@ module TenantKit
       end
 
       # The BackgroundJob row to log into: the given one, or a new one.
-      def progress_record(background_job, tenant_id, job_type)
+      def progress_record(background_job, tenant_id, operation)
         return background_job if background_job
 
-        name = tenant_kit_setting(:background_job_class)
-        return nil unless name
-
-        klass = name.is_a?(Class) ? name : name.to_s.constantize
-        attributes = {}
-        attributes["tenant_id"] = tenant_id if klass.column_names.include?("tenant_id")
-        attributes[tenant_kit_setting(:tenant_column).to_s] = tenant_id if klass.column_names.include?(tenant_kit_setting(:tenant_column).to_s)
-        attributes["job_type"] = job_type if klass.column_names.include?("job_type")
-        attributes["state"] = "running" if klass.column_names.include?("state")
-        klass.create!(attributes)
+        progress_model&.create(tenant_id: tenant_id, operation: operation, job_class: self.class.name)
       end
 
+      # state: :running, :done or :failed (written in the app's words).
       def set_state(record, state)
-        return unless record && record.class.column_names.include?("state")
+        return unless record
 
-        record.class.unscoped.where(record.class.primary_key => record.id).update_all(state: state)
-        record.state = state
-        record.send(:clear_attribute_change, :state)
-      rescue ::ActiveRecord::ActiveRecordError => e
+        ProgressRecord.new(record.class, states: tenant_kit_setting(:states)).update_state(record, state)
+      rescue ::ActiveRecord::ActiveRecordError, ::ArgumentError => e
         logger&.warn("[tenant_kit] could not set #{record.class.name}##{record.id} state: #{e.message}")
       end
 
@@ -130,36 +167,60 @@ module TenantKit
       # [result, progress_record, error]: error is the exception that was
       # recorded (state `failed`), which the caller mails about and then
       # hands to #tenant_kit_reraise.
+      # `tenant_id` may be nil (an argument that names no tenant): the
+      # block raises then, and the failure is recorded like any other.
       def tenant_kit_run(operation, background_job, tenant_id, &block)
-        refuse_open_transaction! # raised: a usage error, not a failed backup or restore
         tenant_kit_attempt(operation, background_job, tenant_id, &block)
       end
 
       def tenant_kit_attempt(operation, background_job, tenant_id)
         record = progress_record(background_job, tenant_id, operation.to_s)
-        set_state(record, "running")
+        set_state(record, :running)
         @progress_logger = ProgressLogger.new(record, column: tenant_kit_setting(:progress_column),
                                                       max_log: tenant_kit_setting(:max_log))
-        result = progress_logger.track(operation) { |on_event| yield(on_event) }
+        result = progress_logger.track(operation) do |on_event|
+          refuse_open_transaction!
+          yield(on_event)
+        rescue ::ArgumentError => e
+          raise ArgumentNames.in_job_terms(e) # before the logger records it
+        end
         # The native side changed rows behind ActiveRecord's back.
         ::ActiveRecord::Base.connection.clear_query_cache
-        set_state(record, "done")
+        set_state(record, :done)
         [result, record, nil]
       rescue StandardError => e
         ::ActiveRecord::Base.connection.clear_query_cache
+        e = ArgumentNames.in_job_terms(e)
         if record && progress_logger.nil?
           ProgressLogger.new(record, column: tenant_kit_setting(:progress_column)).finish(:failed, error: e)
         end
-        set_state(record, "failed")
+        set_state(record, :failed)
         [nil, record, e]
       end
 
-      # A TenantKit::Error (bad archive, conflict, busy database...) has
-      # been recorded and mailed: it is not raised again unless
-      # `raise_errors: true`; anything else (a bug) is.
+      # A TenantKit::Error (bad archive, conflict, busy database...) or an
+      # ArgumentError has been recorded and mailed: the job is done with
+      # (retrying cannot help, and would send the mail again) unless
+      # `raise_errors: true`; anything else (a bug) is raised again.
       def tenant_kit_reraise(error)
         return unless error
-        raise error if tenant_kit_setting(:raise_errors) || !error.is_a?(TenantKit::Error)
+        raise error if tenant_kit_setting(:raise_errors) || !tenant_kit_discarded?(error)
+      end
+
+      def tenant_kit_discarded?(error)
+        error.is_a?(TenantKit::Error) || error.is_a?(::ArgumentError)
+      end
+
+      # An ArgumentError raised before #perform ran (ActiveJob's keyword
+      # check): a failed progress row and the failure mail, then discarded.
+      def tenant_kit_rescue(error)
+        raise error if tenant_kit_setting(:raise_errors) || @progress_logger
+
+        params = arguments.first.is_a?(Hash) ? arguments.first.symbolize_keys : {}
+        _, record, error = tenant_kit_attempt(tenant_kit_operation, params[:background_job], nil) { raise error }
+        tenant_kit_mail(:"#{tenant_kit_operation}_failed",
+                        **params.slice(:tenant, :user, :archive_path), background_job: record,
+                                                                       error: error.message, error_class: error.class.name)
       end
 
       # The tenant record for a tenant given as an id (for the mails).
@@ -209,6 +270,8 @@ module TenantKit
         args, kwargs = mail_arguments(mailer.instance_method(action), params)
         message = kwargs.empty? ? mailer.with(**params).public_send(action, *args) : mailer.with(**params).public_send(action, *args, **kwargs)
         message.public_send(tenant_kit_setting(:deliver))
+        progress_logger&.log_after("#{name}##{action} #{tenant_kit_setting(:deliver) == :deliver_later ? 'enqueued' : 'sent'}",
+                                   step: :email_enqueued, mailer: name.to_s, action: action.to_s)
       rescue StandardError => e
         logger&.error("[tenant_kit] #{name}##{action} failed: #{e.class}: #{e.message}")
         progress_logger&.log_progress("mail #{action} failed: #{e.message}", step: :mail_failed)

@@ -125,6 +125,16 @@ module TenantKit
         self
       end
 
+      # A log entry after the work has ended (a mail sent): the final state,
+      # step and percent stay as they are. Written now.
+      def log_after(summary, step:, **data)
+        now = Time.now.utc.iso8601(3)
+        append_log({ "at" => now, "step" => step.to_s, "summary" => summary }.merge(stringify(data)))
+        @progress["updated_at"] = now
+        @dirty = true
+        flush
+      end
+
       # Run the block (which runs the native call with the yielded Proc as its
       # event block) under the lock policy of `operation` (:backup or
       # :restore). Records `done` or `failed` and writes the progress after

@@ -39,10 +39,13 @@ module TenantKit
     # TenantKit::Settings#resolve). Without `settings_defaults`, the model's
     # `DEFAULTS` constant is used when it has one.
     #
-    # Like the app did, reading settings first creates the missing default
-    # rows of that level (`build_settings_for`, exactly once across
-    # processes); `settings_options build_on_read: false` turns that off.
-    # It is skipped inside an open transaction of the model's connection:
+    # Reading never writes: missing rows resolve to what is in effect, so a
+    # later tenant-level change reaches every instance that has no row of
+    # its own. `settings_options build_on_read: true` brings back the old
+    # app's habit of creating the missing default rows of that level on read
+    # (`build_settings_for`, once across processes), which freezes the value
+    # in effect at that moment into instance rows. It is skipped inside an
+    # open transaction of the model's connection:
     # the native side has its own connection, which would wait for this
     # transaction's lock. Resolution is the same either way (missing rows
     # resolve to what is in effect), the rows are created by the next read
@@ -71,9 +74,9 @@ module TenantKit
 
       # tenant_column: (the records' tenant column, default "tenant_id"),
       # busy_timeout_ms:, lookup: (see TenantKit::Settings::OPTIONS),
-      # build_on_read: (default true).
+      # build_on_read: (default false: reading never writes).
       def settings_options(**options)
-        return { tenant_column: "tenant_id", build_on_read: true }.merge(@tenant_kit_options || {}) if options.empty?
+        return { tenant_column: "tenant_id", build_on_read: false }.merge(@tenant_kit_options || {}) if options.empty?
 
         unknown = options.keys - OPTION_NAMES
         raise ArgumentError, "unknown settings option(s) #{unknown.inspect} (known: #{OPTION_NAMES.inspect})" if unknown.any?

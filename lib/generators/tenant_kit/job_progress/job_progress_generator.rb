@@ -7,10 +7,12 @@ module TenantKit
   module Generators
     # bin/rails generate tenant_kit:job_progress [--table background_jobs] [--tenant-column tenant_id]
     #
-    # Writes db/migrate/<timestamp>_add_tenant_kit_job_progress.rb: adds the
-    # `job_progress` text column to `background_jobs`, or creates the table
-    # (tenant column, job_type, state, job_progress, timestamps) when the
-    # app has none. Then run `bin/rails db:migrate`.
+    # Writes db/migrate/<timestamp>_add_tenant_kit_job_progress.rb: adds to
+    # an existing `background_jobs` what it lacks (the `job_progress` text
+    # column; a `state` column; a `job_klass` column unless it has job_klass,
+    # job_type or job_class), renaming nothing, or creates the table (tenant
+    # column, job_type, state, job_progress, timestamps) when the app has
+    # none. Then run `bin/rails db:migrate`.
     #
     # The migration's text is in this file (no template file), so the gem's
     # `lib/**/*.rb` carries all of it.
@@ -44,7 +46,13 @@ module TenantKit
           class AddTenantKitJobProgress < ActiveRecord::Migration[#{version}]
             def up
               if table_exists?(:#{table})
+                # Only what is missing: the app's own columns (job_klass,
+                # an integer state enum...) are kept as they are.
                 add_column :#{table}, :job_progress, :text unless column_exists?(:#{table}, :job_progress)
+                add_column :#{table}, :state, :string unless column_exists?(:#{table}, :state)
+                unless %i[job_klass job_type job_class].any? { |c| column_exists?(:#{table}, c) }
+                  add_column :#{table}, :job_klass, :string
+                end
               else
                 create_table :#{table} do |t|
                   t.integer :#{tenant_column}, index: true

@@ -11,6 +11,16 @@ ActiveRecord::Schema.define(version: 2026_11_01_000000) do
     t.timestamps
   end
 
+  # The issue-21 app's job table (AppBackgroundJob): job_klass, an
+  # integer state enum, no foreign key.
+  create_table :app_background_jobs do |t|
+    t.integer :tenant_id, index: true
+    t.string :job_klass
+    t.integer :state, null: false, default: 0
+    t.text :job_progress
+    t.timestamps
+  end
+
   create_table :users do |t|
     t.references :tenant, null: false, index: true, foreign_key: true
     t.string :email, null: false
