@@ -1393,7 +1393,7 @@ fn a_tenant_id_in_the_other_storage_class_names_the_same_tenant() {
         .unwrap();
     assert_eq!(restored.conflict_count, 0);
     let mut restore_options = app.restore_options(&report.path, 1, json!({"purge": true}));
-    restore_options.tenant_id = tenant_kit::TenantId::Text("1".into());
+    restore_options.tenant_id = Some(tenant_kit::TenantId::Text("1".into()));
     tenant_kit::restore::restore(&restore_options, &mut CollectProgress::default())
         .expect("\"1\" is tenant 1 of an INTEGER column");
     assert_eq!(app.snapshot(), before);

@@ -60,6 +60,9 @@ pub(super) fn apply<'a>(
             progress.emit(Event::new("recovered").with("files", report.blobs.recovered))?;
         }
     }
+    // New ids another connection took meanwhile are moved past; that
+    // connection's commit makes the plan below be made again.
+    super::new_ids::recheck(conn, ctx, staged)?;
     // The plan (and the sets it left in temp tables) holds as long as no
     // other connection committed since it was made; otherwise make it
     // again, now under the lock.
@@ -505,7 +508,7 @@ fn check_restored_membership(conn: &Connection, ctx: &Context<'_>, staged: &Stag
             [],
         )?;
     }
-    let tenant = &ctx.options.tenant_id;
+    let tenant = ctx.options.target_id();
     let ours = MemberSets::materialize_within(
         conn,
         ctx.scope,
@@ -544,7 +547,8 @@ fn check_restored_membership(conn: &Connection, ctx: &Context<'_>, staged: &Stag
             let key = table.describe_rows(conn, &[sid])?.remove(0);
             return Err(Error::conflict(format!(
                 "{} {key} does not belong to tenant {} through its parents; nothing was changed",
-                table.name, ctx.options.tenant_id
+                table.name,
+                ctx.options.target_id()
             )));
         }
     }

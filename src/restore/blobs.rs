@@ -173,7 +173,8 @@ pub(super) fn place(
                 None => false,
             };
         let mut key = blob.key.clone();
-        if held && !ours {
+        // A copy with new ids has files of its own, under new keys.
+        if (held && !ours) || ctx.options.new_ids {
             key = fresh_blob_key(conn, root, &to_write)?;
             renamed.insert(blob.key.clone(), key.clone());
         }
@@ -252,7 +253,7 @@ fn fresh_blob_key(
     Err(Error::internal("could not find a free blob key"))
 }
 
-fn getrandom(buf: &mut [u8]) -> Result<()> {
+pub(super) fn getrandom(buf: &mut [u8]) -> Result<()> {
     use std::io::Read;
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(buf))

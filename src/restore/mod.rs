@@ -23,6 +23,8 @@ mod blobs;
 mod child_keys;
 mod disk;
 mod future_ids;
+mod new_ids;
+mod new_tenant;
 mod plan;
 mod postcondition;
 mod search_indexes;
@@ -55,7 +57,8 @@ use std::time::Instant;
 pub struct RestoreOptions {
     pub database: PathBuf,
     pub archive: PathBuf,
-    pub tenant_id: TenantId,
+    /// None (`tenant_id: nil`) with `new_ids: true` makes a new tenant.
+    pub tenant_id: Option<TenantId>,
     #[serde(default)]
     pub storage_root: Option<PathBuf>,
     #[serde(default)]
@@ -83,6 +86,26 @@ pub struct RestoreOptions {
     pub tmp_dir: Option<PathBuf>,
     #[serde(default)]
     pub max_line_bytes: Option<usize>,
+    /// Every restored row gets a new key, every known reference follows
+    /// (see [`new_ids`]).
+    #[serde(default)]
+    pub new_ids: bool,
+    /// With `new_ids`: where to write the old → new keys, one JSON line
+    /// per row.
+    #[serde(default)]
+    pub id_map: Option<PathBuf>,
+    /// Set by [`restore`] when `tenant_id` was nil: this run makes the tenant.
+    #[serde(skip)]
+    creates_tenant: bool,
+}
+
+impl RestoreOptions {
+    /// The tenant restored into; [`restore`] has settled it.
+    pub fn target_id(&self) -> &TenantId {
+        self.tenant_id
+            .as_ref()
+            .expect("the target tenant is settled before the restore runs")
+    }
 }
 
 fn yes() -> bool {
@@ -152,22 +175,58 @@ pub struct RestoreReport {
     /// Full-text indexes over the restored tables, and what became of
     /// each (rebuilt, kept by the app's triggers, contentless).
     pub search_indexes: BTreeMap<String, IndexAction>,
+    /// With `new_ids`: rows given a new key, per table.
+    pub id_map: BTreeMap<String, u64>,
 }
 
 pub fn restore(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreReport> {
+    // tenant_id: nil → a new tenant, into which the archive is remapped.
+    let settled = check_new_ids(options).and_then(|()| match &options.tenant_id {
+        Some(id) => Ok((id.clone(), false)),
+        None => Ok((new_tenant::new_tenant_id(options)?, true)),
+    });
+    let (tenant_id, creates_tenant) = match settled {
+        Ok(settled) => settled,
+        Err(e) => {
+            crate::progress::report_failure(progress, &e);
+            return Err(e);
+        }
+    };
     let target = crate::job::Target {
         database: &options.database,
         busy_timeout_ms: options.busy_timeout_ms,
         tenant_column: &options.tenant_column,
-        tenant_id: &options.tenant_id,
+        tenant_id: &tenant_id,
     };
     crate::job::run(target, progress, |tenant_id, progress| {
         let options = RestoreOptions {
-            tenant_id,
+            tenant_id: Some(tenant_id),
+            remap: options.remap || creates_tenant,
+            creates_tenant,
             ..options.clone()
         };
         run(&options, progress)
     })
+}
+
+/// `new_ids`, `id_map` and `tenant_id: nil` go together.
+fn check_new_ids(options: &RestoreOptions) -> Result<()> {
+    if options.tenant_id.is_none() && !options.new_ids {
+        return Err(Error::argument(
+            "tenant_id: is required (nil makes a new tenant, with new_ids: true)",
+        ));
+    }
+    if options.id_map.is_some() && !options.new_ids {
+        return Err(Error::argument(
+            "id_map: is written with new_ids: true only",
+        ));
+    }
+    if options.new_ids && !options.restore {
+        return Err(Error::argument(
+            "new_ids: true copies rows, so it needs restore: true",
+        ));
+    }
+    Ok(())
 }
 
 fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreReport> {
@@ -179,12 +238,13 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
             .with("archive", options.archive.display().to_string())
             .with(
                 "tenant_id",
-                serde_json::to_value(&options.tenant_id).unwrap_or_default(),
+                serde_json::to_value(options.target_id()).unwrap_or_default(),
             )
             .with("dry_run", options.dry_run)
             .with("purge", options.purge)
             .with("restore", options.restore)
-            .with("remap", options.remap),
+            .with("remap", options.remap)
+            .with("new_ids", options.new_ids),
     )?;
 
     // ---- 1–3. verify, schema, stage: no write lock yet ----
@@ -260,12 +320,14 @@ fn plan_and_apply(
     progress.emit(Event::lock("read"))?;
     let plan_started = Instant::now();
     conn.execute_batch("BEGIN")?;
-    let plan = plan::make(conn, ctx, staged, progress).and_then(|mut plan| {
-        let aimed = future_ids::unreservable(conn, ctx, staged, &plan.kept)?;
-        plan.conflict_count += aimed.len() as u64;
-        plan.conflicts.extend(aimed);
-        Ok(plan)
-    });
+    let plan = new_ids::assign(conn, ctx, staged)
+        .and_then(|()| plan::make(conn, ctx, staged, progress))
+        .and_then(|mut plan| {
+            let aimed = future_ids::unreservable(conn, ctx, staged, &plan.kept)?;
+            plan.conflict_count += aimed.len() as u64;
+            plan.conflicts.extend(aimed);
+            Ok(plan)
+        });
     // COMMIT, not ROLLBACK: the temp tables the plan made stay for the
     // write (the app's database was only read).
     let plan = match plan {
@@ -299,7 +361,7 @@ fn plan_and_apply(
     let mut report = RestoreReport {
         dry_run: options.dry_run,
         source_tenant_id: ctx.source.clone(),
-        tenant_id: options.tenant_id.clone(),
+        tenant_id: options.target_id().clone(),
         planned: plan.counts.clone(),
         restored: BTreeMap::new(),
         written: BTreeMap::new(),
@@ -317,6 +379,7 @@ fn plan_and_apply(
         lock_ms: 0,
         duration_ms: 0,
         errors: manifest.errors.clone(),
+        id_map: new_ids::counts(conn, staged)?,
     };
     if options.dry_run {
         if rehearse && plan.conflict_count == 0 {
@@ -357,7 +420,14 @@ fn plan_and_apply(
         (_, Err(e)) | (Err(e), Ok(())) => Err(e),
     };
     drop(watcher);
+    // The id map is written before the commit, and removed again if the
+    // transaction does not commit: it never names rows that are not there.
+    let mut id_map_written = None;
     let applied = applied.and_then(|purged_keys| {
+        if let Some(path) = &options.id_map {
+            id_map_written = Some(path);
+            new_ids::write_map(conn, staged, path)?;
+        }
         progress.emit(Event::new("commit"))?;
         apply::commit(conn, ctx)?;
         Ok(purged_keys)
@@ -368,6 +438,9 @@ fn plan_and_apply(
         Err(e) => {
             let _ = conn.execute_batch("ROLLBACK");
             files.remove_all();
+            if let Some(path) = id_map_written {
+                let _ = std::fs::remove_file(path);
+            }
             return Err(e);
         }
     };
@@ -476,10 +549,11 @@ fn stage_while_extracting(
             manifest.tenant.column, options.tenant_column, manifest.tenant.column
         )));
     }
-    if source != options.tenant_id && !options.remap {
+    if &source != options.target_id() && !options.remap {
         return Err(Error::argument(format!(
             "the archive holds tenant {source}, not {}: pass remap: true to restore it into tenant {}",
-            options.tenant_id, options.tenant_id
+            options.target_id(),
+            options.target_id()
         )));
     }
     // Files in the archive mean the app keeps them on the Disk service: without
@@ -579,7 +653,7 @@ fn check_options(options: &RestoreOptions) -> Result<()> {
             )));
         }
     }
-    if let TenantId::Text(s) = &options.tenant_id {
+    if let TenantId::Text(s) = options.target_id() {
         if s.is_empty() {
             return Err(Error::argument("tenant_id must not be empty"));
         }
@@ -600,7 +674,7 @@ struct Context<'a> {
 
 impl Context<'_> {
     fn target(&self) -> SqlValue {
-        self.options.tenant_id.to_sql_value()
+        self.options.target_id().to_sql_value()
     }
     fn table(&self, name: &str) -> &Table {
         self.schema.table(name).expect("checked by check_schema")

@@ -89,7 +89,7 @@ pub(super) fn make<'a>(
         conn,
         ctx.scope,
         ctx.schema,
-        &ctx.options.tenant_id,
+        ctx.options.target_id(),
         Side::Ours,
     )?;
     steps.done("members", None)?;
@@ -152,7 +152,7 @@ pub(super) fn make<'a>(
         conn,
         ctx.scope,
         ctx.schema,
-        &ctx.options.tenant_id,
+        ctx.options.target_id(),
         Side::Others,
         &candidates,
     )?;
@@ -177,7 +177,7 @@ pub(super) fn make<'a>(
     // the purge and the write then use to skip them.
     let mut kept = BTreeMap::new();
     for table in &staged.tables {
-        if ctx.options.remap || table.tenant_row {
+        if ctx.options.remap || ctx.options.new_ids || table.tenant_row {
             continue;
         }
         let hits = scratch_table("hits", table);
@@ -854,7 +854,7 @@ pub(super) fn kept_as_is(hits: &str, alias: &str) -> String {
 /// the archive's values: the restore leaves it exactly as it is, which
 /// touches nobody. Never with remap, whose rows are the new tenant's alone.
 pub(super) fn may_share(ctx: &Context<'_>, table: &StagedTable) -> bool {
-    (is_blob_table(&table.name) || table.derived) && !ctx.options.remap
+    (is_blob_table(&table.name) || table.derived) && !ctx.options.remap && !ctx.options.new_ids
 }
 
 /// [`may_share`] as an SQL condition on a row of the hits table.
