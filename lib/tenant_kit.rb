@@ -56,13 +56,20 @@ module TenantKit
     # Restore an archive into tenant_id. Defaults: restore only (no purge, no
     # dry run). A dry run reports conflicts in the result; a real restore
     # raises TenantKit::ConflictError for them and changes nothing.
+    # new_ids: true makes a copy: every row gets a new key and every known
+    # reference follows; tenant_id: nil then makes a new tenant (its id is
+    # the result's tenant_id), and id_map: a path writes old -> new keys.
     def restore(database:, archive:, tenant_id:, storage_root: nil, dry_run: false, purge: false,
                 restore: true, remap: false, tenant_column: "tenant_id", tenant_table: nil,
-                relations: [], polymorphic: {}, tables: {}, skip_tables: [], busy_timeout: 5, tmp_dir: nil, &block)
+                relations: [], polymorphic: {}, tables: {}, skip_tables: [], busy_timeout: 5, tmp_dir: nil,
+                new_ids: false, id_map: nil, &block)
+      new_ids = Arguments.boolean(:new_ids, new_ids)
       options = {
         database: Arguments.path(:database, database),
         archive: Arguments.path(:archive, archive),
-        tenant_id: Arguments.tenant_id(:tenant_id, tenant_id),
+        tenant_id: Arguments.target_tenant_id(tenant_id, new_ids),
+        new_ids: new_ids,
+        id_map: Arguments.path(:id_map, id_map, allow_nil: true),
         storage_root: Arguments.path(:storage_root, storage_root, allow_nil: true),
         dry_run: Arguments.boolean(:dry_run, dry_run),
         purge: Arguments.boolean(:purge, purge),

@@ -36,6 +36,15 @@ module TenantKit
       end
     end
 
+    # The tenant a restore writes into: nil makes a new one, which only a
+    # copy with new ids can be.
+    def target_tenant_id(value, new_ids)
+      return tenant_id(:tenant_id, value) unless value.nil?
+      return nil if new_ids
+
+      raise ArgumentError, "tenant_id: is required (nil makes a new tenant, with new_ids: true)"
+    end
+
     # A String in Encoding::BINARY is a BLOB id (a UUID the app keeps as 16
     # bytes): it crosses as {"$base64": ...}, the JSON form of a BLOB. Any
     # other String is text and must be valid in its encoding, or JSON could

@@ -52,6 +52,7 @@ module TenantKit
   RestoreResult = Struct.new(
     :dry_run, :source_tenant_id, :tenant_id, :planned, :restored, :written, :purged, :conflicts,
     :conflict_count, :blobs, :renamed_keys, :tenant_row_created, :plan_ms, :lock_ms, :duration_ms, :errors,
+    :id_map,
     keyword_init: true
   ) do
     def self.from_native(json)
@@ -64,7 +65,8 @@ module TenantKit
         conflicts: Results.symbolize(data["conflicts"]), conflict_count: data["conflict_count"],
         blobs: Results.symbolize(data["blobs"]), renamed_keys: data["renamed_keys"],
         tenant_row_created: data["tenant_row_created"], plan_ms: data["plan_ms"], lock_ms: data["lock_ms"],
-        duration_ms: data["duration_ms"], errors: Results.symbolize(data["errors"])
+        duration_ms: data["duration_ms"], errors: Results.symbolize(data["errors"]),
+        id_map: data["id_map"] || {}
       )
     end
 

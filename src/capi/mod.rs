@@ -176,8 +176,17 @@ pub unsafe extern "C" fn tk_backup(
 
 /// Restore an archive into a tenant. `options_json` holds the options of
 /// `TenantKit.restore` (`database`, `archive`, `tenant_id`, `storage_root`,
-/// `dry_run`, `purge`, `restore`, `remap`, `tenant_column`). `progress` may
-/// be NULL. On TK_OK `*out_json` is the restore result.
+/// `dry_run`, `purge`, `restore`, `remap`, `tenant_column`, `new_ids`,
+/// `id_map`). `progress` may be NULL. On TK_OK `*out_json` is the restore
+/// result.
+///
+/// A copy with fresh ids: `"new_ids": true` gives every restored row a new
+/// key and rewrites every reference to it the library knows; with
+/// `"tenant_id": null` it makes a new tenant, whose id the result's
+/// `tenant_id` holds (`tenant_row_created` is true). The result's `id_map`
+/// counts the new keys per table; `"id_map": "<path>"` writes them, one
+/// JSON line per row: `{"table": ..., "old": ..., "new": ...}`. New blob
+/// keys are in `renamed_keys` (old key → new key).
 ///
 /// # Safety
 /// As for `tk_backup`.

@@ -10,10 +10,13 @@ module TenantKit
     #   end
     #
     #   RestoreTenantJob.perform_later(tenant: tenant, user: current_user, archive_path: path,
-    #                                  dry_run: true, purge: false, restore: true, remap: false)
+    #                                  dry_run: true, purge: false, restore: true, remap: false,
+    #                                  new_ids: false, id_map: nil)
     #
     # `tenant` is the target (a record or an id: restoring into an empty
-    # database, the tenant row comes from the archive). Progress goes to a
+    # database, the tenant row comes from the archive). `new_ids: true`
+    # makes a copy with fresh ids (with `remap: true` into another tenant);
+    # with `tenant: nil` it makes a new tenant, the result's `tenant_id`. Progress goes to a
     # BackgroundJob row (job_type "restore"; pass `background_job:` to use
     # your own); it is written after the restore's transaction has ended and
     # written again if a purge removed it. Then it sends
@@ -29,16 +32,20 @@ module TenantKit
       # tenant: and archive_path: are checked inside, so that a job missing
       # one leaves a failed progress row and a failure mail.
       def perform(tenant: nil, archive_path: nil, user: nil, dry_run: false, purge: false, restore: true,
-                  remap: false, background_job: nil)
+                  remap: false, background_job: nil, new_ids: false, id_map: nil)
+        new_tenant = new_ids && tenant.nil?
         tenant_id = tenant_id_of(tenant) rescue nil # rubocop:disable Style/RescueModifier -- raised again below
         result, record, error = tenant_kit_run(:restore, background_job, tenant_id) do |on_event|
-          tenant_id = tenant_id_of(tenant)
+          tenant_id = tenant_id_of(tenant) unless new_tenant
           raise ::ArgumentError, "archive_path: is required" if archive_path.nil?
 
           options = app_options.merge(tenant_kit_setting(:restore_options) || {})
           TenantKit.restore(**options, archive: archive_path.to_s, tenant_id: tenant_id, dry_run: dry_run,
-                                       purge: purge, restore: restore, remap: remap, &on_event)
+                                       purge: purge, restore: restore, remap: remap, new_ids: new_ids,
+                                       id_map: id_map, &on_event)
         end
+        # A new tenant is known once it is made.
+        tenant_id = result.tenant_id if new_tenant && result
         tenant = tenant_record(tenant, tenant_id)
         if error
           tenant_kit_mail(:restore_failed, tenant: tenant, user: user, background_job: record,
