@@ -635,3 +635,32 @@ fn keys_that_are_no_integer_or_uuid_are_refused_with_the_table_named() {
     );
     assert_eq!(snapshot(&db.conn), before);
 }
+
+#[test]
+fn a_dry_run_plans_the_copy_as_inserts_and_changes_nothing() {
+    let app = App::new();
+    let archive = app.backup(1).path;
+    let before = app.snapshot();
+    let files_before = app.storage_files();
+    let map_path = app.dir.path().join("ids.jsonl");
+    let options = app.restore_options(
+        &archive,
+        0,
+        json!({"tenant_id": null, "new_ids": true, "dry_run": true, "id_map": map_path}),
+    );
+    let report = tenant_kit::restore::restore(&options, &mut CollectProgress::default()).unwrap();
+    assert!(report.dry_run);
+    assert_eq!(report.tenant_id, TenantId::Integer(4));
+    assert_eq!(report.conflict_count, 0, "{:?}", report.conflicts);
+    for (table, n) in &report.id_map {
+        let planned = &report.planned[table];
+        assert_eq!((planned.insert, planned.update), (*n, 0), "{table}");
+    }
+    assert_eq!(report.planned["tags_tasks"].insert, 4);
+    assert_eq!(app.snapshot(), before);
+    assert_eq!(app.storage_files(), files_before);
+    assert!(
+        !map_path.exists(),
+        "no id map for rows that were not written"
+    );
+}

@@ -39,7 +39,7 @@ module TenantKit
 
       Commands:
         backup    back up one tenant into OUTPUT_DIR/tenant_<id>_<stamp>.tar.gz
-        restore   restore an archive into a tenant (dry run, purge, remap)
+        restore   restore an archive into a tenant (dry run, purge, remap, copy with new ids)
         verify    check an archive's hashes and counts, without a database
         prune     delete old archives of OUTPUT_DIR
 
@@ -132,7 +132,8 @@ module TenantKit
         conflicts = hash[:conflicts].map { |c| "  conflict: #{c[:table]} #{c[:key]} (#{c[:reason]})" }
         (["dry run: #{hash[:conflict_count]} conflict(s)"] + lines + conflicts).join("\n")
       else
-        "restored #{hash[:restored].values.sum} rows, purged #{hash[:purged].values.sum}, " \
+        copied = hash[:id_map].to_h.empty? ? "" : ", #{hash[:id_map].values.sum} new ids, tenant #{hash[:tenant_id].inspect}"
+        "restored #{hash[:restored].values.sum} rows, purged #{hash[:purged].values.sum}#{copied}, " \
           "write lock #{hash[:lock_ms]} ms"
       end
     end
@@ -214,6 +215,11 @@ module TenantKit
       o.on("--purge", "delete the tenant's rows first") { options[:purge] = true }
       o.on("--no-restore", "with --purge: only purge") { options[:restore] = false }
       o.on("--remap", "the archive may hold another tenant") { options[:remap] = true }
+      o.on("--new-ids", "a copy: new keys for every row; without --tenant-id, into a new tenant") do
+        options[:new_ids] = true
+        options[:tenant_id] = nil unless options.key?(:tenant_id)
+      end
+      o.on("--id-map PATH", "with --new-ids: write old -> new keys as JSON lines") { |v| options[:id_map] = v }
       o.on("--tmp-dir DIR", "where the archive is unpacked while checked") { |v| options[:tmp_dir] = v }
     end
 
