@@ -138,7 +138,8 @@ pub struct BlobCounts {
     pub reused: u64,
     /// Files of purged blobs removed after commit.
     pub removed: u64,
-    /// Keys that collided with another blob and were given a fresh key.
+    /// Keys that collided with another blob and were given a fresh key
+    /// (with `new_ids`, every key).
     pub renamed: u64,
     /// Files a restore that died had written (or left to remove), removed
     /// before this one changed anything.
@@ -160,7 +161,8 @@ pub struct RestoreReport {
     pub conflicts: Vec<Conflict>,
     pub conflict_count: u64,
     pub blobs: BlobCounts,
-    /// Old blob key → new key, for keys that were already taken.
+    /// Old blob key → new key, for keys that were already taken (with
+    /// `new_ids`, for every blob).
     pub renamed_keys: BTreeMap<String, String>,
     pub tenant_row_created: bool,
     /// How long the plan's read transaction was open. In rollback-journal
