@@ -664,3 +664,47 @@ fn a_dry_run_plans_the_copy_as_inserts_and_changes_nothing() {
         "no id map for rows that were not written"
     );
 }
+
+/// Creates tenant 4 from another connection once the plan is made.
+struct CreatesTenantMeanwhile {
+    db: std::path::PathBuf,
+}
+
+impl Progress for CreatesTenantMeanwhile {
+    fn emit(&mut self, event: Event) -> tenant_kit::Result<()> {
+        if event.step() == "plan" {
+            add_empty_tenant(&Connection::open(&self.db).unwrap(), 4);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_new_tenant_taken_before_the_write_is_a_conflict_and_nothing_changes() {
+    let app = App::new();
+    let archive = app.backup(1).path;
+    let files_before = app.storage_files();
+    let options = app.restore_options(&archive, 0, json!({"tenant_id": null, "new_ids": true}));
+    let mut progress = CreatesTenantMeanwhile { db: app.db.clone() };
+    let err = tenant_kit::restore::restore(&options, &mut progress).unwrap_err();
+    assert_eq!(err.kind(), tenant_kit::ErrorKind::Conflict);
+    assert!(
+        err.to_string()
+            .contains("tenant 4 was created by someone else"),
+        "{err}"
+    );
+    let conn = app.conn();
+    let rows: i64 = TENANT_TABLES
+        .iter()
+        .map(|t| -> i64 {
+            conn.query_row(
+                &format!("SELECT count(*) FROM {t} WHERE tenant_id = 4"),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+        })
+        .sum();
+    assert_eq!(rows, 0, "nothing written into the other tenant");
+    assert_eq!(app.storage_files(), files_before);
+}
