@@ -449,3 +449,24 @@ impl SmallDb {
         tenant_kit::restore::restore(&options, progress)
     }
 }
+
+/// Every row of `before` is still in `after` (as a multiset, per table).
+pub fn assert_rows_kept(
+    before: &BTreeMap<String, Vec<String>>,
+    after: &BTreeMap<String, Vec<String>>,
+) {
+    for (table, rows) in before {
+        if table == "sqlite_sequence" {
+            continue;
+        }
+        let mut left: BTreeMap<&String, i64> = BTreeMap::new();
+        for r in &after[table] {
+            *left.entry(r).or_default() += 1;
+        }
+        for r in rows {
+            let n = left.entry(r).or_default();
+            assert!(*n > 0, "{table}: row {r} changed or went away");
+            *n -= 1;
+        }
+    }
+}
