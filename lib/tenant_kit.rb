@@ -58,7 +58,8 @@ module TenantKit
     # raises TenantKit::ConflictError for them and changes nothing.
     def restore(database:, archive:, tenant_id:, storage_root: nil, dry_run: false, purge: false,
                 restore: true, remap: false, tenant_column: "tenant_id", tenant_table: nil,
-                relations: [], polymorphic: {}, tables: {}, skip_tables: [], busy_timeout: 5, tmp_dir: nil, &block)
+                relations: [], polymorphic: {}, tables: {}, skip_tables: [], busy_timeout: 5, tmp_dir: nil,
+                only: nil, except: nil, &block)
       options = {
         database: Arguments.path(:database, database),
         archive: Arguments.path(:archive, archive),
@@ -74,7 +75,9 @@ module TenantKit
         polymorphic: Arguments.polymorphic(polymorphic),
         tables: Arguments.tables(tables, skip_tables),
         busy_timeout_ms: Arguments.milliseconds(:busy_timeout, busy_timeout),
-        tmp_dir: Arguments.path(:tmp_dir, tmp_dir, allow_nil: true)
+        tmp_dir: Arguments.path(:tmp_dir, tmp_dir, allow_nil: true),
+        only: Arguments.only(only),
+        except: Arguments.except(except)
       }
       RestoreResult.from_native(NativeCall.call(:restore, JSON.generate(options), &block))
     end

@@ -397,3 +397,81 @@ fn a_subtree_purge_cascading_onto_another_tenant_is_refused() {
         .unwrap();
     assert_eq!(tasks, vec![10, 11]);
 }
+
+/// Roots of other key types, in the archive's JSON forms: text keys as
+/// strings, BLOB keys as `{"$base64": …}`, keys over several columns as
+/// arrays in key order.
+#[test]
+fn subtree_roots_may_be_text_blob_or_composite_keys() {
+    let db = SmallDb::new(
+        "CREATE TABLE tenants(id INTEGER PRIMARY KEY, name TEXT);
+         CREATE TABLE folders(id TEXT PRIMARY KEY, tenant_id INTEGER NOT NULL REFERENCES tenants, name TEXT);
+         CREATE TABLE files(id BLOB PRIMARY KEY, tenant_id INTEGER NOT NULL REFERENCES tenants,
+                            folder_id TEXT REFERENCES folders, name TEXT);
+         CREATE TABLE versions(file_id BLOB NOT NULL REFERENCES files, n INTEGER NOT NULL,
+                               tenant_id INTEGER NOT NULL REFERENCES tenants, body TEXT, PRIMARY KEY(file_id, n));
+         INSERT INTO tenants VALUES (1, 'one');
+         INSERT INTO folders VALUES ('f1', 1, 'one'), ('f2', 1, 'two');
+         INSERT INTO files VALUES (x'01', 1, 'f1', 'a'), (x'02', 1, 'f2', 'b');
+         INSERT INTO versions VALUES (x'01', 1, 1, 'a1'), (x'01', 2, 1, 'a2'), (x'02', 1, 1, 'b1');",
+    );
+    let archive = db.backup(1);
+    let full = snapshot(&db.conn);
+    db.conn
+        .execute_batch(
+            "DELETE FROM versions WHERE file_id = x'01'; DELETE FROM files WHERE folder_id = 'f1';
+             DELETE FROM folders WHERE id = 'f1'; UPDATE versions SET body = 'later' WHERE file_id = x'02';",
+        )
+        .unwrap();
+    let report = db
+        .restore(&archive, 1, json!({ "only": { "folders": ["f1"] } }))
+        .unwrap();
+    assert_eq!(report.written.get("versions"), Some(&2));
+    let body = |sql: &str| -> String { db.conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(
+        body("SELECT body FROM versions WHERE file_id = x'02'"),
+        "later"
+    );
+
+    db.conn
+        .execute_batch("UPDATE versions SET body = 'later' WHERE file_id = x'01'")
+        .unwrap();
+    let report = db
+        .restore(
+            &archive,
+            1,
+            json!({ "only": { "versions": [[{ "$base64": "AQ==" }, 2]] } }),
+        )
+        .unwrap();
+    assert_eq!(report.written.get("versions"), Some(&1));
+    assert_eq!(
+        body("SELECT body FROM versions WHERE file_id = x'01' AND n = 2"),
+        "a2"
+    );
+    assert_eq!(
+        body("SELECT body FROM versions WHERE file_id = x'01' AND n = 1"),
+        "later"
+    );
+
+    db.restore(
+        &archive,
+        1,
+        json!({ "only": { "files": [{ "$base64": "AQ==" }, { "$base64": "Ag==" }] } }),
+    )
+    .unwrap();
+    assert_eq!(snapshot(&db.conn), full);
+
+    let err = db
+        .restore(
+            &archive,
+            1,
+            json!({ "only": { "versions": [{ "$base64": "AQ==" }] } }),
+        )
+        .unwrap_err();
+    assert!(
+        err.message().contains(
+            "versions: key {\"$base64\":\"AQ==\"} does not fit its primary key (file_id, n)"
+        ),
+        "{err}"
+    );
+}
