@@ -230,7 +230,10 @@ pub(super) fn make<'a>(
             // Kept rows are some of those, one each: not purged.
             if let Some(hits) = kept.get(&t.name) {
                 let kept_rows: i64 = conn.query_row(
-                    &format!("SELECT count(*) FROM temp.{hits} WHERE ours AND NOT others"),
+                    &format!(
+                        "SELECT count(*) FROM temp.{hits} AS h WHERE ours AND NOT others AND {}",
+                        super::selection_db::hit_in_purge_scope(ctx, &t.name, "h")
+                    ),
                     [],
                     |r| r.get(0),
                 )?;

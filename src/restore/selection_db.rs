@@ -198,6 +198,24 @@ pub(super) fn purge_filter(ctx: &Context<'_>, table: &str, alias: &str) -> Strin
     out
 }
 
+/// SQL condition: the hit `alias` (a row of the plan's hits table, its
+/// database row's key in `k0, k1, …`) is a row the purge may delete. A
+/// kept row spares one purged row only then: a row of the archive's
+/// subtree that hangs elsewhere today is not in the purge's scope.
+/// `1` without a selection.
+pub(super) fn hit_in_purge_scope(ctx: &Context<'_>, table: &str, alias: &str) -> String {
+    let (Some(_), Some(i)) = (ctx.selection, scope_index(ctx, table)) else {
+        return "1".into();
+    };
+    let columns = set_columns(ctx, table);
+    let keys = columns
+        .split(", ")
+        .map(|k| format!("{alias}.{k}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("({keys}) IN (SELECT {columns} FROM temp.{})", set_name(i))
+}
+
 /// References out of the selection that find no row: a restored row
 /// refers (by a reference the scope knows, into the tenant's data) to a
 /// row that is neither among the selected rows nor in the database.
