@@ -541,3 +541,41 @@ fn a_subtree_purge_counts_rows_moved_out_of_the_subtree_right() {
     assert_eq!(count("SELECT count(*) FROM tasks WHERE id = 1080"), 0);
     assert_eq!(count("SELECT project_id FROM tasks WHERE id = 1002"), 1001);
 }
+
+/// `restore: false` with a subtree: the purge alone, within the subtree
+/// as it hangs off the roots in the database today.
+#[test]
+fn a_purge_alone_of_a_subtree_deletes_what_hangs_off_the_roots() {
+    let app = App::new();
+    let archive = app.backup(1).path;
+    let conn = app.conn();
+    let extra = json!({ "only": { "projects": [1001] }, "purge": true, "restore": false });
+    let report = app.restore(&archive, 1, extra).unwrap();
+    assert_eq!(report.purged.get("projects"), Some(&1));
+    assert_eq!(report.purged.get("tasks"), Some(&3));
+    assert_eq!(report.purged.get("time_entries"), Some(&3));
+    assert_eq!(report.purged.get("tags_tasks"), Some(&2));
+    assert_eq!(report.purged.get("comments"), Some(&1));
+    assert_eq!(report.purged.get("active_storage_attachments"), Some(&1));
+    assert_eq!(report.purged.get("active_storage_blobs"), Some(&1));
+    assert_eq!(report.purged.get("users"), None);
+    assert_eq!(report.blobs.removed, 1);
+    assert!(!blob_path(&app.storage, &blob_key(1, 2)).exists());
+    assert!(blob_path(&app.storage, &blob_key(1, 1)).exists());
+    let ids = |sql: &str| -> Vec<i64> {
+        conn.prepare(sql)
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    };
+    assert_eq!(
+        ids("SELECT id FROM tasks WHERE tenant_id = 1 ORDER BY id"),
+        vec![1001, 1003, 1005]
+    );
+    assert_eq!(
+        ids("SELECT id FROM projects WHERE tenant_id = 1"),
+        vec![1002]
+    );
+}
