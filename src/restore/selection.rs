@@ -18,7 +18,7 @@
 //! out of the selection: it must find its row in the database
 //! ([`super::selection_db::dangling_references`]).
 
-use super::stage::Staged;
+use super::stage::{Staged, StagedTable};
 use super::Context;
 use crate::error::{Error, Result};
 use crate::scope::{sql_string, Membership, Reference, TenantScope};
@@ -148,70 +148,13 @@ impl Selection {
                 s = sel(i)
             ))?;
         }
-        let index = |name: &str| staged.tables.iter().position(|t| t.name == name);
         self.seed_stage(conn, staged)?;
         // Rows follow selected rows to a fixpoint.
-        let mut fills = Vec::new();
-        for link in links(ctx.scope, self.is_subtree()) {
-            if self.excluded.contains(link.follower()) {
-                continue;
-            }
-            let (Some(c), Some(p)) = (index(&link.child), index(&link.parent)) else {
-                continue;
-            };
-            let (child, parent) = (&staged.tables[c], &staged.tables[p]);
-            let pos =
-                |t: &super::stage::StagedTable, col: &str| t.columns.iter().position(|x| x == col);
-            let Some(cc) = link
-                .columns
-                .iter()
-                .map(|x| pos(child, x))
-                .collect::<Option<Vec<_>>>()
-            else {
-                continue;
-            };
-            let Some(pc) = link
-                .parent_columns
-                .iter()
-                .map(|x| pos(parent, x))
-                .collect::<Option<Vec<_>>>()
-            else {
-                continue;
-            };
-            let typed = match &link.polymorphic {
-                Some((type_col, class)) => match pos(child, type_col) {
-                    Some(t) => format!("c.c{t} = {} AND ", sql_string(class)),
-                    None => continue,
-                },
-                None => String::new(),
-            };
-            let tuple = |alias: &str, cols: &[usize]| {
-                let list = cols
-                    .iter()
-                    .map(|i| format!("{alias}.c{i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                if cols.len() == 1 {
-                    list
-                } else {
-                    format!("({list})")
-                }
-            };
-            let sql = if link.up {
-                // The parent row (a blob) follows a selected child (its
-                // attachment).
-                format!(
-                    "INSERT OR IGNORE INTO temp.{t} SELECT p.rowid FROM {ps} AS p WHERE {pt} IN (SELECT {ct} FROM temp.{s} AS x JOIN {cs} AS c ON c.rowid = x.sid WHERE {typed}1)",
-                    t = sel(p), ps = parent.stage, pt = tuple("p", &pc), ct = tuple("c", &cc), s = sel(c), cs = child.stage
-                )
-            } else {
-                format!(
-                    "INSERT OR IGNORE INTO temp.{t} SELECT c.rowid FROM {cs} AS c WHERE {typed}{ct} IN (SELECT {pt} FROM temp.{s} AS x JOIN {ps} AS p ON p.rowid = x.sid)",
-                    t = sel(c), cs = child.stage, ct = tuple("c", &cc), pt = tuple("p", &pc), s = sel(p), ps = parent.stage
-                )
-            };
-            fills.push(sql);
-        }
+        let fills: Vec<String> = links(ctx.scope, self.is_subtree())
+            .iter()
+            .filter(|l| !self.excluded.contains(l.follower()))
+            .filter_map(|l| stage_fill(staged, l))
+            .collect();
         fixpoint(conn, &fills)?;
         self.compact(conn, ctx, staged)
     }
@@ -300,23 +243,64 @@ impl Selection {
     }
 }
 
-/// Run `INSERT OR IGNORE` statements until none adds a row.
-pub(super) fn fixpoint(conn: &Connection, fills: &[String]) -> Result<()> {
-    fixpoint_with(conn, fills, &[])
+/// One step of the selection along `link`, over the staged rows
+/// (`temp.tk_sel_<i>` holds the selected stage rowids of staged table i).
+/// None when the archive does not carry both tables and the link's columns.
+fn stage_fill(staged: &Staged, link: &Link) -> Option<String> {
+    let index = |name: &str| staged.tables.iter().position(|t| t.name == name);
+    let (c, p) = (index(&link.child)?, index(&link.parent)?);
+    let (child, parent) = (&staged.tables[c], &staged.tables[p]);
+    let pos = |t: &StagedTable, col: &str| t.columns.iter().position(|x| x == col);
+    let cc: Vec<usize> = link
+        .columns
+        .iter()
+        .map(|x| pos(child, x))
+        .collect::<Option<_>>()?;
+    let pc: Vec<usize> = link
+        .parent_columns
+        .iter()
+        .map(|x| pos(parent, x))
+        .collect::<Option<_>>()?;
+    let typed = match &link.polymorphic {
+        Some((type_col, class)) => {
+            format!("c.c{} = {} AND ", pos(child, type_col)?, sql_string(class))
+        }
+        None => String::new(),
+    };
+    let tuple = |alias: &str, cols: &[usize]| {
+        let list = cols
+            .iter()
+            .map(|i| format!("{alias}.c{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if cols.len() == 1 {
+            list
+        } else {
+            format!("({list})")
+        }
+    };
+    let (ct, pt) = (tuple("c", &cc), tuple("p", &pc));
+    Some(if link.up {
+        // The parent row (a blob) follows a selected child (its attachment).
+        format!(
+            "INSERT OR IGNORE INTO temp.tk_sel_{p} SELECT p.rowid FROM {ps} AS p WHERE {pt} IN (SELECT {ct} FROM temp.tk_sel_{c} AS x JOIN {cs} AS c ON c.rowid = x.sid WHERE {typed}1)",
+            ps = parent.stage, cs = child.stage
+        )
+    } else {
+        format!(
+            "INSERT OR IGNORE INTO temp.tk_sel_{c} SELECT c.rowid FROM {cs} AS c WHERE {typed}{ct} IN (SELECT {pt} FROM temp.tk_sel_{p} AS x JOIN {ps} AS p ON p.rowid = x.sid)",
+            ps = parent.stage, cs = child.stage
+        )
+    })
 }
 
-/// [`fixpoint`] with parameters for every statement that takes them.
-pub(super) fn fixpoint_with(
-    conn: &Connection,
-    fills: &[String],
-    params: &[&dyn rusqlite::ToSql],
-) -> Result<()> {
+/// Run `INSERT OR IGNORE` statements (without parameters) until none adds
+/// a row.
+pub(super) fn fixpoint(conn: &Connection, fills: &[String]) -> Result<()> {
     for _ in 0..10_000 {
         let mut grew = false;
         for sql in fills {
-            let mut stmt = conn.prepare_cached(sql)?;
-            let n = stmt.parameter_count();
-            grew |= stmt.execute(&params[..n])? > 0;
+            grew |= conn.prepare_cached(sql)?.execute([])? > 0;
         }
         if !grew {
             return Ok(());
