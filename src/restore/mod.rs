@@ -544,6 +544,9 @@ fn stage_while_extracting(
         source,
         selection: None,
     };
+    // A selection naming no table of this tenant is refused before the
+    // archive's rows are read.
+    selection::Selection::from_options(&ctx)?;
     let dump = DumpReader::new(feed.follow(dump_path), limits.max_line_bytes);
     let (conn, staged) = Staged::load(conn, &ctx, dump, progress);
     let staged = staged?;
