@@ -62,7 +62,7 @@ module TenantKit
     def restore(database:, archive:, tenant_id:, storage_root: nil, dry_run: false, purge: false,
                 restore: true, remap: false, tenant_column: "tenant_id", tenant_table: nil,
                 relations: [], polymorphic: {}, tables: {}, skip_tables: [], busy_timeout: 5, tmp_dir: nil,
-                new_ids: false, id_map: nil, &block)
+                new_ids: false, id_map: nil, only: nil, except: nil, &block)
       new_ids = Arguments.boolean(:new_ids, new_ids)
       options = {
         database: Arguments.path(:database, database),
@@ -81,7 +81,9 @@ module TenantKit
         polymorphic: Arguments.polymorphic(polymorphic),
         tables: Arguments.tables(tables, skip_tables),
         busy_timeout_ms: Arguments.milliseconds(:busy_timeout, busy_timeout),
-        tmp_dir: Arguments.path(:tmp_dir, tmp_dir, allow_nil: true)
+        tmp_dir: Arguments.path(:tmp_dir, tmp_dir, allow_nil: true),
+        only: Arguments.only(only),
+        except: Arguments.except(except)
       }
       RestoreResult.from_native(NativeCall.call(:restore, JSON.generate(options), &block))
     end

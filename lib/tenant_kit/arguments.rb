@@ -92,6 +92,57 @@ module TenantKit
       rules
     end
 
+    # A table named by its name or, from the Rails integration, by its model
+    # class (anything that answers table_name).
+    def table_name(name, value)
+      return identifier(name, value.table_name) if value.respond_to?(:table_name)
+
+      identifier(name, value)
+    end
+
+    # only: [tables or models] (a partial restore), or { table or model => [keys] }
+    # (a subtree: those rows and everything that hangs off them). Keys are
+    # Integers, text Strings, binary Strings (BLOB keys) or, for a key over
+    # several columns, Arrays of those in key order. nil: the whole tenant.
+    def only(value)
+      case value
+      when nil then nil
+      when Array
+        raise ArgumentError, "only: name at least one table" if value.empty?
+
+        value.each_with_index.map { |v, i| table_name("only[#{i}]", v) }
+      when Hash
+        raise ArgumentError, "only: a subtree has one root table: { table => [keys] }" unless value.size == 1
+
+        table, keys = value.first
+        unless keys.is_a?(Array) && !keys.empty?
+          raise ArgumentError, "only: #{table}: expected a non-empty Array of keys, got #{keys.inspect}"
+        end
+
+        { table_name("only", table) => keys.map { |k| subtree_key("only: #{table}", k) } }
+      else
+        raise ArgumentError, "only: expected an Array of tables or a Hash of table => [keys], got #{value.inspect}"
+      end
+    end
+
+    def subtree_key(name, key)
+      case key
+      when Integer then tenant_id(name, key)
+      when String then text_or_blob_id(name, key)
+      when Array then key.map { |part| subtree_key(name, part) }
+      else raise ArgumentError, "#{name}: a key is an Integer, a String or an Array of those, got #{key.inspect}"
+      end
+    end
+
+    # except: [tables or models].
+    def except(value)
+      return nil if value.nil?
+      raise ArgumentError, "except: expected an Array of tables, got #{value.inspect}" unless value.is_a?(Array)
+      raise ArgumentError, "except: name at least one table" if value.empty?
+
+      value.each_with_index.map { |v, i| table_name("except[#{i}]", v) }
+    end
+
     def boolean(name, value)
       return value if [true, false].include?(value)
 

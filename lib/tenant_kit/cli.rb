@@ -220,6 +220,10 @@ module TenantKit
         options[:tenant_id] = nil unless options.key?(:tenant_id)
       end
       o.on("--id-map PATH", "with --new-ids: write old -> new keys as JSON lines") { |v| options[:id_map] = v }
+      o.on("--only SELECTION", "only these tables (a,b), or a subtree: table=key,key") do |v|
+        options[:only] = selection(v)
+      end
+      o.on("--except TABLES", "every table but these (a,b)") { |v| options[:except] = v.split(",") }
       o.on("--tmp-dir DIR", "where the archive is unpacked while checked") { |v| options[:tmp_dir] = v }
     end
 
@@ -236,6 +240,12 @@ module TenantKit
       end
       o.on("--tenant-id ID", "only this tenant's archives") { |v| options[:tenant_id] = tenant_id(v) }
       o.on("--dry-run", "list what would be deleted") { options[:dry_run] = true }
+    end
+
+    # "tags,users" -> tables; "projects=17,18" -> the subtree of those keys.
+    def selection(text)
+      table, keys = text.split("=", 2)
+      keys ? { table => keys.split(",").map { |k| tenant_id(k) } } : text.split(",")
     end
 
     def tenant_id(text)

@@ -26,6 +26,17 @@ module TenantKit
     def per_table(hash)
       (hash || {}).transform_values { |v| v.is_a?(Hash) ? symbolize(v) : v }
     end
+
+    # What only:/except: selected: { mode: :subtree, tables: [...], roots: [...],
+    # rows: { "tasks" => 3 }, left_out: { "users" => 3 } }; nil for a whole restore.
+    def selection(value)
+      return nil if value.nil?
+
+      {
+        mode: value["mode"].to_sym, tables: value["tables"], roots: value["roots"] || [],
+        rows: value["rows"], left_out: value["left_out"]
+      }
+    end
   end
 
   BackupResult = Struct.new(
@@ -53,11 +64,13 @@ module TenantKit
     :dry_run, :source_tenant_id, :tenant_id, :planned, :restored, :written, :purged, :conflicts,
     :conflict_count, :blobs, :renamed_keys, :tenant_row_created, :plan_ms, :lock_ms, :duration_ms, :errors,
     :id_map,
+    :selection,
     keyword_init: true
   ) do
     def self.from_native(json)
       data = JSON.parse(json)
       new(
+        selection: Results.selection(data["selection"]),
         dry_run: data["dry_run"], source_tenant_id: Results.tenant_id(data["source_tenant_id"]),
         tenant_id: Results.tenant_id(data["tenant_id"]),
         planned: Results.per_table(data["planned"]), restored: data["restored"], written: data["written"],

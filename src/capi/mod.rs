@@ -177,8 +177,14 @@ pub unsafe extern "C" fn tk_backup(
 /// Restore an archive into a tenant. `options_json` holds the options of
 /// `TenantKit.restore` (`database`, `archive`, `tenant_id`, `storage_root`,
 /// `dry_run`, `purge`, `restore`, `remap`, `tenant_column`, `new_ids`,
-/// `id_map`). `progress` may be NULL. On TK_OK `*out_json` is the restore
-/// result.
+/// `id_map`, `only`, `except`). `progress` may be NULL. On TK_OK `*out_json` is
+/// the restore result.
+///
+/// A partial restore: `"only": ["tags"]` or `"except": ["users"]` (table
+/// names), or a subtree: `"only": {"projects": [17]}` (keys in the
+/// archive's JSON form: `17`, `"a1"`, `{"$base64": "…"}`, an array of
+/// those for a key over several columns); the result's `selection` says
+/// what was selected.
 ///
 /// A copy with fresh ids: `"new_ids": true` gives every restored row a new
 /// key and rewrites every reference to it the library knows; with

@@ -98,7 +98,7 @@ pub(super) fn apply<'a>(
             let sql = format!(
                 "SELECT a.key FROM {} AS a WHERE {}",
                 main_table(&blobs.name),
-                plan::purged_rows(ours, &plan.others, &blobs.name, "a")?
+                plan::purged_rows(ctx, ours, &plan.others, &blobs.name, "a")?
             );
             let mut stmt = conn.prepare(&sql)?;
             let params = tenant_params(&stmt, &target);
@@ -119,7 +119,7 @@ pub(super) fn apply<'a>(
             let qt = main_table(&t.name);
             let mut sql = format!(
                 "DELETE FROM {qt} WHERE {}",
-                plan::purged_rows(ours, &plan.others, &t.name, &qt)?
+                plan::purged_rows(ctx, ours, &plan.others, &t.name, &qt)?
             );
             if let Some(keep) = plan.kept.get(&t.name) {
                 sql.push_str(&format!(

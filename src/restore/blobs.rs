@@ -161,6 +161,10 @@ pub(super) fn place(
     let mut to_write: Vec<(&str, BlobPath)> = Vec::new();
     for blob in &ctx.manifest.blobs {
         progress.check_interrupt()?;
+        // A partial restore writes the files of its own blob rows only.
+        if !super::selection::carries_blob(conn, ctx, staged, &blob.key)? {
+            continue;
+        }
         let held = key_taken(conn, &blob.key)?;
         // The key's holder is the archive's own row (same primary key,
         // whatever its type): the key stays.

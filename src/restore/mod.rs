@@ -29,6 +29,9 @@ mod plan;
 mod postcondition;
 mod search_indexes;
 pub use search_indexes::IndexAction;
+mod selection;
+mod selection_db;
+pub use selection::SelectionReport;
 mod stage;
 mod storage_journal;
 
@@ -94,6 +97,13 @@ pub struct RestoreOptions {
     /// per row.
     #[serde(default)]
     pub id_map: Option<PathBuf>,
+    /// A partial restore: table names (`["tags"]`), or the roots of a
+    /// subtree (`{"projects": [17]}`, keys in the archive's JSON form).
+    #[serde(default)]
+    pub only: Option<serde_json::Value>,
+    /// A partial restore of every table but these.
+    #[serde(default)]
+    pub except: Option<Vec<String>>,
     /// Set by [`restore`] when `tenant_id` was nil: this run makes the tenant.
     #[serde(skip)]
     creates_tenant: bool,
@@ -179,6 +189,9 @@ pub struct RestoreReport {
     pub search_indexes: BTreeMap<String, IndexAction>,
     /// With `new_ids`: rows given a new key, per table.
     pub id_map: BTreeMap<String, u64>,
+    /// What `only:` / `except:` selected (absent for a whole restore).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selection: Option<SelectionReport>,
 }
 
 pub fn restore(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreReport> {
@@ -290,18 +303,28 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
         conn,
         schema,
         scope,
-        staged,
+        mut staged,
         rehearse,
     } = staging;
     let manifest = &extracted.manifest;
-    let ctx = Context {
+    let mut ctx = Context {
         options,
         schema: &schema,
         scope: &scope,
         manifest,
         blob_files: Some(&extracted.blobs),
         source: manifest.tenant.id.clone(),
+        selection: None,
     };
+    // A partial restore: the staged rows left out go before the plan.
+    let selection = match selection::Selection::from_options(&ctx)? {
+        Some(mut selection) => {
+            selection.apply_to_stage(&conn, &ctx, &mut staged)?;
+            Some(selection)
+        }
+        None => None,
+    };
+    ctx.selection = selection.as_ref();
     // From here on a cancel stops a running statement too.
     db::watch_statements(&conn, progress, |progress| {
         plan_and_apply(&conn, &ctx, &staged, rehearse, started, progress)
@@ -377,6 +400,7 @@ fn plan_and_apply(
         renamed_keys: BTreeMap::new(),
         tenant_row_created: false,
         search_indexes: BTreeMap::new(),
+        selection: ctx.selection.map(|s| s.report.clone()),
         plan_ms,
         lock_ms: 0,
         duration_ms: 0,
@@ -594,7 +618,11 @@ fn stage_while_extracting(
         manifest: &manifest,
         blob_files: None,
         source,
+        selection: None,
     };
+    // A selection naming no table of this tenant is refused before the
+    // archive's rows are read.
+    selection::Selection::from_options(&ctx)?;
     let dump = DumpReader::new(feed.follow(dump_path), limits.max_line_bytes);
     let (conn, staged) = Staged::load(conn, &ctx, dump, progress);
     let staged = staged?;
@@ -672,6 +700,8 @@ struct Context<'a> {
     /// is still running then).
     blob_files: Option<&'a BTreeMap<String, PathBuf>>,
     source: TenantId,
+    /// `only:` / `except:`, once applied to the staged rows.
+    selection: Option<&'a selection::Selection>,
 }
 
 impl Context<'_> {

@@ -93,6 +93,10 @@ pub(super) fn make<'a>(
         Side::Ours,
     )?;
     steps.done("members", None)?;
+    // A partial restore purges within its selection only.
+    if let (Some(selection), true) = (ctx.selection, ctx.options.purge) {
+        super::selection_db::mark_purge_scope(conn, ctx, selection, &ours)?;
+    }
 
     // The hits: staged row → database row with its identity, whether every
     // value is already the archive's, and whose the row is. Other tenants'
@@ -218,7 +222,7 @@ pub(super) fn make<'a>(
             let sql = format!(
                 "SELECT count(*) FROM {} AS a WHERE {}",
                 main_table(&t.name),
-                purged_rows(&ours, &others, &t.name, "a")?
+                purged_rows(ctx, &ours, &others, &t.name, "a")?
             );
             let mut stmt = conn.prepare(&sql)?;
             let params = tenant_params(&stmt, &target);
@@ -226,7 +230,10 @@ pub(super) fn make<'a>(
             // Kept rows are some of those, one each: not purged.
             if let Some(hits) = kept.get(&t.name) {
                 let kept_rows: i64 = conn.query_row(
-                    &format!("SELECT count(*) FROM temp.{hits} WHERE ours AND NOT others"),
+                    &format!(
+                        "SELECT count(*) FROM temp.{hits} AS h WHERE ours AND NOT others AND {}",
+                        super::selection_db::hit_in_purge_scope(ctx, &t.name, "h")
+                    ),
                     [],
                     |r| r.get(0),
                 )?;
@@ -350,6 +357,12 @@ pub(super) fn make<'a>(
         references_to_other_tenants(conn, ctx, staged, &kept, &kept_as_is, conflicts.len())?;
     conflict_count += crossing.count;
     conflicts.extend(crossing.listed);
+    if ctx.selection.is_some() {
+        let (count, listed) =
+            super::selection_db::dangling_references(conn, ctx, staged, conflicts.len())?;
+        conflict_count += count;
+        conflicts.extend(listed);
+    }
     steps.done("references", None)?;
     Ok(Plan {
         ours,
@@ -814,15 +827,17 @@ fn others_on_row(ctx: &Context<'_>, table: &str) -> Result<String> {
 /// SQL condition: a purge deletes the row `alias` of `table` (before the
 /// kept rows are spared): the target tenant's, and no other tenant's.
 pub(super) fn purged_rows(
+    ctx: &Context<'_>,
     ours: &MemberSets<'_>,
     others: &MemberSets<'_>,
     table: &str,
     alias: &str,
 ) -> Result<String> {
     Ok(format!(
-        "{} AND NOT {}",
+        "{} AND NOT {} AND {}",
         ours.member_predicate(table, alias)?,
-        others.member_probe(table, alias)?
+        others.member_probe(table, alias)?,
+        super::selection_db::purge_filter(ctx, table, alias)
     ))
 }
 

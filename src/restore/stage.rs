@@ -181,7 +181,7 @@ impl Staged {
     /// [`Staged::blob_row_in_place_sql`]): index them now, before the write
     /// lock, when the archive has files at all. The rows stay in SQLite's
     /// temp storage, so memory does not grow with their number.
-    fn index_blob_keys(&self, conn: &Connection, ctx: &Context<'_>) -> Result<()> {
+    pub(super) fn index_blob_keys(&self, conn: &Connection, ctx: &Context<'_>) -> Result<()> {
         match self.blob_keys() {
             Some((table, key)) if !ctx.manifest.blobs.is_empty() => {
                 let stage = table.stage.strip_prefix("temp.").unwrap_or(&table.stage);

@@ -13,6 +13,10 @@ module TenantKit
     #                                  dry_run: true, purge: false, restore: true, remap: false,
     #                                  new_ids: false, id_map: nil)
     #
+    # A partial restore: `only: ["tags", "Project"]` or `except: [...]` (tables, or model
+    # class names: job arguments cannot be classes), or a subtree:
+    # `only: { "Project" => [17] }` brings back project 17 and everything that hangs off it.
+    #
     # `tenant` is the target (a record or an id: restoring into an empty
     # database, the tenant row comes from the archive). `new_ids: true`
     # makes a copy with fresh ids (with `remap: true` into another tenant);
@@ -32,7 +36,7 @@ module TenantKit
       # tenant: and archive_path: are checked inside, so that a job missing
       # one leaves a failed progress row and a failure mail.
       def perform(tenant: nil, archive_path: nil, user: nil, dry_run: false, purge: false, restore: true,
-                  remap: false, background_job: nil, new_ids: false, id_map: nil)
+                  remap: false, only: nil, except: nil, background_job: nil, new_ids: false, id_map: nil)
         new_tenant = new_ids && tenant.nil?
         tenant_id = tenant_id_of(tenant) rescue nil # rubocop:disable Style/RescueModifier -- raised again below
         result, record, error = tenant_kit_run(:restore, background_job, tenant_id) do |on_event|
@@ -42,7 +46,8 @@ module TenantKit
           options = app_options.merge(tenant_kit_setting(:restore_options) || {})
           TenantKit.restore(**options, archive: archive_path.to_s, tenant_id: tenant_id, dry_run: dry_run,
                                        purge: purge, restore: restore, remap: remap, new_ids: new_ids,
-                                       id_map: id_map, &on_event)
+                                       id_map: id_map, only: tenant_kit_selection(only),
+                                       except: tenant_kit_selection(except), &on_event)
         end
         # A new tenant is known once it is made.
         tenant_id = result.tenant_id if new_tenant && result
@@ -67,6 +72,23 @@ module TenantKit
       end
 
       private
+
+      # Model classes, or their names (what a job's arguments can carry),
+      # become their tables; anything else is passed on as it is.
+      def tenant_kit_selection(value)
+        case value
+        when Array then value.map { |v| tenant_kit_table(v) }
+        when Hash then value.to_h { |k, v| [tenant_kit_table(k), v] }
+        else value
+        end
+      end
+
+      def tenant_kit_table(value)
+        return value.table_name if value.respond_to?(:table_name)
+
+        klass = value.to_s.safe_constantize if value.is_a?(String) && value.match?(/\A[A-Z]/)
+        klass.respond_to?(:table_name) ? klass.table_name : value
+      end
 
       def tenant_kit_operation
         :restore
