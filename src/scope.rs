@@ -118,10 +118,11 @@ impl ScopeOptions {
                 .iter_mut()
                 .find(|t| &t.name == name)
                 .ok_or_else(|| Error::argument(format!("tables: no table {name:?}")))?;
-            if self
-                .tenant_table
-                .as_deref()
-                .is_some_and(|t| t.eq_ignore_ascii_case(&table.name))
+            if *rule != TableRule::Owned
+                && self
+                    .tenant_table
+                    .as_deref()
+                    .is_some_and(|t| t.eq_ignore_ascii_case(&table.name))
             {
                 return Err(Error::argument(format!(
                     "tables: {name:?} is the tenants table"
@@ -358,6 +359,11 @@ impl TenantScope {
         }
 
         let tenant_table = find_tenant_table(schema, options, &direct)?;
+        if let Some(t) = tenant_table.as_deref().filter(|t| options.rules_shared(t)) {
+            return Err(Error::argument(format!(
+                "tables: {t:?} is the tenants table, whose tenant's row is tenant data: it cannot be shared"
+            )));
+        }
         let mut types_to_learn = None;
         let mut guessed = Vec::new();
         let references = collect_references(

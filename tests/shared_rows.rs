@@ -401,6 +401,21 @@ fn table_rules_make_a_table_shared_owned_or_skipped() {
         tenant_data.message()
     );
 
+    let tenants = shop
+        .backup(1, json!({"tables": {"accounts": "shared"}}))
+        .unwrap_err();
+    assert_eq!(
+        tenants.message(),
+        "tables: \"accounts\" is the tenants table, whose tenant's row is tenant data: it cannot be shared"
+    );
+    let owned_tenants = shop
+        .backup(
+            1,
+            json!({"tables": {"accounts": "owned"}, "tenant_table": "accounts"}),
+        )
+        .unwrap();
+    assert_eq!(owned_tenants.tables.get("accounts"), Some(&1));
+
     // Ruled shared, a table whose rows refer to tenant rows is no derived
     // table: its rows travel as shared rows, and a purge leaves them.
     let shared = shop
