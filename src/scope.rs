@@ -15,6 +15,8 @@ use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
+pub mod shared;
+
 /// A relation the database does not declare, given by the caller (the Rails
 /// integration fills these from model reflections).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -46,6 +48,17 @@ pub enum TableRule {
     /// Not tenant data: never backed up, purged or restored, and no
     /// reference to or from it makes rows members.
     Skip,
+    /// Shared reference rows (users joined through memberships, tags): the
+    /// rows the tenant's rows refer to travel in the archive and are
+    /// inserted on restore when missing, never updated, purged or counted
+    /// as conflicts. Its own references to tenant rows do not make its
+    /// rows the tenant's. Only for tables without the tenant column.
+    Shared,
+    /// Tenant data: the table has the tenant column, or its rows belong
+    /// through references to tenant rows (a join table, an attachment).
+    /// Never shared; discovery that finds no such reference is an
+    /// `ArgumentError` rather than a silent skip.
+    Owned,
 }
 
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -105,10 +118,11 @@ impl ScopeOptions {
                 .iter_mut()
                 .find(|t| &t.name == name)
                 .ok_or_else(|| Error::argument(format!("tables: no table {name:?}")))?;
-            if self
-                .tenant_table
-                .as_deref()
-                .is_some_and(|t| t.eq_ignore_ascii_case(&table.name))
+            if *rule != TableRule::Owned
+                && self
+                    .tenant_table
+                    .as_deref()
+                    .is_some_and(|t| t.eq_ignore_ascii_case(&table.name))
             {
                 return Err(Error::argument(format!(
                     "tables: {name:?} is the tenants table"
@@ -120,6 +134,13 @@ impl ScopeOptions {
                         table.skip = Some(crate::schema::SkipReason::Caller);
                     }
                 }
+                TableRule::Shared if table.has_column(&self.tenant_column) => {
+                    return Err(Error::argument(format!(
+                        "tables: {name:?} has the tenant column {:?}, so its rows are tenant data and cannot be shared",
+                        self.tenant_column
+                    )));
+                }
+                TableRule::Shared | TableRule::Owned => {}
             }
         }
         Ok(std::borrow::Cow::Owned(ruled))
@@ -167,6 +188,11 @@ pub enum Membership {
         owners: Vec<Reference>,
         owned_by_children: Vec<Reference>,
     },
+    /// Not the tenant's: a shared reference row (users, tags) that the
+    /// tenant's rows (or other shared rows) refer to through `referenced_by`.
+    /// Such tables are listed in [`TenantScope::shared`], never in
+    /// [`TenantScope::tables`].
+    Shared { referenced_by: Vec<Reference> },
 }
 
 impl Membership {
@@ -189,6 +215,7 @@ impl Membership {
                 );
                 format!("via {}", via.join("; "))
             }
+            Membership::Shared { .. } => shared::SCOPE_SHARED.into(),
         }
     }
 }
@@ -214,6 +241,9 @@ pub struct TenantScope {
     pub tables: Vec<ScopedTable>,
     /// Tables left out, with the reason (listed in the manifest).
     pub skipped: Vec<(String, String)>,
+    /// Tables of shared reference rows ([`Membership::Shared`]), parents
+    /// first: rows outside the tenant that its rows refer to.
+    pub shared: Vec<ScopedTable>,
     /// Every reference between tables we know of (for ordering, checks).
     pub references: Vec<Reference>,
     /// References from naming alone that touch a member table (listed
@@ -329,6 +359,11 @@ impl TenantScope {
         }
 
         let tenant_table = find_tenant_table(schema, options, &direct)?;
+        if let Some(t) = tenant_table.as_deref().filter(|t| options.rules_shared(t)) {
+            return Err(Error::argument(format!(
+                "tables: {t:?} is the tenants table, whose tenant's row is tenant data: it cannot be shared"
+            )));
+        }
         let mut types_to_learn = None;
         let mut guessed = Vec::new();
         let references = collect_references(
@@ -371,7 +406,7 @@ impl TenantScope {
         loop {
             let mut grew = false;
             for table in schema.tables.iter().filter(|t| t.skip.is_none()) {
-                if member.contains_key(&table.name) {
+                if member.contains_key(&table.name) || options.rules_shared(&table.name) {
                     continue;
                 }
                 let owners = owners_of(&table.name, &references, |t| member.contains_key(t));
@@ -434,22 +469,31 @@ impl TenantScope {
             })
             .collect();
 
+        options.check_owned(&names)?;
+        let shared = shared::discover(schema, &names, &references);
+        let shared_names: BTreeSet<&str> = shared.iter().map(|t| t.name.as_str()).collect();
         let skipped = schema
             .tables
             .iter()
             .filter_map(|t| match t.skip {
                 Some(reason) => Some((t.name.clone(), reason.describe().to_string())),
-                None if !names.contains(&t.name) => Some((
-                    t.name.clone(),
-                    format!("no {column} column and no reference to tenant rows"),
-                )),
+                None if !names.contains(&t.name) && !shared_names.contains(t.name.as_str()) => {
+                    Some((
+                        t.name.clone(),
+                        format!("no {column} column and no reference to tenant rows"),
+                    ))
+                }
                 None => None,
             })
             .collect();
 
         let guesses = guessed
             .iter()
-            .filter(|r| names.contains(&r.table) || names.contains(&r.parent))
+            .filter(|r| {
+                names.contains(&r.table)
+                    || names.contains(&r.parent)
+                    || shared_names.contains(r.parent.as_str())
+            })
             .map(|r| crate::archive::Guess {
                 table: r.table.clone(),
                 column: r.columns.join(","),
@@ -460,6 +504,7 @@ impl TenantScope {
             options: options.clone(),
             tables,
             skipped,
+            shared,
             guesses,
             references,
             types_to_learn,
@@ -489,7 +534,10 @@ impl TenantScope {
                     continue;
                 };
                 let later = position(&parent.name).is_some_and(|p| p > own);
-                if later || is_blob_table(&parent.name) {
+                // A class naming a table outside the tenant's data may make
+                // that table shared, which the dump did not know to carry.
+                let outside = position(&parent.name).is_none();
+                if later || outside || is_blob_table(&parent.name) {
                     return None;
                 }
                 refs.push(Reference {
@@ -1743,6 +1791,11 @@ impl<'a> MemberSets<'a> {
                 "{alias}.{} {test} ?1",
                 quote(&self.scope.options.tenant_column)
             ),
+            Membership::Shared { .. } => {
+                return Err(Error::internal(format!(
+                    "{table} holds shared rows, no member set"
+                )))
+            }
             Membership::Derived { .. } => {
                 let key = self.schema_table(table)?.row_key();
                 let set = self.set_name(index);

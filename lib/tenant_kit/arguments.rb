@@ -74,9 +74,10 @@ module TenantKit
       value.each_with_index.map { |v, i| identifier("#{name}[#{i}]", v) }
     end
 
-    # Per-table rules: { "audits" => :skip }, plus the skip_tables: list
-    # (sugar for the same rule). Sent as { table => "skip" }.
-    TABLE_RULES = %w[skip].freeze
+    # Per-table rules: { "audits" => :skip, "users" => :shared,
+    # "documents" => :owned }, plus the skip_tables: list (sugar for :skip).
+    # Sent as { table => "skip" | "shared" | "owned" }.
+    TABLE_RULES = %w[skip shared owned].freeze
 
     def tables(value, skip_tables)
       raise ArgumentError, "tables: expected a Hash of table => rule, got #{value.inspect}" unless value.is_a?(Hash)

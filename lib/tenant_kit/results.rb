@@ -40,14 +40,15 @@ module TenantKit
   end
 
   BackupResult = Struct.new(
-    :path, :tables, :rows, :blobs, :blob_bytes, :bytes, :sha256, :dump_sha256,
+    :path, :tables, :shared, :rows, :blobs, :blob_bytes, :bytes, :sha256, :dump_sha256,
     :errors, :skipped, :journal_mode, :snapshot_ms, :duration_ms,
     keyword_init: true
   ) do
     def self.from_native(json)
       data = JSON.parse(json)
       new(
-        path: data["path"], tables: data["tables"], rows: data["rows"], blobs: data["blobs"],
+        path: data["path"], tables: data["tables"], shared: data["shared"] || {}, rows: data["rows"],
+        blobs: data["blobs"],
         blob_bytes: data["blob_bytes"], bytes: data["bytes"], sha256: data["sha256"],
         dump_sha256: data["dump_sha256"], errors: Results.symbolize(data["errors"]),
         skipped: Results.symbolize(data["skipped"]), journal_mode: data["journal_mode"],
@@ -65,6 +66,7 @@ module TenantKit
     :conflict_count, :blobs, :renamed_keys, :tenant_row_created, :plan_ms, :lock_ms, :duration_ms, :errors,
     :id_map,
     :selection,
+    :shared,
     keyword_init: true
   ) do
     def self.from_native(json)
@@ -79,7 +81,8 @@ module TenantKit
         blobs: Results.symbolize(data["blobs"]), renamed_keys: data["renamed_keys"],
         tenant_row_created: data["tenant_row_created"], plan_ms: data["plan_ms"], lock_ms: data["lock_ms"],
         duration_ms: data["duration_ms"], errors: Results.symbolize(data["errors"]),
-        id_map: data["id_map"] || {}
+        id_map: data["id_map"] || {},
+        shared: Results.per_table(data["shared"])
       )
     end
 

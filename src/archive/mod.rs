@@ -88,12 +88,21 @@ pub struct TableEntry {
     pub name: String,
     pub columns: Vec<String>,
     pub rows: u64,
-    /// How rows were chosen: `tenant_column`, `tenant_row`, `via ...`.
+    /// How rows were chosen: `tenant_column`, `tenant_row`, `via ...`,
+    /// or `shared` for shared reference rows (rows outside the tenant
+    /// that its rows refer to; see `scope/shared.rs`).
     pub scope: String,
     /// Polymorphic type column → class names it refers to (so a restore
     /// into an empty database knows `record_type = "Task"` means tasks).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub polymorphic: BTreeMap<String, Vec<String>>,
+}
+
+impl TableEntry {
+    /// Whether the entry holds shared reference rows (`scope: "shared"`).
+    pub fn is_shared(&self) -> bool {
+        self.scope == crate::scope::shared::SCOPE_SHARED
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

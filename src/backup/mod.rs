@@ -16,6 +16,7 @@ use crate::TenantId;
 use snapshot::{BlobRow, Snapshot};
 
 mod filtered_scan;
+mod shared_rows;
 mod snapshot;
 use md5::Md5;
 use serde::{Deserialize, Serialize};
@@ -72,8 +73,10 @@ impl BackupOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct BackupReport {
     pub path: PathBuf,
-    /// Table name → rows written, in dump order.
+    /// Table name → rows written, the tenant's own (owned and derived).
     pub tables: BTreeMap<String, u64>,
+    /// Shared reference rows carried (users, tags): table → rows written.
+    pub shared: BTreeMap<String, u64>,
     pub rows: u64,
     /// Blob files packed.
     pub blobs: u64,
@@ -278,6 +281,13 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
         tables: manifest
             .tables
             .iter()
+            .filter(|t| !t.is_shared())
+            .map(|t| (t.name.clone(), t.rows))
+            .collect(),
+        shared: manifest
+            .tables
+            .iter()
+            .filter(|t| t.is_shared())
             .map(|t| (t.name.clone(), t.rows))
             .collect(),
         rows: manifest.total_rows(),

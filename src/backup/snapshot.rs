@@ -18,6 +18,7 @@
 //! its lock at once.
 
 use super::filtered_scan::FilteredScans;
+use super::shared_rows::{self, SharedSeeds};
 use super::BackupOptions;
 use crate::archive::deflate::{DeflatedDump, DumpCompressor};
 use crate::archive::{FileEntry, TableEntry, DUMP_NAME};
@@ -377,6 +378,7 @@ fn dump_tables<'env>(
     let mut tables = Vec::with_capacity(scope.tables.len());
     let mut blob_rows = Vec::new();
     let mut learned = Vec::new();
+    let mut seeds = SharedSeeds::plan(scope);
     for (t, count) in scope.tables.iter().zip(&counts) {
         let (conn, sets) = if t.is_derived() && !scans.is_filtered(&t.name) {
             let (helper, sets) = match derived {
@@ -407,7 +409,7 @@ fn dump_tables<'env>(
             &tenant,
             scans,
             &mut out,
-            &mut blob_rows,
+            (&mut blob_rows, &mut seeds),
             progress,
         )?;
         if let Some(classes) = classes {
@@ -419,6 +421,11 @@ fn dump_tables<'env>(
         }
         tables.push(entry);
     }
+    // After the tenant's rows, in the same snapshot: the shared rows they
+    // refer to.
+    tables.extend(shared_rows::dump(
+        conn, scope, schema, &seeds, &mut out, progress,
+    )?);
     let deflated = out.finish()?;
     let dump = FileEntry {
         name: DUMP_NAME.into(),
@@ -512,7 +519,7 @@ fn dump_table(
     tenant: &SqlValue,
     scans: &mut FilteredScans,
     out: &mut DumpCompressor,
-    blob_rows: &mut Vec<BlobRow>,
+    (blob_rows, seeds): (&mut Vec<BlobRow>, &mut SharedSeeds),
     progress: &mut dyn Progress,
 ) -> Result<(TableEntry, Option<ClassesSeen>)> {
     let table = schema.table(&t.name).expect("scope tables exist");
@@ -534,6 +541,7 @@ fn dump_table(
         .collect::<Vec<_>>()
         .join(", ");
     let mut hook = scans.hook(table, &columns);
+    let shared_links = seeds.row_links(&t.name, &columns);
     let sql = if hook.is_filter() {
         // Every row, in rowid order; `hook` keeps the tenant's.
         format!(
@@ -605,6 +613,7 @@ fn dump_table(
         if let Some(classes) = classes.as_mut() {
             classes.see(row)?;
         }
+        seeds.see(&shared_links, row)?;
         if let Some((Some(k), checksum, size)) = blob_cols {
             blob_rows.push(BlobRow {
                 key: row.get_ref(k)?.as_str().unwrap_or_default().to_string(),

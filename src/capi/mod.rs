@@ -147,9 +147,11 @@ pub extern "C" fn tk_sqlite_version() -> *const c_char {
 
 /// Back up one tenant into an archive. `options_json` holds the options of
 /// `TenantKit.backup` (`database`, `tenant_id`, `output_dir`, `storage_root`,
-/// `tenant_column`; a BLOB `tenant_id` as `{"$base64": "..."}`, see the top
-/// of this header). `progress` may be NULL. On TK_OK `*out_json` is the
-/// backup result (`path`, `tables`, `blobs`, `bytes`, `sha256`, `errors`).
+/// `tenant_column`, `tables` as `{"name": "skip" | "shared" | "owned"}`; a
+/// BLOB `tenant_id` as `{"$base64": "..."}`, see the top of this header).
+/// `progress` may be NULL. On TK_OK `*out_json` is the backup result
+/// (`path`, `tables`, `shared` (shared reference rows per table), `blobs`,
+/// `bytes`, `sha256`, `errors`).
 ///
 /// # Safety
 /// `options_json` is NULL or a NUL-terminated string; `out_json` is NULL or
@@ -176,9 +178,10 @@ pub unsafe extern "C" fn tk_backup(
 
 /// Restore an archive into a tenant. `options_json` holds the options of
 /// `TenantKit.restore` (`database`, `archive`, `tenant_id`, `storage_root`,
-/// `dry_run`, `purge`, `restore`, `remap`, `tenant_column`, `new_ids`,
-/// `id_map`, `only`, `except`). `progress` may be NULL. On TK_OK `*out_json` is
-/// the restore result.
+/// `dry_run`, `purge`, `restore`, `remap`, `tenant_column`, `tables`,
+/// `new_ids`, `id_map`, `only`, `except`). `progress` may be NULL. On TK_OK
+/// `*out_json` is the restore result, with `shared`: `{"table":
+/// {"inserted", "present", "differing"}}` (shared reference rows).
 ///
 /// A partial restore: `"only": ["tags"]` or `"except": ["users"]` (table
 /// names), or a subtree: `"only": {"projects": [17]}` (keys in the

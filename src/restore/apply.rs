@@ -162,6 +162,13 @@ pub(super) fn apply<'a>(
             }
         }
 
+        // Shared rows first: the tenant's rows refer to them.
+        report.shared = super::shared_rows::insert(conn, ctx, staged, watcher)?;
+        for (table, counts) in &report.shared {
+            if counts.inserted > 0 {
+                report.written.insert(table.clone(), counts.inserted);
+            }
+        }
         // Rows, parents first.
         for table in &staged.tables {
             let as_is = plan.kept_as_is.get(&table.name).copied().unwrap_or(0);

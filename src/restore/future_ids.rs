@@ -95,7 +95,7 @@ fn is_autoincrement(conn: &Connection, table: &str) -> Result<bool> {
 }
 
 /// The largest id `parent` will hold once the restore is written: its own
-/// and its staged rows'.
+/// and its staged rows' (the tenant's or shared).
 fn largest_held(conn: &Connection, staged: &Staged, parent: &str, key: &str) -> Result<i64> {
     let now: Option<i64> = conn.query_row(
         &format!("SELECT max(rowid) FROM {}", main_table(parent)),
@@ -103,7 +103,14 @@ fn largest_held(conn: &Connection, staged: &Staged, parent: &str, key: &str) -> 
         |r| r.get(0),
     )?;
     let mut largest = now.unwrap_or(0);
-    if let Some(t) = staged.tables.iter().find(|t| t.name == parent) {
+    // Shared rows the restore inserts count too (users a membership row
+    // refers to).
+    if let Some(t) = staged
+        .tables
+        .iter()
+        .chain(&staged.shared)
+        .find(|t| t.name == parent)
+    {
         if let Some(k) = t.columns.iter().position(|c| c == key) {
             let sql = format!(
                 "SELECT max(CASE WHEN typeof(c{k}) = 'integer' THEN c{k} END) FROM {}",

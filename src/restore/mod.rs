@@ -32,6 +32,8 @@ pub use search_indexes::IndexAction;
 mod selection;
 mod selection_db;
 pub use selection::SelectionReport;
+mod shared_rows;
+pub use shared_rows::SharedCounts;
 mod stage;
 mod storage_journal;
 
@@ -192,6 +194,10 @@ pub struct RestoreReport {
     /// What `only:` / `except:` selected (absent for a whole restore).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selection: Option<SelectionReport>,
+    /// Shared reference rows per table: inserted (missing here), present
+    /// (left as they are), differing (present with other values, left as
+    /// they are). A dry run's are the plan's.
+    pub shared: BTreeMap<String, SharedCounts>,
 }
 
 pub fn restore(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreReport> {
@@ -345,12 +351,17 @@ fn plan_and_apply(
     progress.emit(Event::lock("read"))?;
     let plan_started = Instant::now();
     conn.execute_batch("BEGIN")?;
+    let mut shared = BTreeMap::new();
     let plan = new_ids::assign(conn, ctx, staged)
         .and_then(|()| plan::make(conn, ctx, staged, progress))
         .and_then(|mut plan| {
             let aimed = future_ids::unreservable(conn, ctx, staged, &plan.kept)?;
             plan.conflict_count += aimed.len() as u64;
             plan.conflicts.extend(aimed);
+            let planned = shared_rows::plan(conn, ctx, staged)?;
+            plan.conflict_count += planned.conflict_count;
+            plan.conflicts.extend(planned.conflicts);
+            shared = planned.counts;
             Ok(plan)
         });
     // COMMIT, not ROLLBACK: the temp tables the plan made stay for the
@@ -401,6 +412,7 @@ fn plan_and_apply(
         tenant_row_created: false,
         search_indexes: BTreeMap::new(),
         selection: ctx.selection.map(|s| s.report.clone()),
+        shared,
         plan_ms,
         lock_ms: 0,
         duration_ms: 0,
@@ -727,8 +739,11 @@ fn check_archive_agrees(m: &Manifest, schema: &Schema, scope: &TenantScope) -> R
         }
     }
     for entry in &m.tables {
-        let (Some(table), Some(scoped)) = (schema.table(&entry.name), scope.table(&entry.name))
-        else {
+        check_shared_entry(entry, schema, scope)?;
+        let scoped = scope
+            .table(&entry.name)
+            .or_else(|| scope.shared.iter().find(|t| t.name == entry.name));
+        let (Some(table), Some(scoped)) = (schema.table(&entry.name), scoped) else {
             continue; // check_schema names it
         };
         let has = |c: &str| entry.columns.iter().any(|x| x == c);
@@ -749,6 +764,40 @@ fn check_archive_agrees(m: &Manifest, schema: &Schema, scope: &TenantScope) -> R
     Ok(())
 }
 
+/// The archive says which of its tables hold shared rows, but the target's
+/// schema and rules decide: an entry marked `shared` must be a shared table
+/// here, and a table shared here must not come as tenant data.
+fn check_shared_entry(
+    entry: &crate::archive::TableEntry,
+    schema: &Schema,
+    scope: &TenantScope,
+) -> Result<()> {
+    let shared_here = scope.shared.iter().any(|t| t.name == entry.name);
+    if entry.is_shared() == shared_here || schema.table(&entry.name).is_none() {
+        return Ok(());
+    }
+    let column = &scope.options.tenant_column;
+    let why = match (entry.is_shared(), schema.table(&entry.name)) {
+        (true, Some(t)) if t.has_column(column) => {
+            format!("it is tenant data here (it has the tenant column {column})")
+        }
+        (true, _) if scope.table(&entry.name).is_some() => {
+            "it is tenant data here (its rows belong through references to tenant rows)".into()
+        }
+        (true, _) => "no tenant data here refers to it, or tables: rules it otherwise".into(),
+        (false, _) => "it holds shared rows here, not tenant data".into(),
+    };
+    let marked = if entry.is_shared() {
+        "shared"
+    } else {
+        "tenant data"
+    };
+    Err(Error::archive(format!(
+        "the archive marks table {} as {marked}, but {why}",
+        entry.name
+    )))
+}
+
 /// Every difference between the archive and the database, in one error.
 fn check_schema(m: &Manifest, schema: &Schema, scope: &TenantScope) -> Result<()> {
     let mut problems = Vec::new();
@@ -764,7 +813,7 @@ fn check_schema(m: &Manifest, schema: &Schema, scope: &TenantScope) -> Result<()
             problems.push(format!("table {} is missing", entry.name));
             continue;
         };
-        if scope.table(&entry.name).is_none() {
+        if scope.table(&entry.name).is_none() && !entry.is_shared() {
             problems.push(format!(
                 "table {} is not tenant data in this database",
                 entry.name

@@ -559,20 +559,20 @@ fn references_to_other_tenants(
 
 /// A reference out of a staged table that a row could use to point at
 /// another tenant's row.
-struct OutgoingReference {
+pub(super) struct OutgoingReference {
     /// Stage columns `c<column>` hold the referring values.
-    columns: Vec<usize>,
-    parent: String,
-    parent_columns: Vec<String>,
+    pub columns: Vec<usize>,
+    pub parent: String,
+    pub parent_columns: Vec<String>,
     /// Polymorphic: stage column of the type, and the classes that name
     /// `parent`.
-    classes: Option<(usize, Vec<String>)>,
+    pub classes: Option<(usize, Vec<String>)>,
 }
 
 /// A class in a staged type column that maps to no table although Rails
 /// could resolve it to a table of the tenant's data: a reference we
 /// cannot follow, so never one to let through.
-struct UnresolvedClass {
+pub(super) struct UnresolvedClass {
     type_column: usize,
     id_column: usize,
     class: String,
@@ -584,7 +584,7 @@ struct UnresolvedClass {
 /// (`x_type`, `x_id`) are taken for every class the staged rows name,
 /// known to the scope or not, since an archive may name a class no row of
 /// the database does yet.
-fn references_of(
+pub(super) fn references_of(
     conn: &Connection,
     ctx: &Context<'_>,
     table: &StagedTable,
@@ -686,14 +686,14 @@ fn sql_list(values: &[String]) -> String {
 /// the target (`?1`). None for tables whose rows are not chosen by a
 /// condition on the row itself (derived tables, tables of no tenant).
 /// A NULL tenant column is nobody's: a row shared by every tenant.
-fn other_tenants_row(ctx: &Context<'_>, table: &str, alias: &str) -> Option<String> {
+pub(super) fn other_tenants_row(ctx: &Context<'_>, table: &str, alias: &str) -> Option<String> {
     match &ctx.scope.table(table)?.membership {
         Membership::TenantColumn => {
             let c = quote(&ctx.scope.options.tenant_column);
             Some(format!("{alias}.{c} IS NOT NULL AND {alias}.{c} IS NOT ?1"))
         }
         Membership::TenantRow { key } => Some(format!("{alias}.{} IS NOT ?1", quote(key))),
-        Membership::Derived { .. } => None,
+        Membership::Derived { .. } | Membership::Shared { .. } => None,
     }
 }
 

@@ -13,7 +13,10 @@
 //!   the purge's by its member sets, the write's by the staged rows, which
 //!   are checked again after writing);
 //! - a row of a search index's shadow table (FTS data that the app's
-//!   triggers derive from the rows above).
+//!   triggers derive from the rows above);
+//! - a shared reference row (users, tags) inserted by the plan's own
+//!   statement for that table, never updated or deleted, and never by a
+//!   trigger.
 //!
 //! Anything else — another tenant's row, a row of a table that is not
 //! tenant data, a derived row changed by a trigger — is a violation: the
@@ -42,6 +45,8 @@ pub(super) enum Intent {
     Purge(String),
     /// `INSERT`/upsert of the staged rows of this table.
     Write(String),
+    /// `INSERT` of the staged shared rows of this table missing here.
+    Share(String),
 }
 
 /// One change the post-condition refuses.
@@ -63,6 +68,9 @@ enum Rule {
     /// Rows that belong through other rows: only the plan's statement for
     /// this table may change them.
     Derived,
+    /// Shared reference rows: only inserted, only by the plan's statement
+    /// for this table (never a trigger's row).
+    Shared,
     /// A virtual table's storage (FTS): derived by the app's triggers
     /// from rows the rules above admitted.
     Index,
@@ -183,6 +191,8 @@ fn rules(schema: &Schema, scope: &TenantScope) -> HashMap<String, (Rule, Vec<(us
                 position(tenant_column).map(|column| Rule::TenantColumn { column })
             }
             Some(Membership::Derived { .. }) => Some(Rule::Derived),
+            Some(Membership::Shared { .. }) => None,
+            None if scope.shared.iter().any(|t| t.name == table.name) => Some(Rule::Shared),
             None if table.skip == Some(SkipReason::Shadow) => Some(Rule::Index),
             None => None,
         };
@@ -300,6 +310,18 @@ impl Watch {
                 if !planned || first.depth() > 0 {
                     let reason = format!(
                         "not a row the restore writes, would be {verb} by a trigger, a foreign-key action or a REPLACE conflict clause"
+                    );
+                    self.refuse(table, key_text(), reason);
+                }
+            }
+            Rule::Shared => {
+                let planned = matches!(
+                    (&self.intent, case),
+                    (Intent::Share(t), PreUpdateCase::Insert(_)) if t == table
+                );
+                if !planned || first.depth() > 0 {
+                    let reason = format!(
+                        "a shared row the restore only inserts when missing, would be {verb}"
                     );
                     self.refuse(table, key_text(), reason);
                 }

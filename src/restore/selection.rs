@@ -373,7 +373,9 @@ pub(super) fn links(scope: &TenantScope, subtree: bool) -> Vec<Link> {
                         .map(|r| Link::new(r, false)),
                 );
             }
-            Membership::TenantColumn => {}
+            // Shared tables are never in `scope.tables`; their missing rows
+            // are inserted whatever the selection (never updated or purged).
+            Membership::TenantColumn | Membership::Shared { .. } => {}
         }
     }
     out.retain(|l| Some(&l.parent) != tenants.as_ref() && Some(&l.child) != tenants.as_ref());

@@ -41,6 +41,9 @@ pub(super) struct StagedTable {
     /// Rows belong to the tenant through other rows (join tables,
     /// ActiveStorage): checked again after they are written.
     pub derived: bool,
+    /// Shared reference rows (see `shared_rows.rs`): inserted when
+    /// missing, never updated.
+    pub shared: bool,
     /// Polymorphic type columns through which rows of this (derived)
     /// table belong to the tenant (an attachment's `record_type`): their
     /// classes must name tenant data. Other type columns (an audit's
@@ -55,8 +58,10 @@ pub(super) struct StagedTable {
 
 /// The staged archive.
 pub(super) struct Staged {
-    /// In manifest order, which is dependency order.
+    /// The tenant's tables, in manifest order, which is dependency order.
     pub tables: Vec<StagedTable>,
+    /// The shared reference rows' tables (`scope: "shared"`).
+    pub shared: Vec<StagedTable>,
 }
 
 /// What the parsing side hands the SQLite side while staging.
@@ -86,7 +91,10 @@ impl Staged {
         dump: DumpReader<R>,
         progress: &mut dyn Progress,
     ) -> (Connection, Result<Staged>) {
-        let mut staged = Staged { tables: Vec::new() };
+        let mut staged = Staged {
+            tables: Vec::new(),
+            shared: Vec::new(),
+        };
         if !ctx.options.restore {
             return (conn, Ok(staged));
         }
@@ -112,7 +120,10 @@ impl Staged {
             let result = parsed
                 .and(written)
                 .and_then(|()| staged.index_blob_keys(&conn, ctx))
-                .map(|()| staged);
+                .map(|()| {
+                    let (shared, tables) = staged.tables.into_iter().partition(|t| t.shared);
+                    Staged { tables, shared }
+                });
             (conn, result)
         })
     }
@@ -266,7 +277,9 @@ impl StagedTable {
         let scoped = ctx
             .scope
             .table(&entry.name)
+            .or_else(|| ctx.scope.shared.iter().find(|t| t.name == entry.name))
             .expect("checked by check_schema");
+        let shared = matches!(scoped.membership, Membership::Shared { .. });
         let tenant_row = matches!(scoped.membership, Membership::TenantRow { .. });
         let derived = scoped.is_derived();
         let owner_type_columns = match &scoped.membership {
@@ -284,11 +297,11 @@ impl StagedTable {
 
         let mut tenant_refs = Vec::new();
         if let Some(p) = pos(&ctx.options.tenant_column) {
-            if !tenant_row {
+            if !tenant_row && !shared {
                 tenant_refs.push((p, None));
             }
         }
-        if let Some(tt) = ctx.scope.tenant_table() {
+        if let Some(tt) = ctx.scope.tenant_table().filter(|_| !shared) {
             for r in ctx
                 .scope
                 .references
@@ -326,6 +339,7 @@ impl StagedTable {
             tenant_refs,
             tenant_row,
             derived,
+            shared,
             owner_type_columns,
             rows: 0,
         }
