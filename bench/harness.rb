@@ -544,7 +544,7 @@ module Bench
       notes = []
       notes << "#{s[:failed]} of #{@opts[:runs]} runs failed: #{s[:error]}" if s[:failed].to_i.positive?
       notes << "#{(s[:bytes] / MIB / MIB).round(1)} MiB output" if s[:bytes]
-      notes << "write lock #{fmt_s(s[:lock_seconds])}" if s[:lock_seconds] && candidate.include?("restore")
+      notes << "write lock #{fmt_s(s[:lock_seconds])}" if s[:lock_seconds] && candidate.match?(/restore|purge/)
       notes << "read snapshot (writers held off) #{fmt_s(s[:lock_seconds])}" if s[:lock_seconds] && candidate.include?("backup")
       notes << "#{s[:events].values.sum} progress events" if s[:events]
       notes << "RSS = sqlite3 + gzip" if candidate == "sqlite_gzip"
