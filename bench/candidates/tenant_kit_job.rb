@@ -12,8 +12,9 @@
 # Passes a progress block (as BackupTenantJob/RestoreTenantJob do) that only
 # counts events. Last stdout line: `RESULT <json>` with the call's result, the
 # time of the call alone (`seconds`), the RSS before the call, the number of
-# progress events per step and any lock/hold-off timings found in the result
-# or the events.
+# progress events per step, any lock/hold-off timings found in the result
+# or the events, and the time between `lock` events per state (`read_seconds`:
+# a restore's plan in its read transaction).
 
 require "json"
 require "optparse"
@@ -64,9 +65,20 @@ end
 rss_start = vm_kb("VmRSS")
 counts = Hash.new(0)
 lock_events = {}
+# Time under each lock state, from the `lock` events (a restore's plan runs
+# in a read transaction: "read").
+lock_state = nil
+lock_since = nil
+held = Hash.new(0.0)
 started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
 result = TenantKit.public_send(mode, **options) do |event|
   counts[event[:step].to_s] += 1
+  if event[:step].to_s == "lock"
+    now = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    held[lock_state] += now - lock_since if lock_state
+    lock_state = event[:state].to_s
+    lock_since = now
+  end
   found = lock_fields(event)
   lock_events["#{event[:step]}.#{found.keys.first}"] = found.values.first unless found.empty?
 end
@@ -74,5 +86,6 @@ seconds = Process.clock_gettime(Process::CLOCK_MONOTONIC) - started
 result = result.to_h
 puts "RESULT #{JSON.generate(
   'result' => result, 'seconds' => seconds.round(4), 'rss_start_kb' => rss_start,
-  'hwm_kb' => vm_kb('VmHWM'), 'events' => counts, 'lock' => lock_fields(result).merge(lock_events),
+  'hwm_kb' => vm_kb('VmHWM'), 'events' => counts,
+  'read_seconds' => held["read"].round(4), 'write_seconds' => held["write"].round(4), 'lock' => lock_fields(result).merge(lock_events),
 )}"

@@ -197,6 +197,16 @@ pub(super) fn apply<'a>(
             watcher.expect(Intent::Nothing);
         }
         report.renamed_keys = renamed;
+    }
+    // Every row is written: what follows only reads the tables (and writes
+    // `sqlite_sequence` and search indexes, which have no foreign keys).
+    // Without our child-key indexes, SQLite's planner finds restored rows
+    // by the app's own indexes again: ours index one column of a key that
+    // the checks below look up whole (a join row by both its ends), and
+    // without statistics the planner may pick the least selective one.
+    child_keys.drop_all(conn)?;
+
+    if ctx.options.restore {
         // Ids the restored rows refer to are nobody else's to take.
         let aimed = future_ids::unreservable(conn, ctx, staged, &plan.kept)?;
         if !aimed.is_empty() {
@@ -224,7 +234,6 @@ pub(super) fn apply<'a>(
     if run == Run::Real {
         report.search_indexes = super::search_indexes::refresh(conn, &changed)?;
     }
-    child_keys.drop_all(conn)?;
 
     Ok(purged_keys.into_iter().collect())
 }

@@ -63,24 +63,52 @@ fn aims<'r>(ctx: &'r Context<'_>, table: &StagedTable) -> Vec<Aim<'r>> {
         .collect()
 }
 
-/// The largest integer id the staged rows of `table` aim at through
-/// `aim`, less the rows `skip` (an SQL condition on stage row `s`) names.
+/// The largest integer id the staged rows of `table` aim at through each
+/// of `aims`, less the rows `skip` (an SQL condition on stage row `s`)
+/// names: one pass over the stage for all of them.
 fn largest_aimed(
     conn: &Connection,
     table: &StagedTable,
-    aim: &Aim<'_>,
+    aims: &[&Aim<'_>],
     skip: &str,
-) -> Result<Option<i64>> {
-    let c = aim.column;
-    let typed = match aim.typed {
-        Some((t, class)) => format!(" AND s.c{t} = '{}'", class.replace('\'', "''")),
-        None => String::new(),
-    };
-    let sql = format!(
-        "SELECT max(CASE WHEN typeof(s.c{c}) = 'integer' THEN s.c{c} END) FROM {} AS s WHERE 1{typed}{skip}",
-        table.stage
-    );
-    Ok(conn.query_row(&sql, [], |r| r.get(0))?)
+) -> Result<Vec<Option<i64>>> {
+    if aims.is_empty() {
+        return Ok(Vec::new());
+    }
+    let columns = aims
+        .iter()
+        .map(|aim| {
+            let c = aim.column;
+            let typed = match aim.typed {
+                Some((t, class)) => format!(" AND s.c{t} = '{}'", class.replace('\'', "''")),
+                None => String::new(),
+            };
+            format!("max(CASE WHEN typeof(s.c{c}) = 'integer'{typed} THEN s.c{c} END)")
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!("SELECT {columns} FROM {} AS s WHERE 1{skip}", table.stage);
+    Ok(conn.query_row(&sql, [], |r| (0..aims.len()).map(|i| r.get(i)).collect())?)
+}
+
+/// Answers per parent table, asked once each.
+struct Cached<T>(BTreeMap<String, T>);
+
+impl<T> Default for Cached<T> {
+    fn default() -> Self {
+        Cached(BTreeMap::new())
+    }
+}
+
+impl<T: Copy> Cached<T> {
+    fn get(&mut self, parent: &str, ask: impl FnOnce(&str) -> Result<T>) -> Result<T> {
+        if let Some(v) = self.0.get(parent) {
+            return Ok(*v);
+        }
+        let v = ask(parent)?;
+        self.0.insert(parent.to_string(), v);
+        Ok(v)
+    }
 }
 
 fn is_autoincrement(conn: &Connection, table: &str) -> Result<bool> {
@@ -133,20 +161,29 @@ pub(super) fn unreservable(
     kept: &BTreeMap<String, String>,
 ) -> Result<Vec<Conflict>> {
     let mut conflicts = Vec::new();
+    let mut autoincrement = Cached::default();
+    let mut held = Cached::default();
     for table in &staged.tables {
         let skip = kept
             .get(&table.name)
             .map(|hits| format!(" AND NOT {}", kept_as_is(hits, "s")))
             .unwrap_or_default();
+        let mut sequenced = Vec::new();
         for aim in aims(ctx, table) {
-            let parent = &aim.reference.parent;
-            if is_autoincrement(conn, parent)? {
-                continue;
+            if !autoincrement.get(&aim.reference.parent, |p| is_autoincrement(conn, p))? {
+                sequenced.push(aim);
             }
-            let Some(aimed) = largest_aimed(conn, table, &aim, &skip)? else {
+        }
+        let refs: Vec<&Aim<'_>> = sequenced.iter().collect();
+        let largest = largest_aimed(conn, table, &refs, &skip)?;
+        for (aim, aimed) in sequenced.iter().zip(largest) {
+            let Some(aimed) = aimed else {
                 continue;
             };
-            let held = largest_held(conn, staged, parent, &aim.reference.parent_columns[0])?;
+            let parent = &aim.reference.parent;
+            let held = held.get(parent, |p| {
+                largest_held(conn, staged, p, &aim.reference.parent_columns[0])
+            })?;
             if aimed <= held {
                 continue;
             }
@@ -178,14 +215,19 @@ pub(super) fn unreservable(
 /// never hands them to a new row.
 pub(super) fn reserve(conn: &Connection, ctx: &Context<'_>, staged: &Staged) -> Result<()> {
     let mut wanted: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut autoincrement = Cached::default();
     for table in &staged.tables {
+        let mut sequenced = Vec::new();
         for aim in aims(ctx, table) {
-            let parent = aim.reference.parent.as_str();
-            if !is_autoincrement(conn, parent)? {
-                continue;
+            if autoincrement.get(&aim.reference.parent, |p| is_autoincrement(conn, p))? {
+                sequenced.push(aim);
             }
-            if let Some(aimed) = largest_aimed(conn, table, &aim, "")? {
-                let slot = wanted.entry(parent).or_insert(aimed);
+        }
+        let refs: Vec<&Aim<'_>> = sequenced.iter().collect();
+        let largest = largest_aimed(conn, table, &refs, "")?;
+        for (aim, aimed) in sequenced.iter().zip(largest) {
+            if let Some(aimed) = aimed {
+                let slot = wanted.entry(aim.reference.parent.as_str()).or_insert(aimed);
                 *slot = (*slot).max(aimed);
             }
         }
