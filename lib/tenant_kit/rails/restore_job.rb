@@ -21,7 +21,10 @@ module TenantKit
     # conflicts:, conflict_count:).restore_completed` (also for a dry run: its planned counts per table
     # and its conflicts are params of their own), or on failure
     # `TenantMailer.with(tenant:, user:, background_job:, archive_path:, error:, error_class:).restore_failed`.
-    # A failed restore changes nothing (it rolls back).
+    # A failed restore changes nothing (it rolls back). After a restore or
+    # purge (not a dry run) the counter caches of the rows it affected are
+    # recounted (see CounterCaches; setting `reset_counter_caches: false`
+    # turns that off).
     module RestoreJob
       extend ActiveSupport::Concern
       include Job
@@ -35,9 +38,12 @@ module TenantKit
           tenant_id = tenant_id_of(tenant)
           raise ::ArgumentError, "archive_path: is required" if archive_path.nil?
 
-          options = app_options.merge(tenant_kit_setting(:restore_options) || {})
+          options = app_options(tenant_kit_setting(:restore_options))
+          counters = counter_caches(tenant_id) unless dry_run
           TenantKit.restore(**options, archive: archive_path.to_s, tenant_id: tenant_id, dry_run: dry_run,
-                                       purge: purge, restore: restore, remap: remap, &on_event)
+                                       purge: purge, restore: restore, remap: remap, &on_event).tap do
+            reset_counter_caches(counters)
+          end
         end
         tenant = tenant_record(tenant, tenant_id)
         if error
@@ -60,6 +66,24 @@ module TenantKit
       end
 
       private
+
+      # The counter caches to recount after the restore, with the shared
+      # parents the tenant's rows point at before it (nil: setting off).
+      def counter_caches(tenant_id)
+        return nil unless tenant_kit_setting(:reset_counter_caches)
+
+        CounterCaches.new(App.models, tenant_column: tenant_kit_setting(:tenant_column), tenant_id: tenant_id).remember
+      end
+
+      def reset_counter_caches(counters)
+        return unless counters
+
+        counts = counters.reset
+        return if counts.empty?
+
+        log_progress("counter caches recounted: #{counts.map { |name, rows| "#{name} (#{rows})" }.join(', ')}",
+                     step: :counter_caches, counters: counts)
+      end
 
       def tenant_kit_operation
         :restore
