@@ -815,9 +815,17 @@ fn collect_references(
             }
         }
     }
+    // A hint about a skipped table is moot, not wrong: the skip rule wins
+    // (a configuration read from an app's models names every table, and
+    // may skip some of them). A table that does not exist is a mistake.
+    let hinted = |name: &str| match schema.table_ci(name) {
+        None => Err(Error::argument(format!("relation hint: no table {name:?}"))),
+        Some(t) => Ok(t.skip.is_none().then_some(t)),
+    };
     for hint in &options.relations {
-        let child = usable(&hint.table)
-            .ok_or_else(|| Error::argument(format!("relation hint: no table {:?}", hint.table)))?;
+        let Some(child) = hinted(&hint.table)? else {
+            continue;
+        };
         let Some(references) = &hint.references else {
             for c in &hint.column {
                 if !child.has_column(c) {
@@ -826,8 +834,9 @@ fn collect_references(
             }
             continue;
         };
-        let parent = usable(references)
-            .ok_or_else(|| Error::argument(format!("relation hint: no table {references:?}")))?;
+        let Some(parent) = hinted(references)? else {
+            continue;
+        };
         let parent_columns = if hint.primary_key.is_empty() {
             parent.primary_key().into_iter().map(String::from).collect()
         } else {

@@ -246,3 +246,25 @@ fn c_explain_returns_the_same_report() {
     let report: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(report, explain(&app, json!({})));
 }
+
+#[test]
+fn a_hint_about_a_skipped_table_yields_to_the_skip_and_one_about_no_table_is_an_error() {
+    let app = App::new();
+    let config = json!({
+        "tables": { "tags_tasks": "skip" },
+        "relations": [{ "table": "tags_tasks", "column": "tag_id", "references": "tags" }]
+    });
+    let report = explain(&app, config);
+    assert_eq!(table(&report, "tags_tasks")["class"], "skipped");
+    assert!(reference(&report, "tags_tasks", "tag_id").is_empty());
+
+    let options = json!({ "database": app.db, "relations": [
+        { "table": "nope", "column": "tag_id", "references": "tags" }
+    ] });
+    let err = tenant_kit::api::explain_json(&options.to_string()).unwrap_err();
+    assert_eq!(err.kind(), tenant_kit::ErrorKind::Argument);
+    assert!(
+        err.to_string().contains("relation hint: no table \"nope\""),
+        "{err}"
+    );
+}

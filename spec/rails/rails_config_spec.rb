@@ -40,4 +40,17 @@ RSpec.describe "TenantKit::Rails.config" do
     expect(result.tables.keys).to include("checklist_items", "tags_tasks")
     expect(result.tables).not_to have_key("background_jobs")
   end
+  it "lets the jobs take a config: in backup_options, the progress table still left out" do
+    acme = seed_tenant("Acme", seed: 1)
+    saved = BackupTenantJob.tenant_kit_settings
+    BackupTenantJob.tenant_kit(backup_options: { config: TenantKit::Rails.config(skip_tables: ["tags_tasks"]) })
+    job = BackgroundJob.create!(tenant: acme, job_type: "backup", state: "queued")
+    BackupTenantJob.perform_now(tenant: acme, background_job: job)
+    expect(job.reload.state).to eq("done"), job.progress.inspect
+    tables = job.progress.dig("result", "tables")
+    expect(tables).to include("checklist_items" => 6)
+    expect(tables.keys).not_to include("tags_tasks", "background_jobs")
+  ensure
+    BackupTenantJob.tenant_kit_settings = saved
+  end
 end
