@@ -33,6 +33,18 @@
  *   longjmp through the library. A progress callback returns 0 to go on;
  *   any other value cancels the work (the function then returns
  *   TK_CANCELLED after cleaning up; one last `failed` event may follow).
+ * - The configuration (which rows are a tenant's) is part of the options
+ *   object, and the same keys mean the same in `tk_backup`, `tk_restore`
+ *   and `tk_explain`: build it once and merge it into each call's options.
+ *   `tenant_column` (default "tenant_id"); `tenant_table` (default: from a
+ *   foreign key or Rails naming); `relations`, an array of
+ *   `{"table", "column", "references", "primary_key"}` (`column` and
+ *   `primary_key` a name or an array of names; `references: null` says
+ *   the column is no reference; `primary_key` defaults to the parent's);
+ *   `polymorphic`, an object class name → table for `*_type` values; and
+ *   `tables`, an object table → rule (`"skip"`: never backed up, purged or
+ *   restored). `tk_explain` reports what a configuration makes of a
+ *   database before the first backup.
  * - No init or shutdown call is needed. Calls are synchronous (they return
  *   when the work is done) and may be made from several threads at once,
  *   as the Ruby gem does.
@@ -187,6 +199,24 @@ enum tk_status tk_verify(const char *options_json,
  * points to writable storage for one pointer.
  */
 enum tk_status tk_prune(const char *options_json, char **out_json);
+
+/**
+ * Explain which rows a backup takes, without taking them. `options_json`
+ * holds `database`, `busy_timeout_ms` and the configuration keys (see the
+ * top of this header). On TK_OK `*out_json` is the report: `tenant_column`,
+ * `tenant_table`, `tables` (each `name`, `class` — "tenants", "owned",
+ * "derived", "skipped" or "not_tenant_data" — and `reason`), `references`
+ * (each `table`, `columns`, `references`, `primary_key`, `polymorphic`
+ * (null or `{"type_column", "class"}`) and `source` — "foreign_key",
+ * "hint", "framework", "naming", "polymorphic_map" or
+ * "polymorphic_naming") and `guesses` (naming guesses nothing confirms:
+ * `table`, `column`, `references`).
+ *
+ * # Safety
+ * `options_json` is NULL or a NUL-terminated string; `out_json` is NULL or
+ * points to writable storage for one pointer.
+ */
+enum tk_status tk_explain(const char *options_json, char **out_json);
 
 /**
  * Resolve settings through the tenant / class / instance cascade.

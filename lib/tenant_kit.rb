@@ -16,6 +16,7 @@ end
 
 require_relative "tenant_kit/native_call"
 require_relative "tenant_kit/arguments"
+require_relative "tenant_kit/config"
 require_relative "tenant_kit/results"
 
 # Back up, restore and resolve settings for one tenant of a multi-tenant
@@ -29,27 +30,24 @@ module TenantKit
     end
 
     # Back up one tenant into output_dir/tenant_<id>_<UTC yyyymmddHHMMSS>.tar.gz.
-    # skip_tables: tables that are never tenant data although they carry the
-    # tenant column (a job progress table): left out here, never purged by a
-    # restore given the same list.
+    # The scope (which rows are the tenant's) is config: (a TenantKit::Config)
+    # or its options as keywords (tenant_column:, tenant_table:, relations:,
+    # polymorphic:, tables:, skip_tables:), never both. skip_tables: tables
+    # that are never tenant data although they carry the tenant column (a
+    # job progress table): left out here, never purged by a restore given
+    # the same list.
     # Progress events (Hashes with :step and :at) go to the block; raising or
     # breaking in it cancels the backup and leaves no archive behind.
-    def backup(database:, tenant_id:, output_dir:, storage_root: nil, tenant_column: "tenant_id",
-               tenant_table: nil, relations: [], polymorphic: {}, tables: {}, skip_tables: [], compression_level: 2,
-               busy_timeout: 5, &block)
+    def backup(database:, tenant_id:, output_dir:, config: nil, storage_root: nil, compression_level: 2,
+               busy_timeout: 5, **scope, &block)
       options = {
         database: Arguments.path(:database, database),
         tenant_id: Arguments.tenant_id(:tenant_id, tenant_id),
         output_dir: Arguments.path(:output_dir, output_dir),
         storage_root: Arguments.path(:storage_root, storage_root, allow_nil: true),
-        tenant_column: Arguments.identifier(:tenant_column, tenant_column),
-        tenant_table: tenant_table && Arguments.identifier(:tenant_table, tenant_table),
-        relations: Arguments.relations(relations),
-        polymorphic: Arguments.polymorphic(polymorphic),
-        tables: Arguments.tables(tables, skip_tables),
         compression_level: Arguments.non_negative_integer(:compression_level, compression_level, allow_nil: false),
         busy_timeout_ms: Arguments.milliseconds(:busy_timeout, busy_timeout)
-      }
+      }.merge(scope_options(config, scope))
       BackupResult.from_native(NativeCall.call(:backup, JSON.generate(options), &block))
     end
 
@@ -59,10 +57,9 @@ module TenantKit
     # new_ids: true makes a copy: every row gets a new key and every known
     # reference follows; tenant_id: nil then makes a new tenant (its id is
     # the result's tenant_id), and id_map: a path writes old -> new keys.
-    def restore(database:, archive:, tenant_id:, storage_root: nil, dry_run: false, purge: false,
-                restore: true, remap: false, tenant_column: "tenant_id", tenant_table: nil,
-                relations: [], polymorphic: {}, tables: {}, skip_tables: [], busy_timeout: 5, tmp_dir: nil,
-                new_ids: false, id_map: nil, only: nil, except: nil, &block)
+    def restore(database:, archive:, tenant_id:, config: nil, storage_root: nil, dry_run: false, purge: false,
+                restore: true, remap: false, busy_timeout: 5, tmp_dir: nil, new_ids: false, id_map: nil,
+                only: nil, except: nil, **scope, &block)
       new_ids = Arguments.boolean(:new_ids, new_ids)
       options = {
         database: Arguments.path(:database, database),
@@ -75,27 +72,42 @@ module TenantKit
         purge: Arguments.boolean(:purge, purge),
         restore: Arguments.boolean(:restore, restore),
         remap: Arguments.boolean(:remap, remap),
-        tenant_column: Arguments.identifier(:tenant_column, tenant_column),
-        tenant_table: tenant_table && Arguments.identifier(:tenant_table, tenant_table),
-        relations: Arguments.relations(relations),
-        polymorphic: Arguments.polymorphic(polymorphic),
-        tables: Arguments.tables(tables, skip_tables),
         busy_timeout_ms: Arguments.milliseconds(:busy_timeout, busy_timeout),
         tmp_dir: Arguments.path(:tmp_dir, tmp_dir, allow_nil: true),
         only: Arguments.only(only),
         except: Arguments.except(except)
-      }
+      }.merge(scope_options(config, scope))
       RestoreResult.from_native(NativeCall.call(:restore, JSON.generate(options), &block))
     end
 
     # Check an archive's every hash and count, without a database. Raises
     # TenantKit::ArchiveError / IntegrityError naming the entry when broken.
-    def verify(archive:, tmp_dir: nil, &block)
+    # With config:, the archive must also be of the config's tenant column
+    # (an ArchiveError otherwise): a check that it suits the app it is for.
+    def verify(archive:, tmp_dir: nil, config: nil, &block)
+      config = Config.for_call(config, {}) unless config.nil?
       options = {
         archive: Arguments.path(:archive, archive),
         tmp_dir: Arguments.path(:tmp_dir, tmp_dir, allow_nil: true)
       }
-      VerifyResult.from_native(NativeCall.call(:verify, JSON.generate(options), &block))
+      result = VerifyResult.from_native(NativeCall.call(:verify, JSON.generate(options), &block))
+      if config && result.tenant_column != config.tenant_column
+        raise ArchiveError,
+              "#{options[:archive]}: an archive of tenant column #{result.tenant_column.inspect}, " \
+              "the config's is #{config.tenant_column.inspect}"
+      end
+      result
+    end
+
+    # What a backup of this database takes and why, before the first one:
+    # per table its class and reason, every reference followed and where it
+    # comes from, and the naming guesses the config does not confirm.
+    def explain(database:, config: nil, busy_timeout: 5, **scope)
+      options = {
+        database: Arguments.path(:database, database),
+        busy_timeout_ms: Arguments.milliseconds(:busy_timeout, busy_timeout)
+      }.merge(scope_options(config, scope))
+      ExplainReport.from_native(NativeCall.call(:explain, JSON.generate(options)))
     end
 
     # Delete old archives in output_dir (only files named
@@ -124,6 +136,20 @@ module TenantKit
         dry_run: Arguments.boolean(:dry_run, dry_run)
       }
       JSON.parse(NativeCall.call(:prune, JSON.generate(options))).fetch("deleted")
+    end
+
+    private
+
+    # The scope options of a call as native JSON keys: config: or the loose
+    # keywords (tenant_column:, relations:, ...), checked by Config. A
+    # keyword that is neither is refused as Ruby refuses unknown keywords.
+    def scope_options(config, scope)
+      unknown = scope.keys - Config::OPTIONS
+      unless unknown.empty?
+        raise ArgumentError, "unknown keyword#{'s' if unknown.size > 1}: #{unknown.map(&:inspect).join(', ')}"
+      end
+
+      Config.for_call(config, scope).to_native
     end
   end
 end

@@ -38,6 +38,12 @@ pub fn verify_json(options_json: &str, progress: &mut dyn Progress) -> Result<St
     to_json(&crate::verify::verify(&options, progress)?)
 }
 
+/// `TenantKit.explain` / `tk_explain`. Returns the explain report as JSON.
+pub fn explain_json(options_json: &str) -> Result<String> {
+    let options: crate::explain::ExplainOptions = parse_options("explain", options_json)?;
+    to_json(&crate::explain::explain(&options)?)
+}
+
 /// `TenantKit.prune` / `tk_prune`. Returns the deleted archives as JSON.
 pub fn prune_json(options_json: &str) -> Result<String> {
     let options: crate::prune::PruneOptions = parse_options("prune", options_json)?;

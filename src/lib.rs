@@ -11,6 +11,7 @@ pub mod backup;
 pub mod clock;
 pub mod db;
 pub mod error;
+pub mod explain;
 #[doc(hidden)]
 pub mod fuzzing;
 mod job;

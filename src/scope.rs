@@ -95,11 +95,24 @@ impl ScopeOptions {
     /// Table for a polymorphic class name: the caller's map first, then the
     /// Rails convention.
     pub fn table_for_class(&self, class_name: &str) -> String {
+        self.mapped_class(class_name)
+            .cloned()
+            .unwrap_or_else(|| naming::table_for_class(class_name))
+    }
+
+    fn mapped_class(&self, class_name: &str) -> Option<&String> {
         self.polymorphic
             .get(class_name)
             .or_else(|| self.polymorphic.get(naming::canonical_class(class_name)))
-            .cloned()
-            .unwrap_or_else(|| naming::table_for_class(class_name))
+    }
+
+    /// Whether a polymorphic reference to `class_name` comes from the
+    /// caller's map or from naming.
+    pub fn polymorphic_source(&self, class_name: &str) -> ReferenceSource {
+        match self.mapped_class(class_name) {
+            Some(_) => ReferenceSource::PolymorphicMap,
+            None => ReferenceSource::PolymorphicNaming,
+        }
     }
 }
 
@@ -165,7 +178,7 @@ impl Default for ScopeOptions {
 
 /// A reference from `table.columns` to `parent.parent_columns`, optionally
 /// only for rows whose polymorphic type column holds `type_value`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Reference {
     pub table: String,
     pub columns: Vec<String>,
@@ -173,6 +186,55 @@ pub struct Reference {
     pub parent_columns: Vec<String>,
     /// `(type column, class name)` for polymorphic references.
     pub polymorphic: Option<(String, String)>,
+    /// Where discovery found it (reported by `explain`).
+    pub source: ReferenceSource,
+}
+
+/// Two references are the same link whoever found them: a hint repeating a
+/// declared foreign key adds nothing.
+impl PartialEq for Reference {
+    fn eq(&self, other: &Self) -> bool {
+        self.table == other.table
+            && self.columns == other.columns
+            && self.parent == other.parent
+            && self.parent_columns == other.parent_columns
+            && self.polymorphic == other.polymorphic
+    }
+}
+
+impl Eq for Reference {}
+
+/// Why discovery follows a reference. One variant per way of finding one,
+/// each with a stable string form (the `explain` report's `source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReferenceSource {
+    /// A `FOREIGN KEY` the schema declares.
+    ForeignKey,
+    /// The caller's `relations:` hint.
+    Hint,
+    /// A reference of Rails' own tables (ActiveStorage's `blob_id`).
+    Framework,
+    /// Rails naming alone (`project_id` → `projects`): a guess.
+    Naming,
+    /// A polymorphic `*_type` class the caller's `polymorphic:` map names.
+    PolymorphicMap,
+    /// A polymorphic `*_type` class mapped by Rails naming (`Project` →
+    /// `projects`).
+    PolymorphicNaming,
+}
+
+impl ReferenceSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReferenceSource::ForeignKey => "foreign_key",
+            ReferenceSource::Hint => "hint",
+            ReferenceSource::Framework => "framework",
+            ReferenceSource::Naming => "naming",
+            ReferenceSource::PolymorphicMap => "polymorphic_map",
+            ReferenceSource::PolymorphicNaming => "polymorphic_naming",
+        }
+    }
 }
 
 /// Why a row of a table belongs to the tenant.
@@ -546,6 +608,7 @@ impl TenantScope {
                     parent: parent.name.clone(),
                     parent_columns: vec![pk.to_string()],
                     polymorphic: Some((type_column.clone(), class_name.clone())),
+                    source: self.options.polymorphic_source(class_name),
                 });
             }
         }
@@ -795,13 +858,22 @@ fn collect_references(
                     parent: parent.name.clone(),
                     parent_columns: fk.to.clone(),
                     polymorphic: None,
+                    source: ReferenceSource::ForeignKey,
                 });
             }
         }
     }
+    // A hint about a skipped table is moot, not wrong: the skip rule wins
+    // (a configuration read from an app's models names every table, and
+    // may skip some of them). A table that does not exist is a mistake.
+    let hinted = |name: &str| match schema.table_ci(name) {
+        None => Err(Error::argument(format!("relation hint: no table {name:?}"))),
+        Some(t) => Ok(t.skip.is_none().then_some(t)),
+    };
     for hint in &options.relations {
-        let child = usable(&hint.table)
-            .ok_or_else(|| Error::argument(format!("relation hint: no table {:?}", hint.table)))?;
+        let Some(child) = hinted(&hint.table)? else {
+            continue;
+        };
         let Some(references) = &hint.references else {
             for c in &hint.column {
                 if !child.has_column(c) {
@@ -810,8 +882,9 @@ fn collect_references(
             }
             continue;
         };
-        let parent = usable(references)
-            .ok_or_else(|| Error::argument(format!("relation hint: no table {references:?}")))?;
+        let Some(parent) = hinted(references)? else {
+            continue;
+        };
         let parent_columns = if hint.primary_key.is_empty() {
             parent.primary_key().into_iter().map(String::from).collect()
         } else {
@@ -836,6 +909,7 @@ fn collect_references(
                 parent: parent.name.clone(),
                 parent_columns,
                 polymorphic: None,
+                source: ReferenceSource::Hint,
             },
         );
     }
@@ -857,6 +931,7 @@ fn collect_references(
                 parent: parent.name.clone(),
                 parent_columns: vec![pk.to_string()],
                 polymorphic: None,
+                source: ReferenceSource::Framework,
             });
         }
     }
@@ -907,6 +982,7 @@ fn collect_references(
                             parent: parent.name.clone(),
                             parent_columns: vec![pk.to_string()],
                             polymorphic: Some((type_column.clone(), class_name.clone())),
+                            source: options.polymorphic_source(&class_name),
                         });
                     }
                 }
@@ -967,6 +1043,7 @@ fn guessed_reference(
         parent: parent.name.clone(),
         parent_columns: vec![pk.to_string()],
         polymorphic: None,
+        source: ReferenceSource::Naming,
     })
 }
 

@@ -150,27 +150,50 @@ module TenantKit
       raise ArgumentError, "#{name}: expected true or false, got #{value.inspect}"
     end
 
-    # Relation hints: [{ table:, column:, references:, primary_key: }, ...]
-    def relations(value)
-      Array(value).map do |hint|
-        raise ArgumentError, "relations: each hint must be a Hash" unless hint.is_a?(Hash)
+    # Relation hints: [{ table:, column:, references:, primary_key: }, ...].
+    # column: and primary_key: are a name or an Array of names (a composite
+    # key); references: nil says the column is no reference at all.
+    HINT_KEYS = %w[table column references primary_key].freeze
 
-        # references: nil says "not a reference" and must stay nil.
-        hint.transform_keys(&:to_s).transform_values do |v|
-          case v
-          when Array then v.map(&:to_s)
-          when nil then nil
-          else v.to_s
-          end
-        end
+    def relations(value)
+      unless value.is_a?(Array) || value.is_a?(Hash)
+        raise ArgumentError, "relations: expected an Array of hints ({ table:, column:, references: }), got #{value.inspect}"
       end
+
+      (value.is_a?(Hash) ? [value] : value).each_with_index.map { |hint, i| relation("relations[#{i}]", hint) }
     end
 
-    # Polymorphic class name => table name.
-    def polymorphic(value)
-      raise ArgumentError, "polymorphic: expected a Hash of class name => table" unless value.is_a?(Hash)
+    def relation(name, hint)
+      raise ArgumentError, "#{name}: expected a Hash { table:, column:, references: }, got #{hint.inspect}" unless hint.is_a?(Hash)
 
-      value.to_h { |k, v| [k.to_s, v.to_s] }
+      hint = hint.transform_keys(&:to_s)
+      unknown = hint.keys - HINT_KEYS
+      raise ArgumentError, "#{name}: unknown key #{unknown.first.inspect} (expected #{HINT_KEYS.map { |k| "#{k}:" }.join(', ')})" if unknown.any?
+      %w[table column references].each do |key|
+        raise ArgumentError, "#{name}: #{key}: is required#{' (nil: the column is no reference)' if key == 'references'}" unless hint.key?(key)
+      end
+      out = { "table" => identifier("#{name}.table", hint["table"]), "column" => names("#{name}.column", hint["column"]),
+              "references" => hint["references"] && identifier("#{name}.references", hint["references"]) }
+      out["primary_key"] = names("#{name}.primary_key", hint["primary_key"]) unless hint["primary_key"].nil?
+      out
+    end
+
+    # A column name, or an Array of them (a composite key).
+    def names(name, value)
+      return identifier(name, value) unless value.is_a?(Array)
+      raise ArgumentError, "#{name}: must not be empty" if value.empty?
+
+      value.each_with_index.map { |v, i| identifier("#{name}[#{i}]", v) }
+    end
+
+    # Polymorphic class name (or the class) => table name.
+    def polymorphic(value)
+      raise ArgumentError, "polymorphic: expected a Hash of class name => table, got #{value.inspect}" unless value.is_a?(Hash)
+
+      value.to_h do |klass, table|
+        class_name = klass.is_a?(Module) ? klass.name : klass
+        [identifier("polymorphic key", class_name), identifier("polymorphic[#{class_name.inspect}]", table)]
+      end
     end
 
     def non_negative_integer(name, value, allow_nil: true)

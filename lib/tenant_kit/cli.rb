@@ -2,10 +2,12 @@
 
 require "optparse"
 require "json"
+require "yaml"
 require "tenant_kit"
+require_relative "cli/explain_text"
 
 module TenantKit
-  # The `tenant_kit` command: backup, restore, verify and prune from a shell,
+  # The `tenant_kit` command: backup, restore, verify, prune and explain from a shell,
   # with the same options as the Ruby API. A progress bar on a terminal,
   # plain lines otherwise, JSON events with --json; the exit status says
   # what went wrong (see EXIT_CODES). Ctrl-C stops the work cleanly: a
@@ -25,13 +27,14 @@ module TenantKit
       "TenantKit::Cancelled" => 130
     }.freeze
 
-    COMMANDS = %w[backup restore verify prune].freeze
+    COMMANDS = %w[backup restore verify prune explain].freeze
 
     REQUIRED = {
       "backup" => %i[database tenant_id output_dir],
       "restore" => %i[database archive tenant_id],
       "verify" => %i[archive],
-      "prune" => %i[output_dir]
+      "prune" => %i[output_dir],
+      "explain" => %i[database]
     }.freeze
 
     USAGE = <<~TEXT
@@ -42,6 +45,7 @@ module TenantKit
         restore   restore an archive into a tenant (dry run, purge, remap, copy with new ids)
         verify    check an archive's hashes and counts, without a database
         prune     delete old archives of OUTPUT_DIR
+        explain   which tables and references a backup would follow, and why
 
       `tenant_kit COMMAND --help` lists a command's options.
       Exit status: 0 done, 1 other tenant_kit error, 2 bad arguments, 3 broken or hostile
@@ -95,6 +99,7 @@ module TenantKit
       when "restore" then TenantKit.restore(**options) { |event| progress.event(event) }
       when "verify" then TenantKit.verify(**options) { |event| progress.event(event) }
       when "prune" then TenantKit.prune(**options)
+      when "explain" then TenantKit.explain(**options)
       end
     end
 
@@ -121,6 +126,7 @@ module TenantKit
       when "prune"
         deleted = hash[:deleted]
         (["#{deleted.size} archive(s) deleted"] + deleted).join("\n")
+      when "explain" then ExplainText.new(hash).to_s
       end
     end
 
@@ -203,13 +209,54 @@ module TenantKit
       end
     end
 
+    # The scope: a config file (JSON or YAML with the keys of
+    # TenantKit::Config) or flags, not both.
+    def config_options(o, options)
+      o.on("--config FILE", "scope rules: a .json or .yml file with the keys of TenantKit::Config") do |v|
+        options[:config] = config_file(v)
+      end
+      o.on("--skip-table NAME", "a table that is not tenant data (repeatable)") do |v|
+        (options[:skip_tables] ||= []) << v
+      end
+    end
+
+    def config_file(path)
+      text = File.read(path)
+      data = if File.extname(path).match?(/\A\.ya?ml\z/i)
+               YAML.safe_load(text, aliases: false)
+             else
+               JSON.parse(text)
+             end
+      raise ArgumentError, "--config #{path}: expected an object of TenantKit::Config options" unless data.is_a?(Hash)
+
+      Config.new(**data.transform_keys(&:to_sym))
+    rescue JSON::ParserError, Psych::SyntaxError => e
+      raise ArgumentError, "--config #{path}: not valid #{File.extname(path).delete('.')}: #{e.message}"
+    rescue ArgumentError => e
+      raise ArgumentError, "--config #{path}: #{e.message}"
+    rescue SystemCallError => e
+      raise FileError, "--config #{path}: #{e.message}"
+    end
+
+    def explain_options(o, options)
+      o.on("--database PATH", "the app's SQLite file (required)") { |v| options[:database] = v }
+      o.on("--tenant-column NAME", "default tenant_id") { |v| options[:tenant_column] = v }
+      o.on("--tenant-table NAME", "the tenants table, when not found by convention") { |v| options[:tenant_table] = v }
+      config_options(o, options)
+      o.on("--busy-timeout SECONDS", Float, "wait for other connections' locks (default 5)") do |v|
+        options[:busy_timeout] = v
+      end
+    end
+
     def backup_options(o, options)
       database_options(o, options)
+      config_options(o, options)
       o.on("--output-dir DIR", "where the archive goes (required)") { |v| options[:output_dir] = v }
     end
 
     def restore_options(o, options)
       database_options(o, options)
+      config_options(o, options)
       o.on("--archive PATH", "the archive to restore (required)") { |v| options[:archive] = v }
       o.on("--dry-run", "plan and report, change nothing") { options[:dry_run] = true }
       o.on("--purge", "delete the tenant's rows first") { options[:purge] = true }
@@ -230,6 +277,9 @@ module TenantKit
     def verify_options(o, options)
       o.on("--archive PATH", "the archive to check (required)") { |v| options[:archive] = v }
       o.on("--tmp-dir DIR", "where the archive is unpacked while checked") { |v| options[:tmp_dir] = v }
+      o.on("--config FILE", "also check the archive is of this config's tenant column") do |v|
+        options[:config] = config_file(v)
+      end
     end
 
     def prune_options(o, options)

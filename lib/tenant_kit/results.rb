@@ -111,3 +111,27 @@ module TenantKit
     end
   end
 end
+
+module TenantKit
+  # TenantKit.explain's report. tables: [{ name:, class:, reason: }] (class
+  # "tenants", "owned", "derived", "skipped" or "not_tenant_data"),
+  # references: [{ table:, columns:, references:, primary_key:,
+  # polymorphic: { type_column:, class: } or nil, source: }], guesses:
+  # [{ table:, column:, references: }] (naming guesses nothing confirms).
+  ExplainReport = Struct.new(:tenant_column, :tenant_table, :tables, :references, :guesses, keyword_init: true) do
+    def self.from_native(json)
+      data = JSON.parse(json)
+      new(**members.to_h { |m| [m, Results.symbolize(data[m.to_s])] })
+    end
+
+    # The tables of one class ("owned", "skipped", ...), by name.
+    def tables_of(klass)
+      tables.select { |t| t[:class] == klass.to_s }.map { |t| t[:name] }
+    end
+
+    # The report as the C API and `tenant_kit explain --json` give it.
+    def to_json(*args)
+      to_h.to_json(*args)
+    end
+  end
+end

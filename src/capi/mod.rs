@@ -32,6 +32,18 @@
 //!   longjmp through the library. A progress callback returns 0 to go on;
 //!   any other value cancels the work (the function then returns
 //!   TK_CANCELLED after cleaning up; one last `failed` event may follow).
+//! - The configuration (which rows are a tenant's) is part of the options
+//!   object, and the same keys mean the same in `tk_backup`, `tk_restore`
+//!   and `tk_explain`: build it once and merge it into each call's options.
+//!   `tenant_column` (default "tenant_id"); `tenant_table` (default: from a
+//!   foreign key or Rails naming); `relations`, an array of
+//!   `{"table", "column", "references", "primary_key"}` (`column` and
+//!   `primary_key` a name or an array of names; `references: null` says
+//!   the column is no reference; `primary_key` defaults to the parent's);
+//!   `polymorphic`, an object class name → table for `*_type` values; and
+//!   `tables`, an object table → rule (`"skip"`: never backed up, purged or
+//!   restored). `tk_explain` reports what a configuration makes of a
+//!   database before the first backup.
 //! - No init or shutdown call is needed. Calls are synchronous (they return
 //!   when the work is done) and may be made from several threads at once,
 //!   as the Ruby gem does.
@@ -256,6 +268,29 @@ pub unsafe extern "C" fn tk_prune(
 ) -> tk_status {
     // SAFETY: forwarded from this function's contract.
     unsafe { json_call(options_json, out_json, crate::api::prune_json) }
+}
+
+/// Explain which rows a backup takes, without taking them. `options_json`
+/// holds `database`, `busy_timeout_ms` and the configuration keys (see the
+/// top of this header). On TK_OK `*out_json` is the report: `tenant_column`,
+/// `tenant_table`, `tables` (each `name`, `class` — "tenants", "owned",
+/// "derived", "skipped" or "not_tenant_data" — and `reason`), `references`
+/// (each `table`, `columns`, `references`, `primary_key`, `polymorphic`
+/// (null or `{"type_column", "class"}`) and `source` — "foreign_key",
+/// "hint", "framework", "naming", "polymorphic_map" or
+/// "polymorphic_naming") and `guesses` (naming guesses nothing confirms:
+/// `table`, `column`, `references`).
+///
+/// # Safety
+/// `options_json` is NULL or a NUL-terminated string; `out_json` is NULL or
+/// points to writable storage for one pointer.
+#[no_mangle]
+pub unsafe extern "C" fn tk_explain(
+    options_json: *const c_char,
+    out_json: *mut *mut c_char,
+) -> tk_status {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { json_call(options_json, out_json, crate::api::explain_json) }
 }
 
 /// Resolve settings through the tenant / class / instance cascade.

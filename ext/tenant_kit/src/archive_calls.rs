@@ -1,4 +1,4 @@
-//! Ruby binding of backup, restore, verify and prune: JSON options in, JSON
+//! Ruby binding of backup, restore, verify, prune and explain: JSON options in, JSON
 //! result out, progress events yielded to the block without the GVL.
 
 use crate::gvl;
@@ -26,10 +26,15 @@ fn prune(ruby: &Ruby, options_json: String) -> Result<String, RbError> {
     gvl::run_without_gvl(ruby, |_| tenant_kit::api::prune_json(&options_json))
 }
 
+fn explain(ruby: &Ruby, options_json: String) -> Result<String, RbError> {
+    gvl::run_without_gvl(ruby, |_| tenant_kit::api::explain_json(&options_json))
+}
+
 pub fn init(_ruby: &Ruby, native: &RModule) -> Result<(), RbError> {
     native.define_module_function("backup", function!(backup, 1))?;
     native.define_module_function("restore", function!(restore, 1))?;
     native.define_module_function("verify", function!(verify, 1))?;
     native.define_module_function("prune", function!(prune, 1))?;
+    native.define_module_function("explain", function!(explain, 1))?;
     Ok(())
 }

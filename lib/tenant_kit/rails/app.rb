@@ -30,6 +30,18 @@ module TenantKit
         }.compact
       end
 
+      # The app's TenantKit::Config from its model reflections: the tenants
+      # table (the model the tenant column belongs_to), relation hints and
+      # the polymorphic class map. Review it with TenantKit.explain.
+      def config(tenant_column: "tenant_id", base: ::ActiveRecord::Base, models: nil, skip_tables: [])
+        models ||= self.models(base)
+        TenantKit::Config.new(
+          tenant_column: tenant_column.to_s, tenant_table: tenant_table(models, tenant_column, base),
+          relations: relations(models, tenant_column: tenant_column, base: base),
+          polymorphic: polymorphic(models), skip_tables: skip_tables.map(&:to_s)
+        )
+      end
+
       # Absolute path of the SQLite file of `base`'s connection (relative
       # paths are taken from Rails.root, as Rails does).
       def database_path(base = ::ActiveRecord::Base)

@@ -29,8 +29,11 @@ module TenantKit
     #                      that is not there) is recorded (progress `failed`, failure mail) and the job is
     #                      discarded, not retried; true re-raises them after that. Other exceptions (bugs)
     #                      are always re-raised after that
+    #   reset_counter_caches: true: after a restore or purge, recount the counter caches
+    #                      (belongs_to ..., counter_cache:) of the rows it affected (see CounterCaches)
     #   backup_options / restore_options: extra keywords for TenantKit.backup / restore
-    #                      (busy_timeout:, compression_level:, relations:, polymorphic:, storage_root:, ...)
+    #                      (busy_timeout:, compression_level:, relations:, polymorphic:, storage_root:, ...;
+    #                      config: a TenantKit::Config replacing the scope read from the models)
     module Job
       extend ActiveSupport::Concern
 
@@ -45,6 +48,7 @@ module TenantKit
         mailer: "TenantMailer",
         deliver: :deliver_now,
         raise_errors: false,
+        reset_counter_caches: true,
         backup_options: {},
         restore_options: {}
       }.freeze
@@ -116,8 +120,17 @@ module TenantKit
       # The job rows are the app's bookkeeping, not tenant data: leaving
       # their table out keeps the running job's own row out of the archive
       # and every job row (history, jobs queued since) through a purge.
-      def app_options
-        App.options(tenant_column: tenant_kit_setting(:tenant_column), skip_tables: progress_tables)
+      # `extra` is the backup_options / restore_options setting; with a
+      # `config:` (a TenantKit::Config) in it, that config is the scope, the
+      # progress table added to its skipped tables.
+      def app_options(extra = nil)
+        extra = (extra || {}).to_h.transform_keys(&:to_sym)
+        options = App.options(tenant_column: tenant_kit_setting(:tenant_column), skip_tables: progress_tables)
+        return options.merge(extra) unless extra.key?(:config)
+
+        config = TenantKit::Config.for_call(extra[:config], {})
+        config = config.with(tables: config.tables.merge(progress_tables.to_h { |t| [t, "skip"] }))
+        options.except(*TenantKit::Config::OPTIONS).merge(extra, config: config)
       end
 
       def progress_tables

@@ -28,7 +28,10 @@ module TenantKit
     # conflicts:, conflict_count:).restore_completed` (also for a dry run: its planned counts per table
     # and its conflicts are params of their own), or on failure
     # `TenantMailer.with(tenant:, user:, background_job:, archive_path:, error:, error_class:).restore_failed`.
-    # A failed restore changes nothing (it rolls back).
+    # A failed restore changes nothing (it rolls back). After a restore or
+    # purge (not a dry run) the counter caches of the rows it affected are
+    # recounted (see CounterCaches; setting `reset_counter_caches: false`
+    # turns that off).
     module RestoreJob
       extend ActiveSupport::Concern
       include Job
@@ -43,11 +46,16 @@ module TenantKit
           tenant_id = tenant_id_of(tenant) unless new_tenant
           raise ::ArgumentError, "archive_path: is required" if archive_path.nil?
 
-          options = app_options.merge(tenant_kit_setting(:restore_options) || {})
+          options = app_options(tenant_kit_setting(:restore_options))
+          counters = counter_caches(tenant_id) unless dry_run || new_tenant
           TenantKit.restore(**options, archive: archive_path.to_s, tenant_id: tenant_id, dry_run: dry_run,
                                        purge: purge, restore: restore, remap: remap, new_ids: new_ids,
                                        id_map: id_map, only: tenant_kit_selection(only),
-                                       except: tenant_kit_selection(except), &on_event)
+                                       except: tenant_kit_selection(except), &on_event).tap do |done|
+            # A new tenant's shared parents are known once it is made.
+            counters = counter_caches(done.tenant_id) if new_tenant && !dry_run
+            reset_counter_caches(counters)
+          end
         end
         # A new tenant is known once it is made.
         tenant_id = result.tenant_id if new_tenant && result
@@ -88,6 +96,24 @@ module TenantKit
 
         klass = value.to_s.safe_constantize if value.is_a?(String) && value.match?(/\A[A-Z]/)
         klass.respond_to?(:table_name) ? klass.table_name : value
+      end
+
+      # The counter caches to recount after the restore, with the shared
+      # parents the tenant's rows point at before it (nil: setting off).
+      def counter_caches(tenant_id)
+        return nil unless tenant_kit_setting(:reset_counter_caches)
+
+        CounterCaches.new(App.models, tenant_column: tenant_kit_setting(:tenant_column), tenant_id: tenant_id).remember
+      end
+
+      def reset_counter_caches(counters)
+        return unless counters
+
+        counts = counters.reset
+        return if counts.empty?
+
+        log_progress("counter caches recounted: #{counts.map { |name, rows| "#{name} (#{rows})" }.join(', ')}",
+                     step: :counter_caches, counters: counts)
       end
 
       def tenant_kit_operation

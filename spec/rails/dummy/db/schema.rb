@@ -83,6 +83,26 @@ ActiveRecord::Schema.define(version: 2026_11_01_000000) do
     t.timestamps
   end
 
+  # Counter caches (issue 18 item 7): boards are the tenant's, labels are
+  # shared between tenants (no tenant column), cards count into both.
+  create_table :boards do |t|
+    t.integer :tenant_id, null: false, index: true
+    t.string :name, null: false
+    t.integer :cards_count, null: false, default: 0
+  end
+
+  create_table :labels do |t|
+    t.string :name, null: false
+    t.integer :cards_count, null: false, default: 0
+  end
+
+  create_table :cards do |t|
+    t.integer :tenant_id, null: false, index: true
+    t.integer :board_id, null: false, index: true
+    t.integer :label_id, index: true
+    t.string :title
+  end
+
   create_table :settings do |t|
     t.integer :tenant_id, null: false, index: true
     t.string :target_type
