@@ -30,7 +30,7 @@ pub mod work_dir;
 #[cfg(feature = "capi")]
 pub mod capi;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, SqliteCode};
 pub use progress::{Event, NoProgress, Progress};
 pub use tenant_id::TenantId;
 

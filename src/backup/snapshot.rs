@@ -24,7 +24,7 @@ use crate::archive::dump::LineWriter;
 use crate::archive::{FileEntry, TableEntry, DUMP_NAME};
 use crate::db;
 use crate::error::{Error, Result, ResultExt};
-use crate::progress::{Event, Progress, Throttle};
+use crate::progress::{Event, Progress, Step, Throttle};
 use crate::schema::{main_table, quote, Schema};
 use crate::scope::{
     estimated_rows, is_blob_table, polymorphic_types_of, tenant_params, BackupTypes, MemberSets,
@@ -103,7 +103,7 @@ pub(super) fn read_snapshot(
             types,
         )?;
         progress.emit(
-            Event::new("scan_tables")
+            Event::new(Step::ScanTables)
                 .with(
                     "tables",
                     scope
@@ -564,8 +564,9 @@ fn dump_table(
         None
     };
 
-    let dumped =
-        |processed: u64| Event::table_progress("dump_progress", t.name.as_str(), processed, total);
+    let dumped = |processed: u64| {
+        Event::table_progress(Step::DumpProgress, t.name.as_str(), processed, total)
+    };
     progress.emit(dumped(0))?;
     let mut throttle = Throttle::new(total);
     let mut stmt = conn.prepare(&sql)?;
