@@ -14,6 +14,8 @@ pub(crate) mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod job;
+#[doc(hidden)]
+pub mod microbench;
 pub(crate) mod naming;
 pub mod progress;
 pub mod prune;
