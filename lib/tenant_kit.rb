@@ -14,6 +14,7 @@ rescue LoadError
   require_relative "tenant_kit/tenant_kit_ext"
 end
 
+require_relative "tenant_kit/steps"
 require_relative "tenant_kit/native_call"
 require_relative "tenant_kit/arguments"
 require_relative "tenant_kit/config"

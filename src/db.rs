@@ -1,7 +1,7 @@
 //! Opening the app's SQLite database the way every operation needs it.
 
 use crate::error::{Error, Result};
-use crate::progress::{Event, Progress};
+use crate::progress::{Event, Progress, Step};
 use rusqlite::{Connection, OpenFlags};
 use std::cell::{Cell, RefCell};
 use std::path::Path;
@@ -44,7 +44,7 @@ pub fn open_read_only(path: &Path, busy_timeout_ms: u64) -> Result<Connection> {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI,
     )
-    .map_err(|e| Error::database(format!("cannot open {}: {e}", path.display())))?;
+    .map_err(|e| Error::sqlite(format!("cannot open {}: {e}", path.display()), &e))?;
     // Reads stream through once: a small cache keeps a backup's memory flat.
     configure(&conn, path, busy_timeout_ms, 16 << 10)?;
     Ok(conn)
@@ -60,7 +60,7 @@ pub fn open_read_write(path: &Path, busy_timeout_ms: u64) -> Result<Connection> 
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI,
     )
-    .map_err(|e| Error::database(format!("cannot open {}: {e}", path.display())))?;
+    .map_err(|e| Error::sqlite(format!("cannot open {}: {e}", path.display()), &e))?;
     // A restore rewrites many pages in one transaction: a larger cache means
     // fewer spills to the database file (each one costs a journal fsync).
     configure(&conn, path, busy_timeout_ms, 64 << 10)?;
@@ -88,10 +88,10 @@ fn configure(conn: &Connection, path: &Path, busy_timeout_ms: u64, cache_kib: i6
         Ok(())
     };
     first_reads().map_err(|e| {
-        Error::database(format!(
-            "{} is not a usable SQLite database: {e}",
-            path.display()
-        ))
+        Error::sqlite(
+            format!("{} is not a usable SQLite database: {e}", path.display()),
+            &e,
+        )
     })
 }
 
@@ -333,5 +333,5 @@ fn should_stop(watched: &Watched<'_>) -> bool {
         return false;
     }
     watched.last_event.set(Instant::now());
-    sink.emit(Event::new("working")).is_err()
+    sink.emit(Event::new(Step::Working)).is_err()
 }

@@ -49,6 +49,52 @@ impl ErrorKind {
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    /// SQLite's own code when SQLite reported the failure, so a caller can
+    /// tell busy from corrupt without reading the message.
+    sqlite: Option<SqliteCode>,
+}
+
+/// SQLite's result code of a failure: the primary code (`SQLITE_BUSY` = 5)
+/// and the extended one that refines it (`SQLITE_BUSY_SNAPSHOT` = 517); see
+/// <https://sqlite.org/rescode.html>. The primary code is the extended one's
+/// low byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqliteCode {
+    pub primary: i32,
+    pub extended: i32,
+}
+
+impl SqliteCode {
+    /// Another connection holds a lock we needed (past the busy timeout).
+    pub const BUSY: i32 = 5;
+    /// A lock conflict inside this process (shared cache, nested statement).
+    pub const LOCKED: i32 = 6;
+    /// The database file is damaged.
+    pub const CORRUPT: i32 = 11;
+    /// The file is not a database (or is encrypted).
+    pub const NOTADB: i32 = 26;
+
+    pub fn from_extended(extended: i32) -> Self {
+        SqliteCode {
+            primary: extended & 0xff,
+            extended,
+        }
+    }
+
+    /// The code of a rusqlite error that came from SQLite itself (errors
+    /// rusqlite makes up on its own, a type mismatch, have none).
+    pub fn of(err: &rusqlite::Error) -> Option<Self> {
+        err.sqlite_error()
+            .map(|e| Self::from_extended(e.extended_code))
+    }
+
+    pub fn is_busy(self) -> bool {
+        self.primary == Self::BUSY
+    }
+
+    pub fn is_corrupt(self) -> bool {
+        self.primary == Self::CORRUPT || self.primary == Self::NOTADB
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -58,6 +104,7 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            sqlite: None,
         }
     }
     pub fn argument(message: impl Into<String>) -> Self {
@@ -78,6 +125,13 @@ impl Error {
     pub fn database(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Database, message)
     }
+    /// A database error worded by the caller, keeping the code of the
+    /// SQLite error it reports.
+    pub fn sqlite(message: impl Into<String>, err: &rusqlite::Error) -> Self {
+        let mut error = Self::database(message);
+        error.sqlite = SqliteCode::of(err);
+        error
+    }
     pub fn io(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Io, message)
     }
@@ -93,6 +147,10 @@ impl Error {
     }
     pub fn message(&self) -> &str {
         &self.message
+    }
+    /// SQLite's code when SQLite reported this error.
+    pub fn sqlite_code(&self) -> Option<SqliteCode> {
+        self.sqlite
     }
 
     /// Prefix the message with where it happened ("table tasks: …").
@@ -124,7 +182,7 @@ impl std::error::Error for Error {}
 
 impl From<rusqlite::Error> for Error {
     fn from(err: rusqlite::Error) -> Self {
-        Error::database(format!("SQLite: {err}"))
+        Error::sqlite(format!("SQLite: {err}"), &err)
     }
 }
 

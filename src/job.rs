@@ -4,7 +4,7 @@
 
 use crate::db::BusyPolicy;
 use crate::error::Result;
-use crate::progress::{report_failure, Event, Progress};
+use crate::progress::{report_failure, Event, LockState, Progress, Step};
 use crate::TenantId;
 use std::path::Path;
 
@@ -41,7 +41,7 @@ pub(crate) fn run<T>(
     .and_then(|tenant_id| work(tenant_id, &mut tracked));
     if let Err(e) = &result {
         if tracked.held {
-            let _ = progress.emit(Event::lock("none"));
+            let _ = progress.emit(Event::lock(LockState::None));
         }
         report_failure(progress, e);
     }
@@ -57,10 +57,10 @@ struct LockTracking<'a> {
 
 impl Progress for LockTracking<'_> {
     fn emit(&mut self, event: Event) -> Result<()> {
-        if event.step() != "lock" {
+        if event.step() != Step::Lock {
             return self.inner.emit(event);
         }
-        if event.get("state").and_then(|s| s.as_str()) == Some("none") {
+        if event.lock_state() == Some(LockState::None) {
             // Let go, whether or not the sink takes the news.
             self.held = false;
             return self.inner.emit(event);

@@ -8,30 +8,32 @@
 pub mod api;
 pub mod archive;
 pub mod backup;
-pub mod clock;
-pub mod db;
-pub mod error;
+pub(crate) mod clock;
+pub(crate) mod db;
+pub(crate) mod error;
 pub mod explain;
 #[doc(hidden)]
 pub mod fuzzing;
 mod job;
-pub mod naming;
+#[doc(hidden)]
+pub mod microbench;
+pub(crate) mod naming;
 pub mod progress;
 pub mod prune;
 pub mod restore;
-pub mod schema;
-pub mod scope;
+pub(crate) mod schema;
+pub(crate) mod scope;
 pub mod selftest;
 pub mod settings;
-pub mod tenant_id;
-pub mod value;
+pub(crate) mod tenant_id;
+pub(crate) mod value;
 pub mod verify;
 pub mod work_dir;
 
 #[cfg(feature = "capi")]
 pub mod capi;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, SqliteCode};
 pub use progress::{Event, NoProgress, Progress};
 pub use tenant_id::TenantId;
 

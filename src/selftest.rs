@@ -3,7 +3,7 @@
 //! database. Not part of the product API.
 
 use crate::error::{Error, Result};
-use crate::progress::{Event, Progress};
+use crate::progress::{Event, Progress, Step};
 use std::time::Duration;
 
 /// Sleep `steps` times for `step_ms` milliseconds, emitting a `tick` event
@@ -14,17 +14,17 @@ pub fn busy_work(steps: u64, step_ms: u64, progress: &mut dyn Progress) -> Resul
             "busy_work: steps <= 100000 and step_ms <= 10000",
         ));
     }
-    progress.emit(Event::new("start").with("total", steps))?;
+    progress.emit(Event::new(Step::Start).with("total", steps))?;
     for step in 1..=steps {
         progress.check_interrupt()?;
         std::thread::sleep(Duration::from_millis(step_ms));
         progress.emit(
-            Event::new("tick")
+            Event::new(Step::Tick)
                 .with("processed", step)
                 .with("total", steps),
         )?;
     }
-    progress.emit(Event::new("done"))?;
+    progress.emit(Event::new(Step::Done))?;
     Ok(steps)
 }
 

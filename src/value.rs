@@ -108,42 +108,40 @@ fn write_real(out: &mut Vec<u8>, r: f64) {
 /// escapes it. Written out because the backup spends a good part of its
 /// time here.
 pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
-    let written = write_string_literal(out, s.as_bytes());
-    debug_assert!(written, "a str is UTF-8");
+    write_escaped(out, s.as_bytes());
 }
 
 /// Append `text` as a JSON string literal, escaped as serde_json escapes
-/// it, validating UTF-8 on the way; false, with nothing appended, when it
-/// is not UTF-8. One pass: plain ASCII is skipped eight bytes at a time,
-/// and only the runs of non-ASCII bytes are validated, each on its own
-/// (an ASCII byte is never part of a multi-byte sequence, so the text is
-/// UTF-8 exactly when every such run is).
+/// it, when it is UTF-8; false, with nothing appended, when it is not.
+/// Escaping copies non-ASCII bytes as they are, so the text is validated
+/// only when it has some, in one call over the whole text (std's validator
+/// is far quicker than checking each run of non-ASCII bytes on its own).
 fn write_string_literal(out: &mut Vec<u8>, text: &[u8]) -> bool {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let start = out.len();
+    let non_ascii = write_escaped(out, text);
+    if non_ascii && std::str::from_utf8(text).is_err() {
+        out.truncate(start);
+        return false;
+    }
+    true
+}
+
+/// Append `text` quoted, its control characters, quotes and backslashes
+/// escaped, every other byte as it is; true when some byte was not ASCII.
+fn write_escaped(out: &mut Vec<u8>, text: &[u8]) -> bool {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.reserve(text.len() + 2);
     out.push(b'"');
+    let mut non_ascii = false;
     let mut i = 0;
     loop {
-        let plain_end = i + plain_prefix(&text[i..]);
+        let (plain, high) = plain_prefix(&text[i..]);
+        non_ascii |= high;
+        let plain_end = i + plain;
         out.extend_from_slice(&text[i..plain_end]);
         let Some(&b) = text.get(plain_end) else {
             break;
         };
-        if b >= 0x80 {
-            let run_end = text[plain_end..]
-                .iter()
-                .position(|&c| c < 0x80)
-                .map_or(text.len(), |n| plain_end + n);
-            let run = &text[plain_end..run_end];
-            if std::str::from_utf8(run).is_err() {
-                out.truncate(start);
-                return false;
-            }
-            out.extend_from_slice(run);
-            i = run_end;
-            continue;
-        }
         match ESCAPE[b as usize] {
             b'u' => {
                 out.extend_from_slice(b"\\u00");
@@ -158,36 +156,39 @@ fn write_string_literal(out: &mut Vec<u8>, text: &[u8]) -> bool {
         i = plain_end + 1;
     }
     out.push(b'"');
-    true
+    non_ascii
 }
 
-/// How many leading bytes are ASCII that stands for itself in a JSON
-/// string (no control character, quote or backslash). Eight bytes at a
-/// time: a word is plain when no byte has its high bit set, none is below
-/// 0x20 and none equals `"` or `\\`.
-fn plain_prefix(bytes: &[u8]) -> usize {
+/// How many leading bytes stand for themselves in a JSON string (no
+/// control character, quote or backslash; non-ASCII bytes do), and whether
+/// one of them is not ASCII. Eight bytes at a time: a word is plain when
+/// no byte is below 0x20 and none equals `"` or `\\`.
+fn plain_prefix(bytes: &[u8]) -> (usize, bool) {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     // Non-zero exactly when some byte of `v` is below `n` (n <= 0x80);
     // which bit is set says nothing, but whether one is, is all we ask.
     let any_below = |v: u64, n: u64| v.wrapping_sub(ONES * n) & !v & HIGH;
     let any_zero = |v: u64| any_below(v, 1);
+    let mut high = 0u64;
     let mut i = 0;
     while let Some(word) = bytes.get(i..i + 8) {
         let x = u64::from_le_bytes(word.try_into().expect("eight bytes"));
-        let special = (x & HIGH)
-            | any_below(x, 0x20)
+        let special = any_below(x, 0x20)
             | any_zero(x ^ (ONES * u64::from(b'"')))
             | any_zero(x ^ (ONES * u64::from(b'\\')));
         if special != 0 {
             break;
         }
+        high |= x;
         i += 8;
     }
-    while i < bytes.len() && bytes[i] < 0x80 && ESCAPE[bytes[i] as usize] == 0 {
+    let mut tail = 0u8;
+    while i < bytes.len() && ESCAPE[bytes[i] as usize] == 0 {
+        tail |= bytes[i];
         i += 1;
     }
-    i
+    (i, high & HIGH != 0 || tail >= 0x80)
 }
 
 /// For each byte: 0 when it stands for itself in a JSON string, else the

@@ -6,7 +6,7 @@ use crate::archive::dump::{DumpReader, RowLine};
 use crate::archive::read::{extract, Limits};
 use crate::archive::{Manifest, ManifestError, TableEntry};
 use crate::error::{Error, Result};
-use crate::progress::{report_failure, Event, Progress, Throttle};
+use crate::progress::{report_failure, Event, Progress, Step, Throttle};
 use crate::scope::is_blob_table;
 use crate::TenantId;
 use serde::{Deserialize, Serialize};
@@ -45,7 +45,7 @@ pub struct VerifyReport {
 pub fn verify(options: &VerifyOptions, progress: &mut dyn Progress) -> Result<VerifyReport> {
     let result = (|| {
         progress.emit(
-            Event::new("start")
+            Event::new(Step::Start)
                 .with("operation", "verify")
                 .with("archive", options.archive.display().to_string()),
         )?;
@@ -71,7 +71,7 @@ pub fn verify(options: &VerifyOptions, progress: &mut dyn Progress) -> Result<Ve
             errors: m.errors.clone(),
         };
         progress.emit(
-            Event::new("done")
+            Event::new(Step::Done)
                 .with("rows", report.rows)
                 .with("blobs", report.blobs),
         )?;
@@ -179,7 +179,7 @@ pub fn check_dump<R: std::io::Read>(
         }
         if throttle.due(total) {
             progress.emit(
-                Event::new("verify")
+                Event::new(Step::Verify)
                     .with("phase", "rows")
                     .with("processed", total)
                     .with("total", m.total_rows()),
@@ -202,7 +202,7 @@ pub fn check_dump<R: std::io::Read>(
         )));
     }
     progress.emit(
-        Event::new("verify")
+        Event::new(Step::Verify)
             .with("phase", "rows")
             .with("processed", total)
             .with("total", m.total_rows()),

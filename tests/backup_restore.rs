@@ -924,7 +924,7 @@ fn progress_events_cover_the_documented_steps() {
     let framing: Vec<String> = events
         .events
         .iter()
-        .filter(|e| ["lock", "snapshot"].contains(&e.step()))
+        .filter(|e| ["lock", "snapshot"].contains(&e.step().name()))
         .map(lock_or_step)
         .collect();
     assert_eq!(framing, ["lock read", "lock none", "snapshot"]);
@@ -972,7 +972,7 @@ fn progress_events_cover_the_documented_steps() {
         let framing: Vec<String> = events
             .events
             .iter()
-            .filter(|e| ["lock", "plan", "commit"].contains(&e.step()))
+            .filter(|e| ["lock", "plan", "commit"].contains(&e.step().name()))
             .map(lock_or_step)
             .collect();
         assert_eq!(
@@ -992,7 +992,7 @@ fn progress_events_cover_the_documented_steps() {
 
 /// "lock read" for a lock event, the step for the others.
 fn lock_or_step(e: &Event) -> String {
-    match (e.step(), e.get("state").and_then(|v| v.as_str())) {
+    match (e.step().name(), e.get("state").and_then(|v| v.as_str())) {
         ("lock", Some(state)) => format!("lock {state}"),
         (step, _) => step.to_string(),
     }

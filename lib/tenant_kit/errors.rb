@@ -19,7 +19,27 @@ module TenantKit
   class ConflictError < Error; end
 
   # SQLite refused (busy past the timeout, constraint, corrupt file...).
-  class DatabaseError < Error; end
+  # When SQLite itself reported the failure, #code is its primary result code
+  # (Integer: 5 SQLITE_BUSY, 11 SQLITE_CORRUPT, 26 SQLITE_NOTADB...) and
+  # #extended_code the extended one (517 SQLITE_BUSY_SNAPSHOT...); both are
+  # nil otherwise. See https://sqlite.org/rescode.html.
+  class DatabaseError < Error
+    BUSY = 5
+    CORRUPT = 11
+    NOTADB = 26
+
+    attr_reader :code, :extended_code
+
+    # Another connection held a lock past the busy timeout: worth retrying later.
+    def busy?
+      code == BUSY
+    end
+
+    # The file is damaged or is not a SQLite database: retrying will not help.
+    def corrupt?
+      code == CORRUPT || code == NOTADB
+    end
+  end
 
   # The file system failed: disk full, permission denied, missing directory.
   class FileError < Error; end

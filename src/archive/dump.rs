@@ -1,8 +1,10 @@
-//! Reading `dump.jsonl`: one `{"table": ..., "row": {...}}` object a line,
-//! lines capped in length, keys never duplicated, values exact (see value.rs).
+//! `dump.jsonl`: one `{"table": ..., "row": {...}}` object a line, lines
+//! capped in length, keys never duplicated, values exact (see value.rs).
+//! The backup writes lines with [`LineWriter`]; verify and restore read
+//! them with [`DumpReader`] / [`parse_line`].
 
 use crate::error::{Error, Result};
-use crate::value::SqlValue;
+use crate::value::{write_json, write_json_string, SqlValue};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -161,6 +163,47 @@ pub fn parse_line_with_serde(bytes: &[u8], line_no: u64) -> Result<RowLine> {
             row: line.row,
         })
         .map_err(|e| Error::archive(format!("dump.jsonl line {line_no}: {e}")))
+}
+
+/// Writes one table's rows as dump.jsonl lines. The constant part of every
+/// line (the table and the column names, quoted) is built once per table,
+/// so a row costs only its values.
+pub(crate) struct LineWriter {
+    /// `{"table":"<name>","row":{`
+    prefix: Vec<u8>,
+    /// `"<column>":`, with a leading comma from the second column on.
+    keys: Vec<Vec<u8>>,
+}
+
+impl LineWriter {
+    pub(crate) fn new(table: &str, columns: &[&str]) -> Self {
+        let mut prefix = b"{\"table\":".to_vec();
+        write_json_string(&mut prefix, table);
+        prefix.extend_from_slice(b",\"row\":{");
+        let keys = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut k = if i == 0 { Vec::new() } else { b",".to_vec() };
+                write_json_string(&mut k, c);
+                k.push(b':');
+                k
+            })
+            .collect();
+        LineWriter { prefix, keys }
+    }
+
+    /// Append the line of `row`, whose columns are the writer's in order,
+    /// newline included.
+    pub(crate) fn write_row(&self, line: &mut Vec<u8>, row: &rusqlite::Row<'_>) -> Result<()> {
+        line.extend_from_slice(&self.prefix);
+        for (i, key) in self.keys.iter().enumerate() {
+            line.extend_from_slice(key);
+            write_json(line, row.get_ref(i)?);
+        }
+        line.extend_from_slice(b"}}\n");
+        Ok(())
+    }
 }
 
 #[cfg(test)]

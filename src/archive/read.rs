@@ -7,7 +7,7 @@
 
 use super::{ustar, Manifest, BLOB_PREFIX, DUMP_NAME, MANIFEST_NAME};
 use crate::error::{Error, Result, ResultExt};
-use crate::progress::{Event, Progress};
+use crate::progress::{Event, Progress, Step};
 use base64::Engine;
 use flate2::bufread::GzDecoder;
 use md5::Md5;
@@ -91,7 +91,7 @@ pub fn extract_feeding(
 
 /// The `verify` event of an archive's manifest, sent once it is read.
 pub fn manifest_event(manifest: &Manifest, archive_bytes: u64) -> Event {
-    Event::new("verify")
+    Event::new(Step::Verify)
         .with("phase", "extract")
         .with("archive_bytes", archive_bytes)
         .with("rows", manifest.total_rows())

@@ -5,7 +5,7 @@
 use super::deflate::{gzip_header, worth_compressing, DeflatedDump, RawDeflate};
 use super::{ustar, BlobEntry, Manifest, BLOB_PREFIX, DUMP_NAME, MANIFEST_NAME};
 use crate::error::{Error, Result, ResultExt};
-use crate::progress::{Event, Progress};
+use crate::progress::{Event, Progress, Step};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
@@ -120,7 +120,7 @@ pub fn write_archive(
         )?;
         if (done + 1) % 100 == 0 || done + 1 == blobs.len() {
             progress.emit(
-                Event::new("archive_progress")
+                Event::new(Step::ArchiveProgress)
                     .with("blobs", (done + 1) as u64)
                     .with("total", blobs.len() as u64),
             )?;

@@ -10,7 +10,7 @@ use crate::archive::{
 use crate::clock::UtcTime;
 use crate::db;
 use crate::error::{Error, Result};
-use crate::progress::{Event, Progress};
+use crate::progress::{Event, LockState, Progress, Step};
 use crate::scope::{RelationHint, ScopeOptions, TableRule};
 use crate::TenantId;
 use snapshot::{BlobRow, Snapshot};
@@ -118,7 +118,7 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
     let created = UtcTime::now();
     check_options(options)?;
     progress.emit(
-        Event::new("start")
+        Event::new(Step::Start)
             .with("operation", "backup")
             .with(
                 "tenant_id",
@@ -147,14 +147,14 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
     let dump_path = work.path().join("dump.jsonl.deflate");
 
     // ---- the read snapshot: as short as we can make it ----
-    progress.emit(Event::lock("read"))?;
+    progress.emit(Event::lock(LockState::Read))?;
     let snapshot_started = Instant::now();
     conn.execute_batch("BEGIN")?;
     let snapshot = snapshot::read_snapshot(&conn, helper, options, &dump_path, progress);
     let snapshot_ms = snapshot_started.elapsed().as_millis() as u64;
     // A read transaction has nothing to commit; ending it frees the writers.
     let _ = conn.execute_batch("ROLLBACK");
-    let released = progress.emit(Event::lock("none"));
+    let released = progress.emit(Event::lock(LockState::None));
     let snapshot = snapshot.and_then(|s| released.map(|()| s));
     let Snapshot {
         schema,
@@ -167,7 +167,7 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
     } = snapshot?;
     drop(conn);
     progress.emit(
-        Event::new("snapshot")
+        Event::new(Step::Snapshot)
             .with("journal_mode", journal_mode.clone())
             .with("held_ms", snapshot_ms)
             .with("writers_blocked", journal_mode != "wal")
@@ -187,7 +187,7 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
             }
             if (done as u64 + 1) % 100 == 0 || done as u64 + 1 == total {
                 progress.emit(
-                    Event::new("blob_progress")
+                    Event::new(Step::BlobProgress)
                         .with("processed", done as u64 + 1)
                         .with("total", total),
                 )?;
@@ -249,7 +249,7 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
         .map(|(entry, path)| BlobFile { entry, path })
         .collect();
     progress.emit(
-        Event::new("archive_progress")
+        Event::new(Step::ArchiveProgress)
             .with("blobs", 0u64)
             .with("total", files.len() as u64),
     )?;
@@ -304,11 +304,11 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
         duration_ms: started.elapsed().as_millis() as u64,
     };
     // The archive is complete; a block that raises now still gets it.
-    let event = Event::new("archive_created")
+    let event = Event::new(Step::ArchiveCreated)
         .with("path", final_path.display().to_string())
         .with("bytes", written.bytes)
         .with("sha256", written.sha256);
-    let done = Event::new("done")
+    let done = Event::new(Step::Done)
         .with("rows", report.rows)
         .with("blobs", report.blobs)
         .with("errors", report.errors.len() as u64)

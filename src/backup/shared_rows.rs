@@ -7,7 +7,7 @@
 use crate::archive::deflate::DumpCompressor;
 use crate::archive::TableEntry;
 use crate::error::{Error, Result};
-use crate::progress::{Event, Progress};
+use crate::progress::{Event, Progress, Step};
 use crate::schema::{main_table, quote, Schema};
 use crate::scope::shared::{key_groups, SCOPE_SHARED};
 use crate::scope::{key_names, polymorphic_types_of, Membership, ScopedTable, TenantScope};
@@ -309,7 +309,7 @@ fn dump_shared_table(
         }
     }
     progress.emit(Event::table_progress(
-        "dump_progress",
+        Step::DumpProgress,
         t.name.as_str(),
         written,
         written,

@@ -21,16 +21,17 @@ use super::filtered_scan::FilteredScans;
 use super::shared_rows::{self, SharedSeeds};
 use super::BackupOptions;
 use crate::archive::deflate::{DeflatedDump, DumpCompressor};
+use crate::archive::dump::LineWriter;
 use crate::archive::{FileEntry, TableEntry, DUMP_NAME};
 use crate::db;
 use crate::error::{Error, Result, ResultExt};
-use crate::progress::{Event, Progress, Throttle};
+use crate::progress::{Event, Progress, Step, Throttle};
 use crate::schema::{main_table, quote, Schema};
 use crate::scope::{
     estimated_rows, is_blob_table, polymorphic_types_of, tenant_params, BackupTypes, MemberSets,
     Membership, Reference, ScopedTable, Side, TenantScope, TypesToLearn,
 };
-use crate::value::{write_json, SqlValue};
+use crate::value::SqlValue;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, InterruptHandle};
 use std::collections::BTreeSet;
@@ -103,7 +104,7 @@ pub(super) fn read_snapshot(
             types,
         )?;
         progress.emit(
-            Event::new("scan_tables")
+            Event::new(Step::ScanTables)
                 .with(
                     "tables",
                     scope
@@ -560,20 +561,7 @@ fn dump_table(
             sets.member_predicate(&t.name, "a")?
         )
     };
-    // The constant part of every line, built once per table.
-    let mut prefix = b"{\"table\":".to_vec();
-    crate::value::write_json_string(&mut prefix, &t.name);
-    prefix.extend_from_slice(b",\"row\":{");
-    let keys: Vec<Vec<u8>> = columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let mut k = if i == 0 { Vec::new() } else { b",".to_vec() };
-            crate::value::write_json_string(&mut k, c);
-            k.push(b':');
-            k
-        })
-        .collect();
+    let writer = LineWriter::new(&t.name, &columns);
     let blob_cols = if is_blob_table(&t.name) {
         Some((
             columns.iter().position(|c| *c == "key"),
@@ -584,8 +572,9 @@ fn dump_table(
         None
     };
 
-    let dumped =
-        |processed: u64| Event::table_progress("dump_progress", t.name.as_str(), processed, total);
+    let dumped = |processed: u64| {
+        Event::table_progress(Step::DumpProgress, t.name.as_str(), processed, total)
+    };
     progress.emit(dumped(0))?;
     let mut throttle = Throttle::new(total);
     let mut stmt = conn.prepare(&sql)?;
@@ -602,13 +591,7 @@ fn dump_table(
             continue;
         }
         // Encoded straight into the compressor's chunk.
-        let line = out.buffer();
-        line.extend_from_slice(&prefix);
-        for (i, key) in keys.iter().enumerate() {
-            line.extend_from_slice(key);
-            write_json(line, row.get_ref(i)?);
-        }
-        line.extend_from_slice(b"}}\n");
+        writer.write_row(out.buffer(), row)?;
         out.end_line()?;
         if let Some(classes) = classes.as_mut() {
             classes.see(row)?;

@@ -21,8 +21,12 @@
 //! - Outputs come back through a `char **out_json` parameter. Whatever the
 //!   status, when `out_json` is not NULL the function stores in `*out_json`
 //!   either NULL or a string the library allocated: the result JSON on TK_OK,
-//!   `{"kind":"...","message":"..."}` on an error. Free every such string
-//!   exactly once with `tk_string_free` (and with nothing else).
+//!   `{"kind":"...","message":"..."}` on an error. When SQLite reported the
+//!   error (TK_DATABASE_ERROR) the object also has SQLite's primary result
+//!   `code` (5 is SQLITE_BUSY: another connection held a lock past the busy
+//!   timeout; 11 SQLITE_CORRUPT, 26 SQLITE_NOTADB) and its `extended_code`
+//!   (see sqlite.org/rescode.html). Free every such string exactly once with
+//!   `tk_string_free` (and with nothing else).
 //! - Strings the library returns as `const char *` (`tk_version`,
 //!   `tk_sqlite_version`) are static: never free them.
 //! - A NULL pointer where a value is required, text that is not UTF-8 and
@@ -73,7 +77,8 @@ pub enum tk_status {
     TK_SCHEMA_ERROR = 4,
     /// The restore would touch rows that belong to another tenant.
     TK_CONFLICT_ERROR = 5,
-    /// SQLite reported an error (busy, constraint, corrupt file...).
+    /// SQLite reported an error (busy, constraint, corrupt file...); the
+    /// error JSON's `code` and `extended_code` are SQLite's.
     TK_DATABASE_ERROR = 6,
     /// The file system failed (disk full, permission denied...).
     TK_FILE_ERROR = 7,
@@ -412,7 +417,12 @@ unsafe fn json_object_arg<'a>(input: *const c_char) -> Result<&'a str> {
 
 /// `{"kind":"argument","message":"..."}`
 fn error_json(error: &Error) -> String {
-    serde_json::json!({ "kind": error.kind().name(), "message": error.message() }).to_string()
+    let mut json = serde_json::json!({ "kind": error.kind().name(), "message": error.message() });
+    if let Some(code) = error.sqlite_code() {
+        json["code"] = code.primary.into();
+        json["extended_code"] = code.extended.into();
+    }
+    json.to_string()
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use super::stage::{Staged, StagedTable};
 use super::storage_journal;
 use super::{conflict_error, Context, RestoreReport};
 use crate::error::{Error, Result};
-use crate::progress::{Event, Progress};
+use crate::progress::{Event, LockState, Progress, Step};
 use crate::schema::{main_table, quote};
 use crate::scope::{is_blob_table, tenant_params, Candidates, MemberSets, Membership, Side};
 use crate::value::SqlValue;
@@ -48,16 +48,16 @@ pub(super) fn apply<'a>(
     files: &mut WrittenFiles,
     progress: &mut dyn Progress,
 ) -> Result<Vec<String>> {
-    progress.emit(Event::lock("write"))?;
+    progress.emit(Event::lock(LockState::Write))?;
     conn.execute_batch("BEGIN IMMEDIATE")
-        .map_err(|e| Error::database(format!("cannot take the write lock: {e}")))?;
+        .map_err(|e| Error::sqlite(format!("cannot take the write lock: {e}"), &e))?;
     conn.execute_batch("PRAGMA defer_foreign_keys = ON")?;
     // Before this run changes anything: undo the storage changes of a
     // restore that died (its rows SQLite has already rolled back).
     if run == Run::Real {
         report.blobs.recovered = storage_journal::recover(conn)?;
         if report.blobs.recovered > 0 {
-            progress.emit(Event::new("recovered").with("files", report.blobs.recovered))?;
+            progress.emit(Event::new(Step::Recovered).with("files", report.blobs.recovered))?;
         }
     }
     // New ids another connection took meanwhile are moved past; that
@@ -113,7 +113,12 @@ pub(super) fn apply<'a>(
             }
             progress.check_interrupt()?;
             if !purges(&t.name) {
-                progress.emit(Event::table_progress("purge_progress", &t.name, 0u64, 0u64))?;
+                progress.emit(Event::table_progress(
+                    Step::PurgeProgress,
+                    &t.name,
+                    0u64,
+                    0u64,
+                ))?;
                 continue;
             }
             let qt = main_table(&t.name);
@@ -139,7 +144,8 @@ pub(super) fn apply<'a>(
             // included: what it costs whatever the machine.
             let vm_steps = stmt.get_status(StatementStatus::VmStep);
             progress.emit(
-                Event::table_progress("purge_progress", &t.name, n, n).with("vm_steps", vm_steps),
+                Event::table_progress(Step::PurgeProgress, &t.name, n, n)
+                    .with("vm_steps", vm_steps),
             )?;
         }
     }
@@ -147,7 +153,7 @@ pub(super) fn apply<'a>(
     if ctx.options.restore {
         let renamed = blobs::place(conn, ctx, staged, &mut purged_keys, report, files, progress)?;
         progress.emit(
-            Event::new("blobs")
+            Event::new(Step::Blobs)
                 .with("written", report.blobs.written)
                 .with("reused", report.blobs.reused)
                 .with("renamed", report.blobs.renamed),
@@ -277,7 +283,7 @@ pub(super) fn commit(conn: &Connection, ctx: &Context<'_>) -> Result<()> {
                 "the restored rows break foreign keys: {named}; nothing was changed"
             )))
         }
-        Err(e) => Err(Error::database(format!("commit failed: {e}"))),
+        Err(e) => Err(Error::sqlite(format!("commit failed: {e}"), &e)),
     }
 }
 
@@ -341,7 +347,7 @@ fn copy_rows(
             // Every row already is the archive's.
             report.restored.insert(table.name.clone(), as_is);
             progress.emit(Event::table_progress(
-                "restore_progress",
+                Step::RestoreProgress,
                 &table.name,
                 as_is,
                 as_is,
@@ -408,10 +414,9 @@ fn copy_rows(
         stmt.raw_bind_parameter(1, target)?;
         stmt.raw_bind_parameter(2, lo)?;
         stmt.raw_bind_parameter(3, hi)?;
-        let changed = stmt
-            .raw_execute()
-            .map_err(|e| Error::database(format!("{}: writing rows {lo}..{hi}: {e}", table.name)))?
-            as u64;
+        let changed = stmt.raw_execute().map_err(|e| {
+            Error::sqlite(format!("{}: writing rows {lo}..{hi}: {e}", table.name), &e)
+        })? as u64;
         // Rows left as they are count as restored: they hold the archive's
         // values.
         let same = if unchanged.is_empty() {
@@ -436,7 +441,7 @@ fn copy_rows(
         }
         restored += changed;
         progress.emit(Event::table_progress(
-            "restore_progress",
+            Step::RestoreProgress,
             &table.name,
             restored,
             table.rows,

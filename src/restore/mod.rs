@@ -42,7 +42,7 @@ use crate::archive::read::{extract_feeding, manifest_event, DumpFeed};
 use crate::archive::{Manifest, ManifestError};
 use crate::db;
 use crate::error::{Error, ErrorKind, Result};
-use crate::progress::{Event, Progress};
+use crate::progress::{Event, LockState, Progress, Step};
 use crate::schema::{Schema, Table};
 use crate::scope::{Membership, RelationHint, ScopeOptions, TableRule, TenantScope, MOST_CLASSES};
 use crate::value::SqlValue;
@@ -254,7 +254,7 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
     let started = Instant::now();
     check_options(options)?;
     progress.emit(
-        Event::new("start")
+        Event::new(Step::Start)
             .with("operation", "restore")
             .with("archive", options.archive.display().to_string())
             .with(
@@ -348,7 +348,7 @@ fn plan_and_apply(
     progress: &mut dyn Progress,
 ) -> Result<RestoreReport> {
     let (options, manifest) = (ctx.options, ctx.manifest);
-    progress.emit(Event::lock("read"))?;
+    progress.emit(Event::lock(LockState::Read))?;
     let plan_started = Instant::now();
     conn.execute_batch("BEGIN")?;
     let mut shared = BTreeMap::new();
@@ -377,9 +377,9 @@ fn plan_and_apply(
         }
     };
     let plan_ms = plan_started.elapsed().as_millis() as u64;
-    progress.emit(Event::lock("none"))?;
+    progress.emit(Event::lock(LockState::None))?;
     progress.emit(
-        Event::new("plan")
+        Event::new(Step::Plan)
             .with("plan_ms", plan_ms)
             .with("tables", plan.counts.len() as u64)
             .with(
@@ -427,7 +427,7 @@ fn plan_and_apply(
         }
         report.duration_ms = started.elapsed().as_millis() as u64;
         progress.emit(
-            Event::new("done")
+            Event::new(Step::Done)
                 .with("dry_run", true)
                 .with("conflicts", report.conflict_count),
         )?;
@@ -466,7 +466,7 @@ fn plan_and_apply(
             id_map_written = Some(path);
             new_ids::write_map(conn, staged, path)?;
         }
-        progress.emit(Event::new("commit"))?;
+        progress.emit(Event::new(Step::Commit))?;
         apply::commit(conn, ctx)?;
         Ok(purged_keys)
     });
@@ -494,10 +494,10 @@ fn plan_and_apply(
     // now (or a cancel) must not turn the restore into a `failed` one. Its
     // error still reaches the caller (the bindings keep the block's own
     // exception and raise it), but the result is a success.
-    let _ = progress.emit(Event::lock("none"));
+    let _ = progress.emit(Event::lock(LockState::None));
     report.duration_ms = started.elapsed().as_millis() as u64;
     let _ = progress.emit(
-        Event::new("done")
+        Event::new(Step::Done)
             .with("restored", report.restored.values().sum::<u64>())
             .with("purged", report.purged.values().sum::<u64>())
             .with("blobs", report.blobs.written + report.blobs.reused)
@@ -547,7 +547,7 @@ fn rehearse_writes<'a>(
     let (listed, count) = watcher.violations();
     drop(watcher);
     let _ = conn.execute_batch("ROLLBACK");
-    progress.emit(Event::lock("none"))?;
+    progress.emit(Event::lock(LockState::None))?;
     // Violations explain a write that failed after them.
     if count == 0 {
         rehearsed?;

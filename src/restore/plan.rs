@@ -23,7 +23,7 @@
 use super::stage::{Staged, StagedTable};
 use super::{Conflict, Context, PlannedCounts};
 use crate::error::{Error, Result};
-use crate::progress::{Event, Progress};
+use crate::progress::{Event, Progress, Step};
 use crate::schema::{main_table, quote};
 use crate::scope::{
     is_blob_table, key_names, sql_string, tenant_params, Candidates, MemberSets, Membership, Side,
@@ -764,7 +764,7 @@ struct PlanSteps<'p> {
 impl PlanSteps<'_> {
     fn done(&mut self, phase: &str, table: Option<&str>) -> Result<()> {
         self.done += 1;
-        let mut event = Event::new("plan_progress")
+        let mut event = Event::new(Step::PlanProgress)
             .with("phase", phase)
             .with("processed", self.done)
             .with("total", self.total);

@@ -11,7 +11,7 @@
 mod stored;
 pub mod uuid;
 
-pub use stored::{stored_tenant_id, stored_tenant_id_of};
+pub use stored::stored_tenant_id_of;
 
 use crate::value::SqlValue;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -92,7 +92,7 @@ impl TenantId {
     }
 
     /// True when a stored value is this tenant id. The id is already in the
-    /// stored form (see [`stored_tenant_id`]), so the storage classes must
+    /// stored form (see `stored::stored_tenant_id`), so the storage classes must
     /// agree, as they do for SQLite's own `=` on a column of that class.
     pub fn matches(&self, value: &SqlValue) -> bool {
         match (self, value) {

@@ -2,7 +2,7 @@
 //! Ruby (`lib/tenant_kit/errors.rb`) so they can be documented and rescued
 //! without loading the extension; here we only look them up by name.
 
-use magnus::{prelude::*, Error as RbError, ExceptionClass, RModule, Ruby};
+use magnus::{prelude::*, Error as RbError, Exception, ExceptionClass, RModule, Ruby, Value};
 use tenant_kit::ErrorKind;
 
 fn class_name(kind: ErrorKind) -> Option<&'static str> {
@@ -29,11 +29,34 @@ pub fn to_ruby(ruby: &Ruby, error: &tenant_kit::Error) -> RbError {
         .const_get::<_, RModule>("TenantKit")
         .and_then(|m| m.const_get::<_, ExceptionClass>(name));
     match class {
-        Ok(class) => RbError::new(class, message),
+        Ok(class) => match error.sqlite_code() {
+            Some(code) => with_sqlite_code(class, message, code),
+            None => RbError::new(class, message),
+        },
         // lib/tenant_kit/errors.rb not loaded: still raise something useful.
         Err(_) => RbError::new(
             ruby.exception_runtime_error(),
             format!("TenantKit::{name}: {message}"),
         ),
+    }
+}
+
+/// The exception with SQLite's codes in `@code` / `@extended_code`, which
+/// `TenantKit::DatabaseError#code`, `#extended_code` and `#busy?` read.
+fn with_sqlite_code(
+    class: ExceptionClass,
+    message: String,
+    code: tenant_kit::SqliteCode,
+) -> RbError {
+    let build = || -> Result<Exception, RbError> {
+        let exception = class.new_instance((message.as_str(),))?;
+        let _: Value = exception.funcall("instance_variable_set", ("@code", code.primary))?;
+        let _: Value =
+            exception.funcall("instance_variable_set", ("@extended_code", code.extended))?;
+        Ok(exception)
+    };
+    match build() {
+        Ok(exception) => exception.into(),
+        Err(_) => RbError::new(class, message),
     }
 }

@@ -17,6 +17,12 @@ fn sqlite_version() -> String {
     tenant_kit::sqlite_version()
 }
 
+/// The progress steps and phases (lib/tenant_kit/steps.rb turns them into
+/// `TenantKit::STEPS`, `TenantKit::PHASES`, ...).
+fn steps_json() -> String {
+    tenant_kit::progress::vocabulary_json()
+}
+
 /// Test-only: sleeps in steps without the GVL, yielding a `tick` per step.
 fn busy_work(ruby: &Ruby, steps: u64, step_ms: u64) -> Result<u64, RbError> {
     gvl::run_without_gvl(ruby, |progress| {
@@ -39,6 +45,7 @@ fn init(ruby: &Ruby) -> Result<(), RbError> {
     let native = root.define_module("Native")?;
     native.define_module_function("version", function!(version, 0))?;
     native.define_module_function("sqlite_version", function!(sqlite_version, 0))?;
+    native.define_module_function("steps_json", function!(steps_json, 0))?;
     native.define_module_function("busy_work", function!(busy_work, 2))?;
     native.define_module_function("panic_for_test", function!(panic_for_test, 2))?;
     archive_calls::init(ruby, &native)?;

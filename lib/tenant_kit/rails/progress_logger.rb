@@ -62,21 +62,12 @@ module TenantKit
     class ProgressLogger
       DEFAULT_MAX_LOG = 200
 
-      # Overall percent ranges per step: [from, to].
-      PHASES = {
-        backup: {
-          start: [0, 0], scan_tables: [2, 2], dump_progress: [5, 70], snapshot: [70, 70],
-          blob_progress: [70, 85], archive_progress: [85, 99], archive_created: [99, 99], done: [100, 100]
-        },
-        restore: {
-          start: [0, 0], verify: [2, 35], plan_progress: [35, 55], plan: [55, 55], purge_progress: [55, 65],
-          blobs: [65, 68], restore_progress: [68, 95], commit: [97, 97], done: [100, 100]
-        }
-      }.freeze
+      # Overall percent ranges per step: [from, to] (TenantKit::PHASES).
+      PHASES = TenantKit::PHASES.transform_values { |steps| steps.transform_values { |p| p[:percent] }.freeze }.freeze
       # Ticks that replace the previous log entry when it is the same step
       # (for these: and the same table), so the log keeps its history.
-      PER_TABLE_STEPS = %i[dump_progress purge_progress restore_progress].freeze
-      TICK_STEPS = %i[verify plan_progress blob_progress archive_progress].freeze
+      PER_TABLE_STEPS = TenantKit::TABLE_STEPS
+      TICK_STEPS = TenantKit::TICK_STEPS
       ROLLBACK_JOURNALS = %w[delete truncate persist memory off].freeze
 
       attr_reader :record, :column, :max_log, :progress

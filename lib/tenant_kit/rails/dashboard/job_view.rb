@@ -22,10 +22,11 @@ module TenantKit
         # Which SQLite lock the native side holds in a step, for progress
         # rows that do not record it (`lock` key): a backup reads in one
         # transaction, a restore reads while it plans and writes after.
-        STEP_LOCKS = {
-          "backup" => { "read" => %w[scan_tables dump_progress snapshot] },
-          "restore" => { "read" => %w[plan_progress plan], "write" => %w[purge_progress blobs restore_progress commit] }
-        }.freeze
+        # From TenantKit::PHASES: { "backup" => { "read" => [step names] }, ... }.
+        STEP_LOCKS = TenantKit::PHASES.to_h do |operation, steps|
+          held = steps.reject { |_, phase| phase[:lock] == "none" }
+          [operation.to_s, held.group_by { |_, phase| phase[:lock] }.transform_values { |pairs| pairs.map { |step, _| step.to_s }.freeze }.freeze]
+        end.freeze
 
         attr_reader :record, :progress
 

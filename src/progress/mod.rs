@@ -1,10 +1,15 @@
 //! Progress events flowing from long work to whoever called it (a Ruby block,
 //! a C callback, nothing at all).
 //!
-//! An event is a flat JSON object: always `step` and `at` (UTC ISO 8601), then
-//! step-specific data (`table`, `processed`, `total`, …). The sink may refuse
+//! An event is a flat JSON object: always `step` (a [`Step`], see steps.rs)
+//! and `at` (UTC ISO 8601), then step-specific data (`table`, `processed`,
+//! `total`, …). The sink may refuse
 //! an event, which cancels the work: the caller's own error travels back
 //! through the binding, the core only sees [`Error::cancelled`].
+
+mod steps;
+
+pub use steps::{vocabulary_json, Cadence, LockState, Phase, Step, BACKUP_PHASES, RESTORE_PHASES};
 
 use crate::clock::UtcTime;
 use crate::error::{Error, Result};
@@ -12,18 +17,21 @@ use serde_json::{Map, Value};
 
 #[derive(Debug, Clone)]
 pub struct Event {
+    step: Step,
+    /// `step` (its name) and `at` first, then the step's data: the JSON
+    /// object as it is sent.
     fields: Map<String, Value>,
 }
 
 impl Event {
-    pub fn new(step: &str) -> Self {
+    pub fn new(step: Step) -> Self {
         let mut fields = Map::new();
-        fields.insert("step".into(), Value::from(step));
+        fields.insert("step".into(), Value::from(step.name()));
         fields.insert("at".into(), Value::from(UtcTime::now().iso8601()));
-        Event { fields }
+        Event { step, fields }
     }
 
-    /// Builder-style field: `Event::new("dump_progress").with("table", "tasks")`.
+    /// Builder-style field: `Event::new(Step::DumpProgress).with("table", "tasks")`.
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.fields.insert(key.into(), value.into());
         self
@@ -31,7 +39,7 @@ impl Event {
 
     /// The per-table progress events (`dump_progress`, `purge_progress`,
     /// `restore_progress`): `table`, `processed` and `total`.
-    pub fn table_progress(step: &str, table: &str, processed: u64, total: u64) -> Self {
+    pub fn table_progress(step: Step, table: &str, processed: u64, total: u64) -> Self {
         Event::new(step)
             .with("table", table)
             .with("processed", processed)
@@ -43,12 +51,20 @@ impl Event {
     /// commit; "write": none can write) or has let go ("none"). Emitted
     /// before a lock is taken and after it is released, so a progress
     /// callback that writes to the same database knows when it may.
-    pub fn lock(state: &str) -> Self {
-        Event::new("lock").with("state", state)
+    pub fn lock(state: LockState) -> Self {
+        Event::new(Step::Lock).with("state", state.name())
     }
 
-    pub fn step(&self) -> &str {
-        self.fields["step"].as_str().unwrap_or_default()
+    pub fn step(&self) -> Step {
+        self.step
+    }
+
+    /// The state a `lock` event announces; `None` for other steps.
+    pub fn lock_state(&self) -> Option<LockState> {
+        if self.step != Step::Lock {
+            return None;
+        }
+        LockState::from_name(self.get("state")?.as_str()?)
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -138,7 +154,7 @@ impl Throttle {
 /// A sink that refuses the `failed` event cannot make things worse.
 pub fn report_failure(progress: &mut dyn Progress, error: &Error) {
     let _ = progress.emit(
-        Event::new("failed")
+        Event::new(Step::Failed)
             .with("error", error.message())
             .with("kind", error.kind().name()),
     );
@@ -160,7 +176,7 @@ mod tests {
     #[test]
     fn event_has_step_and_utc_time() {
         let json: Value =
-            serde_json::from_str(&Event::new("start").with("n", 3).to_json()).unwrap();
+            serde_json::from_str(&Event::new(Step::Start).with("n", 3).to_json()).unwrap();
         assert_eq!(json["step"], "start");
         assert!(json["at"].as_str().unwrap().ends_with('Z'));
         assert_eq!(json["n"], 3);
