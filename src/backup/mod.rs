@@ -87,6 +87,10 @@ pub struct BackupReport {
     pub skipped: Vec<SkippedTable>,
     /// References taken from naming alone (see `Manifest::guesses`).
     pub guesses: Vec<crate::archive::Guess>,
+    /// Table → rows of the tenant left out because another tenant's rows
+    /// reach them too (see `TableEntry::left_out_shared`); tables with none
+    /// are not listed.
+    pub left_out_shared: BTreeMap<String, u64>,
     pub journal_mode: String,
     /// How long our read snapshot was open. In rollback-journal mode the
     /// app's writers cannot commit during that time.
@@ -289,6 +293,12 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
         errors,
         skipped: manifest.skipped.clone(),
         guesses: manifest.guesses.clone(),
+        left_out_shared: manifest
+            .tables
+            .iter()
+            .filter(|t| t.left_out_shared > 0)
+            .map(|t| (t.name.clone(), t.left_out_shared))
+            .collect(),
         journal_mode,
         snapshot_ms,
         duration_ms: started.elapsed().as_millis() as u64,
