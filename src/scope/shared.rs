@@ -173,3 +173,46 @@ impl MemberSets<'_> {
         Ok(before.saturating_sub(count(conn)?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scope::ScopeOptions;
+
+    /// Which tables a backup must ask other tenants about: only those a
+    /// second link, a blob or a shared parent can make shared.
+    #[test]
+    fn only_tables_two_tenants_could_reach_are_asked_about() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE tenants(id INTEGER PRIMARY KEY);
+             CREATE TABLE tasks(id INTEGER PRIMARY KEY, tenant_id INTEGER REFERENCES tenants(id));
+             CREATE TABLE tags(id INTEGER PRIMARY KEY, tenant_id INTEGER REFERENCES tenants(id));
+             CREATE TABLE notes(id INTEGER PRIMARY KEY, task_id INTEGER REFERENCES tasks(id));
+             CREATE TABLE note_marks(id INTEGER PRIMARY KEY, note_id INTEGER REFERENCES notes(id));
+             CREATE TABLE tags_tasks(tag_id INTEGER REFERENCES tags(id), task_id INTEGER REFERENCES tasks(id));
+             CREATE TABLE link_marks(id INTEGER PRIMARY KEY, link_id INTEGER REFERENCES tags_tasks(rowid));
+             CREATE TABLE codes(id INTEGER PRIMARY KEY, tenant_id INTEGER, code TEXT UNIQUE);
+             CREATE TABLE code_uses(id INTEGER PRIMARY KEY, code TEXT REFERENCES codes(code));
+             INSERT INTO tenants VALUES (1);
+             INSERT INTO tasks VALUES (1, 1);",
+        )
+        .unwrap();
+        let schema = Schema::read(&conn).unwrap();
+        let scope = TenantScope::discover(&conn, &schema, &ScopeOptions::default(), &[]).unwrap();
+        let shared = scope.may_be_shared(&schema);
+        let derived: BTreeSet<&str> = scope
+            .tables
+            .iter()
+            .filter(|t| t.is_derived())
+            .map(|t| t.name.as_str())
+            .collect();
+        assert!(derived.contains("notes") && derived.contains("note_marks"));
+        let expected: BTreeSet<String> = ["tags_tasks", "code_uses"]
+            .into_iter()
+            .chain(derived.contains("link_marks").then_some("link_marks"))
+            .map(String::from)
+            .collect();
+        assert_eq!(shared, expected);
+    }
+}
