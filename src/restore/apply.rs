@@ -188,11 +188,12 @@ pub(super) fn apply<'a>(
         }
         report.renamed_keys = renamed;
         // Ids the restored rows refer to are nobody else's to take.
-        let aimed = future_ids::unreservable(conn, ctx, staged, &plan.kept)?;
-        if !aimed.is_empty() {
-            return Err(conflict_error(&aimed, aimed.len() as u64));
+        let aimed = future_ids::check(conn, ctx, staged, &plan.kept)?;
+        if !aimed.conflicts.is_empty() {
+            let count = aimed.conflicts.len() as u64;
+            return Err(conflict_error(&aimed.conflicts, count));
         }
-        future_ids::reserve(conn, ctx, staged)?;
+        aimed.reserve(conn)?;
         // Nothing purged, nothing written: the database is the one the plan
         // checked, row by row, in this transaction's snapshot.
         let written: u64 =

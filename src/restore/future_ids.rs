@@ -6,10 +6,10 @@
 //!
 //! - `AUTOINCREMENT` tables never hand out an id at or below
 //!   `sqlite_sequence`: the write raises the sequence past every id the
-//!   restored rows refer to ([`reserve`]).
+//!   restored rows refer to ([`FutureIds::reserve`]).
 //! - Other rowid tables hand out `max(rowid) + 1`: a reference above the
 //!   table's largest id once the restore is written is refused
-//!   ([`unreservable`]), in the plan and so in the dry run. (A reference
+//!   ([`check`]), in the plan and so in the dry run. (A reference
 //!   to a hole below the largest id is taken only when the app deletes
 //!   every row above it; tables that need more use `AUTOINCREMENT`, as
 //!   Rails makes them.)
@@ -116,16 +116,31 @@ fn largest_held(conn: &Connection, staged: &Staged, parent: &str, key: &str) -> 
     Ok(largest)
 }
 
-/// For the plan: rows that refer to an id above what a non-`AUTOINCREMENT`
-/// table will hold, which its next insert would take. Rows the write
-/// leaves as they are (`kept`: table → hits table) are not asked.
-pub(super) fn unreservable(
+/// What one pass over the staged rows' integer references finds: the
+/// rows that refer to an id above what a non-`AUTOINCREMENT` table will
+/// hold (its next insert would take it), and the ids each `AUTOINCREMENT`
+/// table must never hand out.
+pub(super) struct FutureIds {
+    /// Refused rows, for the plan (and so the dry run) and the write.
+    pub conflicts: Vec<Conflict>,
+    /// `AUTOINCREMENT` table → the largest id restored rows refer to.
+    wanted: BTreeMap<String, i64>,
+}
+
+/// One pass over the references of every staged table, asking each parent
+/// table once whether it is `AUTOINCREMENT`. Rows the write leaves as they
+/// are (`kept`: table → hits table) are not refused.
+pub(super) fn check(
     conn: &Connection,
     ctx: &Context<'_>,
     staged: &Staged,
     kept: &BTreeMap<String, String>,
-) -> Result<Vec<Conflict>> {
-    let mut conflicts = Vec::new();
+) -> Result<FutureIds> {
+    let mut found = FutureIds {
+        conflicts: Vec::new(),
+        wanted: BTreeMap::new(),
+    };
+    let mut autoincrement: BTreeMap<String, bool> = BTreeMap::new();
     for table in &staged.tables {
         let skip = kept
             .get(&table.name)
@@ -133,72 +148,91 @@ pub(super) fn unreservable(
             .unwrap_or_default();
         for aim in aims(ctx, table) {
             let parent = &aim.reference.parent;
-            if is_autoincrement(conn, parent)? {
-                continue;
-            }
-            let Some(aimed) = largest_aimed(conn, table, &aim, &skip)? else {
-                continue;
+            let sequenced = match autoincrement.get(parent) {
+                Some(&known) => known,
+                None => {
+                    let known = is_autoincrement(conn, parent)?;
+                    autoincrement.insert(parent.clone(), known);
+                    known
+                }
             };
-            let held = largest_held(conn, staged, parent, &aim.reference.parent_columns[0])?;
-            if aimed <= held {
-                continue;
-            }
-            let c = aim.column;
-            let sids: Vec<i64> = conn
-                .prepare(&format!(
-                    "SELECT s.rowid FROM {} AS s WHERE typeof(s.c{c}) = 'integer' AND s.c{c} > ?1{skip} LIMIT 10",
-                    table.stage
-                ))?
-                .query_map([held], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            for key in table.describe_rows(conn, &sids)? {
-                conflicts.push(Conflict {
-                    table: table.name.clone(),
-                    key,
-                    reason: format!(
-                        "{} refers to {parent} ids above {held}, which do not exist: the next {parent} row created, of any tenant, would take them",
-                        aim.reference.columns[0]
-                    ),
-                });
+            if sequenced {
+                // Every row counts: a kept row's reference is reserved too.
+                if let Some(aimed) = largest_aimed(conn, table, &aim, "")? {
+                    let slot = found.wanted.entry(parent.clone()).or_insert(aimed);
+                    *slot = (*slot).max(aimed);
+                }
+            } else {
+                found
+                    .conflicts
+                    .extend(unreservable(conn, staged, table, &aim, &skip)?);
             }
         }
     }
-    Ok(conflicts)
+    Ok(found)
 }
 
-/// In the write transaction: raise `sqlite_sequence` of every
-/// `AUTOINCREMENT` table past the ids the restored rows refer to, so SQLite
-/// never hands them to a new row.
-pub(super) fn reserve(conn: &Connection, ctx: &Context<'_>, staged: &Staged) -> Result<()> {
-    let mut wanted: BTreeMap<&str, i64> = BTreeMap::new();
-    for table in &staged.tables {
-        for aim in aims(ctx, table) {
-            let parent = aim.reference.parent.as_str();
-            if !is_autoincrement(conn, parent)? {
-                continue;
-            }
-            if let Some(aimed) = largest_aimed(conn, table, &aim, "")? {
-                let slot = wanted.entry(parent).or_insert(aimed);
-                *slot = (*slot).max(aimed);
-            }
-        }
+/// The rows of `table` that refer through `aim` to an id above what its
+/// (non-`AUTOINCREMENT`) parent will hold, less the rows `skip` names.
+fn unreservable(
+    conn: &Connection,
+    staged: &Staged,
+    table: &StagedTable,
+    aim: &Aim<'_>,
+    skip: &str,
+) -> Result<Vec<Conflict>> {
+    let parent = &aim.reference.parent;
+    let Some(aimed) = largest_aimed(conn, table, aim, skip)? else {
+        return Ok(Vec::new());
+    };
+    let held = largest_held(conn, staged, parent, &aim.reference.parent_columns[0])?;
+    if aimed <= held {
+        return Ok(Vec::new());
     }
-    for (parent, aimed) in wanted {
-        let raised = conn.execute(
-            "UPDATE main.sqlite_sequence SET seq = ?2 WHERE name = ?1 AND seq < ?2",
-            rusqlite::params![parent, aimed],
-        )?;
-        let present: bool = conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM main.sqlite_sequence WHERE name = ?1)",
-            [parent],
-            |r| r.get(0),
-        )?;
-        if raised == 0 && !present {
-            conn.execute(
-                "INSERT INTO main.sqlite_sequence(name, seq) VALUES (?1, ?2)",
+    let c = aim.column;
+    let sids: Vec<i64> = conn
+        .prepare(&format!(
+            "SELECT s.rowid FROM {} AS s WHERE typeof(s.c{c}) = 'integer' AND s.c{c} > ?1{skip} LIMIT 10",
+            table.stage
+        ))?
+        .query_map([held], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(table
+        .describe_rows(conn, &sids)?
+        .into_iter()
+        .map(|key| Conflict {
+            table: table.name.clone(),
+            key,
+            reason: format!(
+                "{} refers to {parent} ids above {held}, which do not exist: the next {parent} row created, of any tenant, would take them",
+                aim.reference.columns[0]
+            ),
+        })
+        .collect())
+}
+
+impl FutureIds {
+    /// In the write transaction: raise `sqlite_sequence` of every
+    /// `AUTOINCREMENT` table past the ids the restored rows refer to, so
+    /// SQLite never hands them to a new row.
+    pub(super) fn reserve(&self, conn: &Connection) -> Result<()> {
+        for (parent, aimed) in &self.wanted {
+            let raised = conn.execute(
+                "UPDATE main.sqlite_sequence SET seq = ?2 WHERE name = ?1 AND seq < ?2",
                 rusqlite::params![parent, aimed],
             )?;
+            let present: bool = conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM main.sqlite_sequence WHERE name = ?1)",
+                [parent],
+                |r| r.get(0),
+            )?;
+            if raised == 0 && !present {
+                conn.execute(
+                    "INSERT INTO main.sqlite_sequence(name, seq) VALUES (?1, ?2)",
+                    rusqlite::params![parent, aimed],
+                )?;
+            }
         }
+        Ok(())
     }
-    Ok(())
 }

@@ -261,7 +261,7 @@ fn plan_and_apply(
     let plan_started = Instant::now();
     conn.execute_batch("BEGIN")?;
     let plan = plan::make(conn, ctx, staged, progress).and_then(|mut plan| {
-        let aimed = future_ids::unreservable(conn, ctx, staged, &plan.kept)?;
+        let aimed = future_ids::check(conn, ctx, staged, &plan.kept)?.conflicts;
         plan.conflict_count += aimed.len() as u64;
         plan.conflicts.extend(aimed);
         Ok(plan)
