@@ -15,6 +15,7 @@ use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
+mod cross_tenant;
 pub mod shared;
 
 /// A relation the database does not declare, given by the caller (the Rails
@@ -1188,6 +1189,10 @@ pub enum Side {
     /// Rows of any other tenant (tenant column different or NULL). A row
     /// that is in neither set (an orphaned blob) belongs to nobody.
     Others,
+    /// Rows another tenant's backup carries: reached from rows whose tenant
+    /// column holds another tenant, not NULL (a row of no tenant is in
+    /// nobody's backup). See [`shared`].
+    OtherTenants,
 }
 
 /// Create (or empty) a temp table keyed like `table`'s rows: `k0, k1, …`
@@ -1861,6 +1866,7 @@ impl<'a> MemberSets<'a> {
         let test = match self.side {
             Side::Ours => "=",
             Side::Others => "IS NOT",
+            Side::OtherTenants => "<>",
         };
         Ok(match &scoped.membership {
             Membership::TenantRow { key } => format!("{alias}.{} {test} ?1", quote(key)),
@@ -1917,6 +1923,7 @@ impl MemberSets<'_> {
         match self.side {
             Side::Ours => format!("tk_ours_{index}"),
             Side::Others => format!("tk_others_{index}"),
+            Side::OtherTenants => format!("tk_theirs_{index}"),
         }
     }
 }

@@ -649,8 +649,9 @@ fn incompressible_and_text_blob_files_round_trip() {
 /// A join table is read by one scan filtered by the ids of its parents
 /// (backup/filtered_scan.rs). Its rows must be exactly those the member
 /// sets' SQL would choose: a row belongs when either parent is the
-/// tenant's, whatever the other one is, and values that equal no id (text,
-/// a missing parent) make no row the tenant's.
+/// tenant's and neither is another tenant's (such a row is both tenants'
+/// and left out of both archives, counted in `left_out_cross_tenant`), and values
+/// that equal no id (text, a missing parent) make no row the tenant's.
 #[test]
 fn join_rows_are_those_of_the_tenants_parents_on_either_side() {
     let app = App::new();
@@ -678,13 +679,27 @@ fn join_rows_are_those_of_the_tenants_parents_on_either_side() {
             .map(|l| l["row"].clone())
             .collect();
         let conn = app.conn();
-        let mut oracle = conn
-            .prepare(
-                "SELECT tag_id, task_id FROM tags_tasks
-                 WHERE tag_id IN (SELECT id FROM tags WHERE tenant_id = ?1)
-                    OR task_id IN (SELECT id FROM tasks WHERE tenant_id = ?1)
-                 ORDER BY rowid",
+        let reached = "(tag_id IN (SELECT id FROM tags WHERE tenant_id = ?1)
+                        OR task_id IN (SELECT id FROM tasks WHERE tenant_id = ?1))";
+        let theirs = "(EXISTS (SELECT 1 FROM tags g WHERE g.id = tag_id AND g.tenant_id <> ?1)
+                       OR EXISTS (SELECT 1 FROM tasks k WHERE k.id = task_id AND k.tenant_id <> ?1))";
+        let shared: i64 = conn
+            .query_row(
+                &format!("SELECT count(*) FROM tags_tasks WHERE {reached} AND {theirs}"),
+                [tenant],
+                |r| r.get(0),
             )
+            .unwrap();
+        assert!(shared >= 2, "tenant {tenant} shares join rows");
+        assert_eq!(
+            report.left_out_cross_tenant.get("tags_tasks").copied(),
+            Some(shared as u64),
+            "tenant {tenant}"
+        );
+        let mut oracle = conn
+            .prepare(&format!(
+                "SELECT tag_id, task_id FROM tags_tasks WHERE {reached} AND NOT {theirs} ORDER BY rowid"
+            ))
             .unwrap();
         let expected: Vec<serde_json::Value> = oracle
             .query_map([tenant], |r| {

@@ -163,8 +163,10 @@ fn text_id_column_is_no_reference_to_an_integer_key() {
     );
 }
 
-/// With an integer `message_id` the guess stands (it could be right); a
-/// hint with `references: null` removes it.
+/// With an integer `message_id` the guess stands (it could be right): it
+/// makes tenant 1's campaign message 1 hang off tenant 2's message 2 as
+/// well, so it is both tenants' and left out of the archive (counted). A
+/// hint with `references: null` removes the guess.
 #[test]
 fn hint_says_a_column_is_no_reference() {
     let db = SmallDb::new(&SUPPORT_DESK.replace("message_id varchar", "message_id integer"));
@@ -174,8 +176,15 @@ fn hint_says_a_column_is_no_reference() {
             [],
         )
         .unwrap();
-    let guessed = EditableArchive::open(&backup(&db, 2, json!({})).path);
-    assert_eq!(ids(&guessed, "campaign_messages"), [1, 2]);
+    let guessed = backup(&db, 2, json!({}));
+    assert_eq!(
+        ids(&EditableArchive::open(&guessed.path), "campaign_messages"),
+        [2]
+    );
+    assert_eq!(
+        guessed.left_out_cross_tenant.get("campaign_messages"),
+        Some(&1)
+    );
 
     let hint = json!({"relations": [
         {"table": "campaign_messages", "column": "message_id", "references": null}
@@ -186,6 +195,11 @@ fn hint_says_a_column_is_no_reference() {
         [2]
     );
     assert!(!report.guesses.iter().any(|g| g.column == "message_id"));
+    assert!(
+        report.left_out_cross_tenant.is_empty(),
+        "{:?}",
+        report.left_out_cross_tenant
+    );
 
     // The key must be there: a hint without it is a mistake, not a "no".
     let options = json!({"database": db.db, "tenant_id": 2, "output_dir": db.dir.path(),

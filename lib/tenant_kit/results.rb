@@ -41,7 +41,7 @@ module TenantKit
 
   BackupResult = Struct.new(
     :path, :tables, :shared, :rows, :blobs, :blob_bytes, :bytes, :sha256, :dump_sha256,
-    :errors, :skipped, :journal_mode, :snapshot_ms, :duration_ms,
+    :errors, :skipped, :left_out_cross_tenant, :journal_mode, :snapshot_ms, :duration_ms,
     keyword_init: true
   ) do
     def self.from_native(json)
@@ -51,7 +51,8 @@ module TenantKit
         blobs: data["blobs"],
         blob_bytes: data["blob_bytes"], bytes: data["bytes"], sha256: data["sha256"],
         dump_sha256: data["dump_sha256"], errors: Results.symbolize(data["errors"]),
-        skipped: Results.symbolize(data["skipped"]), journal_mode: data["journal_mode"],
+        skipped: Results.symbolize(data["skipped"]), left_out_cross_tenant: data["left_out_cross_tenant"] || {},
+        journal_mode: data["journal_mode"],
         snapshot_ms: data["snapshot_ms"], duration_ms: data["duration_ms"]
       )
     end

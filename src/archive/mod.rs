@@ -96,6 +96,15 @@ pub struct TableEntry {
     /// into an empty database knows `record_type = "Task"` means tasks).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub polymorphic: BTreeMap<String, Vec<String>>,
+    /// Rows the tenant reaches that another tenant reaches too (a join row
+    /// between two tenants' rows), left out of the archive: they are no
+    /// one tenant's. Blobs are carried by every tenant that attaches them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub left_out_cross_tenant: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl TableEntry {

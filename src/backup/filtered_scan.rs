@@ -18,12 +18,18 @@
 //! which the tenant owns a large enough share for a scan of the whole join
 //! table to beat one insert per member row. Parents' ids must fit a bitmap
 //! of at most [`MOST_BITMAP_BYTES`].
+//!
+//! A row that also points at another tenant's parent is both tenants' and
+//! is left out (see scope/shared.rs): for the tables that may hold such rows,
+//! a link whose id is not one of ours is looked up in its parent (one seek,
+//! and only for rows that do not point at our rows alone).
 
 use crate::error::Result;
 use crate::schema::{main_table, Schema, Table};
-use crate::scope::{estimated_rows, Membership, Reference, TenantScope};
+use crate::scope::{estimated_rows, MemberSets, Membership, Reference, Side, TenantScope};
+use crate::value::SqlValue;
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, Row};
+use rusqlite::{Connection, Row, Statement};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// Scan the whole join table when the tenant owns at least this share
@@ -45,6 +51,12 @@ pub(super) struct FilteredScans {
     tables: BTreeMap<String, Vec<Reference>>,
     /// Parent table → its ids, filled while it is dumped.
     ids: BTreeMap<String, IdSet>,
+    /// Parent table → a query (`?1` the tenant, `?2` an id) true when the
+    /// id is another tenant's row, for the join tables whose rows may be
+    /// shared ([`TenantScope::may_cross_tenants`]).
+    theirs: BTreeMap<String, String>,
+    /// Join tables whose rows may be shared.
+    shared: BTreeSet<String>,
 }
 
 /// What a table's dump does besides writing rows.
@@ -62,12 +74,13 @@ pub(super) enum RowHook<'a> {
 impl FilteredScans {
     /// Choose the join tables to read this way. `counts[i]`: rows of the
     /// tenant in `scope.tables[i]`, for tables chosen by a condition on
-    /// their rows.
+    /// their rows; `shared`: [`TenantScope::may_cross_tenants`].
     pub fn plan(
         conn: &Connection,
         scope: &TenantScope,
         schema: &Schema,
         counts: &[Option<u64>],
+        shared: &BTreeSet<String>,
     ) -> Result<FilteredScans> {
         let mut plan = FilteredScans::default();
         let position = |name: &str| scope.tables.iter().position(|t| t.name == name);
@@ -148,6 +161,13 @@ impl FilteredScans {
                     .entry(parent.clone())
                     .or_insert_with(|| IdSet::with_max(rows));
             }
+            if shared.contains(&t.name) {
+                plan.shared.insert(t.name.clone());
+                for r in owners {
+                    let sql = their_row(scope, schema, r)?;
+                    plan.theirs.insert(r.parent.clone(), sql);
+                }
+            }
             plan.tables.insert(t.name.clone(), owners.clone());
         }
         Ok(plan)
@@ -176,29 +196,61 @@ impl FilteredScans {
         self.tables.contains_key(table)
     }
 
-    /// The hook for dumping `table`, whose SELECT lists `columns`.
-    pub fn hook(&mut self, table: &Table, columns: &[&str]) -> RowHook<'_> {
+    /// The hook for dumping `table`, whose SELECT lists `columns`, on
+    /// `conn` for `tenant`.
+    pub fn hook<'h>(
+        &'h mut self,
+        conn: &'h Connection,
+        table: &Table,
+        columns: &[&str],
+        tenant: &SqlValue,
+    ) -> Result<RowHook<'h>> {
         if let Some(owners) = self.tables.get(&table.name) {
-            let checks = owners
-                .iter()
-                .filter_map(|r| {
-                    Some(Check {
-                        column: columns.iter().position(|c| *c == r.columns[0])?,
-                        ids: self.ids.get(&r.parent)?,
-                    })
-                })
-                .collect::<Vec<_>>();
+            let shared = self.shared.contains(&table.name);
+            let mut checks = Vec::with_capacity(owners.len());
+            for r in owners {
+                let (Some(column), Some(ids)) = (
+                    columns.iter().position(|c| *c == r.columns[0]),
+                    self.ids.get(&r.parent),
+                ) else {
+                    continue;
+                };
+                let theirs = match self.theirs.get(&r.parent).filter(|_| shared) {
+                    Some(sql) => Some(conn.prepare(sql)?),
+                    None => None,
+                };
+                checks.push(Check {
+                    column,
+                    ids,
+                    theirs,
+                });
+            }
             assert_eq!(checks.len(), owners.len(), "planned columns are selected");
-            return RowHook::Filter(RowFilter { checks });
+            return Ok(RowHook::Filter(RowFilter {
+                checks,
+                tenant: tenant.clone(),
+                left_out: 0,
+            }));
         }
         let key = table
             .rowid_alias()
             .and_then(|k| columns.iter().position(|c| *c == k));
-        match (self.ids.get_mut(&table.name), key) {
+        Ok(match (self.ids.get_mut(&table.name), key) {
             (Some(ids), Some(index)) => RowHook::KeepIds { index, ids },
             _ => RowHook::None,
-        }
+        })
     }
+}
+
+/// `SELECT 1 FROM parent WHERE key = ?2 AND <another tenant's row>`.
+fn their_row(scope: &TenantScope, schema: &Schema, r: &Reference) -> Result<String> {
+    let theirs = MemberSets::unmaterialized(scope, schema, Side::OtherTenants);
+    Ok(format!(
+        "SELECT 1 FROM {} AS p WHERE p.{} = ?2 AND {}",
+        main_table(&r.parent),
+        crate::schema::quote(&r.parent_columns[0]),
+        theirs.member_probe(&r.parent, "p")?
+    ))
 }
 
 /// Whether some row of `table` has a negative rowid (one seek): such ids
@@ -228,29 +280,61 @@ impl RowHook<'_> {
     pub fn is_filter(&self) -> bool {
         matches!(self, RowHook::Filter(_))
     }
+
+    /// Rows a filter left out because another tenant's row holds them too.
+    pub fn left_out(&self) -> u64 {
+        match self {
+            RowHook::Filter(filter) => filter.left_out,
+            _ => 0,
+        }
+    }
 }
 
 /// Keeps a join table's row when one of its references points at a kept
-/// parent id, as the member-set fills would.
+/// parent id, as the member-set fills would, and at no other tenant's row.
 pub(super) struct RowFilter<'a> {
     checks: Vec<Check<'a>>,
+    tenant: SqlValue,
+    left_out: u64,
 }
 
 struct Check<'a> {
     column: usize,
     ids: &'a IdSet,
+    /// Whether an id is another tenant's row (tables whose rows may be
+    /// shared).
+    theirs: Option<Statement<'a>>,
 }
 
 impl RowFilter<'_> {
-    fn keeps(&self, row: &Row<'_>) -> Result<bool> {
+    fn keeps(&mut self, row: &Row<'_>) -> Result<bool> {
+        let id_of = |check: &Check<'_>| -> Result<Option<i64>> {
+            Ok(match row.get_ref(check.column)? {
+                ValueRef::Integer(id) => Some(id),
+                _ => None,
+            })
+        };
+        let mut ours = false;
         for check in &self.checks {
-            if let ValueRef::Integer(id) = row.get_ref(check.column)? {
-                if check.ids.contains(id) {
-                    return Ok(true);
+            ours |= id_of(check)?.is_some_and(|id| check.ids.contains(id));
+        }
+        if !ours {
+            return Ok(false);
+        }
+        // Ours; unless a link we do not hold points at another tenant's
+        // row (a row the ids kept cannot be: they hold all of ours).
+        for check in &mut self.checks {
+            let Some(id) = id_of(check)?.filter(|&id| !check.ids.contains(id)) else {
+                continue;
+            };
+            if let Some(theirs) = check.theirs.as_mut() {
+                if theirs.exists(rusqlite::params![self.tenant, id])? {
+                    self.left_out += 1;
+                    return Ok(false);
                 }
             }
         }
-        Ok(false)
+        Ok(true)
     }
 }
 

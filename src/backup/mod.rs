@@ -90,6 +90,10 @@ pub struct BackupReport {
     pub skipped: Vec<SkippedTable>,
     /// References taken from naming alone (see `Manifest::guesses`).
     pub guesses: Vec<crate::archive::Guess>,
+    /// Table → rows of the tenant left out because another tenant's rows
+    /// reach them too (see `TableEntry::left_out_cross_tenant`); tables with none
+    /// are not listed.
+    pub left_out_cross_tenant: BTreeMap<String, u64>,
     pub journal_mode: String,
     /// How long our read snapshot was open. In rollback-journal mode the
     /// app's writers cannot commit during that time.
@@ -299,6 +303,12 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
         errors,
         skipped: manifest.skipped.clone(),
         guesses: manifest.guesses.clone(),
+        left_out_cross_tenant: manifest
+            .tables
+            .iter()
+            .filter(|t| t.left_out_cross_tenant > 0)
+            .map(|t| (t.name.clone(), t.left_out_cross_tenant))
+            .collect(),
         journal_mode,
         snapshot_ms,
         duration_ms: started.elapsed().as_millis() as u64,

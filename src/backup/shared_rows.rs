@@ -320,5 +320,6 @@ fn dump_shared_table(
         rows: written,
         scope: SCOPE_SHARED.into(),
         polymorphic: polymorphic_types_of(&scope.references, &t.name),
+        left_out_cross_tenant: 0,
     })
 }

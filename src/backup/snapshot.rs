@@ -34,7 +34,7 @@ use crate::scope::{
 use crate::value::SqlValue;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, InterruptHandle};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::Path;
@@ -123,8 +123,14 @@ pub(super) fn read_snapshot(
                 ),
         )?;
         let counts = count_by_row(conn, &scope, &schema, options)?;
-        let mut scans = FilteredScans::plan(conn, &scope, &schema, &counts)?;
+        let shared = scope.may_cross_tenants(&schema);
+        let mut scans = FilteredScans::plan(conn, &scope, &schema, &counts, &shared)?;
         let filtered = scans.tables();
+        let choice = SetChoice {
+            leave_out: shared.difference(&filtered).cloned().collect(),
+            without: filtered,
+        };
+        let filtered = &choice.without;
         let any_derived = scope
             .tables
             .iter()
@@ -139,13 +145,12 @@ pub(super) fn read_snapshot(
             .and_then(join_snapshot);
         let parallel = helper.is_some();
         let dumped = std::thread::scope(|threads| {
-            let sets =
-                MemberSetsSource::start(threads, helper, &scope, &schema, options, &filtered);
+            let sets = MemberSetsSource::start(threads, helper, &scope, &schema, options, &choice);
             let plan = DumpPlan {
                 counts,
                 scans: &mut scans,
                 sets,
-                without: &filtered,
+                choice: &choice,
             };
             dump_tables(conn, plan, &scope, &schema, options, dump_path, progress)
         })?;
@@ -199,7 +204,7 @@ enum MemberSetsSource<'scope, 'env> {
 /// on the main thread), it interrupts the helper's statements until the
 /// thread has stopped, so a cancel does not wait for the sets.
 struct HelperJob<'scope, 'env> {
-    thread: Option<ScopedJoinHandle<'scope, Result<(Connection, MemberSets<'env>)>>>,
+    thread: Option<ScopedJoinHandle<'scope, Result<(Connection, TenantSets<'env>)>>>,
     interrupt: InterruptHandle,
 }
 
@@ -210,7 +215,7 @@ impl<'scope, 'env> MemberSetsSource<'scope, 'env> {
         scope: &'env TenantScope,
         schema: &'env Schema,
         options: &'env BackupOptions,
-        without: &'env BTreeSet<String>,
+        choice: &'env SetChoice,
     ) -> Self {
         let Some(helper) = helper else {
             return MemberSetsSource::Main;
@@ -221,7 +226,7 @@ impl<'scope, 'env> MemberSetsSource<'scope, 'env> {
             .name("tenant_kit-sets".into())
             .spawn_scoped(threads, move || {
                 let _busy = busy.map(db::BusyPolicy::enter);
-                let sets = tenant_sets(&helper, scope, schema, options, without)?;
+                let sets = tenant_sets(&helper, scope, schema, options, choice)?;
                 Ok((helper, sets))
             });
         match thread {
@@ -244,35 +249,60 @@ impl<'env> MemberSetsSource<'_, 'env> {
         scope: &'env TenantScope,
         schema: &'env Schema,
         options: &BackupOptions,
-        without: &BTreeSet<String>,
-    ) -> Result<(Option<Connection>, MemberSets<'env>)> {
+        choice: &SetChoice,
+    ) -> Result<(Option<Connection>, TenantSets<'env>)> {
         match self {
             MemberSetsSource::Helper(job) => {
                 let (helper, sets) = job.finish()?;
                 Ok((Some(helper), sets))
             }
             MemberSetsSource::Main => {
-                let sets = tenant_sets(conn, scope, schema, options, without)?;
+                let sets = tenant_sets(conn, scope, schema, options, choice)?;
                 Ok((None, sets))
             }
         }
     }
 }
 
-/// The tenant's member sets on `conn`, but for the tables `without` (read
-/// by filtered scans).
+/// Which member sets a backup makes, and which of them lose the rows other
+/// tenants reach too.
+pub(super) struct SetChoice {
+    /// Derived tables without sets (read by filtered scans).
+    without: BTreeSet<String>,
+    /// Tables whose rows may be shared ([`TenantScope::may_cross_tenants`])
+    /// that have sets.
+    leave_out: BTreeSet<String>,
+}
+
+/// The tenant's member sets, without the rows other tenants reach too.
+pub(super) struct TenantSets<'env> {
+    sets: MemberSets<'env>,
+    /// Rows left out as shared, per table.
+    left_out: BTreeMap<String, u64>,
+}
+
+/// The tenant's member sets on `conn`, as `choice` says.
 fn tenant_sets<'env>(
     conn: &Connection,
     scope: &'env TenantScope,
     schema: &'env Schema,
     options: &BackupOptions,
-    without: &BTreeSet<String>,
-) -> Result<MemberSets<'env>> {
-    MemberSets::materialize_without(conn, scope, schema, &options.tenant_id, Side::Ours, without)
+    choice: &SetChoice,
+) -> Result<TenantSets<'env>> {
+    let sets = MemberSets::materialize_without(
+        conn,
+        scope,
+        schema,
+        &options.tenant_id,
+        Side::Ours,
+        &choice.without,
+    )?;
+    let left_out = sets.leave_out_cross_tenant(conn, &options.tenant_id, &choice.leave_out)?;
+    Ok(TenantSets { sets, left_out })
 }
 
 impl<'env> HelperJob<'_, 'env> {
-    fn finish(mut self) -> Result<(Connection, MemberSets<'env>)> {
+    fn finish(mut self) -> Result<(Connection, TenantSets<'env>)> {
         match self.thread.take().map(|t| t.join()) {
             Some(Ok(result)) => result,
             _ => Err(Error::internal("the member-set thread panicked")),
@@ -312,8 +342,8 @@ struct DumpPlan<'p, 'scope, 'env> {
     scans: &'p mut FilteredScans,
     /// The member sets of the other derived tables.
     sets: MemberSetsSource<'scope, 'env>,
-    /// The derived tables without sets (those of `scans`).
-    without: &'p BTreeSet<String>,
+    /// Which sets to make.
+    choice: &'p SetChoice,
 }
 
 /// Count the rows of the tables chosen by a condition on their rows
@@ -364,7 +394,7 @@ fn dump_tables<'env>(
         counts,
         scans,
         sets: mut sets_source,
-        without,
+        choice,
     } = plan;
 
     // Rows are compressed on a second thread while they are read.
@@ -375,27 +405,33 @@ fn dump_tables<'env>(
     );
     // The sets, once known, and the connection whose temp schema holds
     // them (None: the main one).
-    let mut derived: Option<(Option<Connection>, MemberSets<'env>)> = None;
+    let mut derived: Option<(Option<Connection>, TenantSets<'env>)> = None;
     let mut tables = Vec::with_capacity(scope.tables.len());
     let mut blob_rows = Vec::new();
     let mut learned = Vec::new();
     let mut seeds = SharedSeeds::plan(scope);
     for (t, count) in scope.tables.iter().zip(&counts) {
+        let mut left_out = 0;
         let (conn, sets) = if t.is_derived() && !scans.is_filtered(&t.name) {
             let (helper, sets) = match derived {
                 Some(ref ready) => ready,
                 None => derived.insert(
                     std::mem::replace(&mut sets_source, MemberSetsSource::Main)
-                        .into_sets(conn, scope, schema, options, without)?,
+                        .into_sets(conn, scope, schema, options, choice)?,
                 ),
             };
-            (helper.as_ref().unwrap_or(conn), sets)
+            left_out = sets.left_out.get(&t.name).copied().unwrap_or(0);
+            (helper.as_ref().unwrap_or(conn), &sets.sets)
         } else {
             (conn, &by_row)
         };
         let total = match count {
             Some(n) => *n,
-            None if scans.is_filtered(&t.name) => count_filtered(conn, schema, t, scans)?,
+            None if scans.is_filtered(&t.name) => {
+                let (kept, shared) = count_filtered(conn, schema, t, scans, &tenant)?;
+                left_out = shared;
+                kept
+            }
             None => sets
                 .member_count(conn, &t.name)?
                 .ok_or_else(|| Error::internal("derived tables have whole-tenant sets"))?,
@@ -420,6 +456,7 @@ fn dump_tables<'env>(
             entry.polymorphic = polymorphic_types_of(&refs, &t.name);
             learned = refs;
         }
+        entry.left_out_cross_tenant = left_out;
         tables.push(entry);
     }
     // After the tenant's rows, in the same snapshot: the shared rows they
@@ -460,14 +497,15 @@ fn prefers_table_scan(
     Ok(estimated_rows(conn, table)?.is_some_and(|rows| tenant_rows.saturating_mul(4) > rows))
 }
 
-/// How many rows a filtered scan of `t` keeps: one pass over its link
-/// columns.
+/// How many rows a filtered scan of `t` keeps, and how many it leaves out
+/// as shared with other tenants: one pass over its link columns.
 fn count_filtered(
     conn: &Connection,
     schema: &Schema,
     t: &ScopedTable,
     scans: &mut FilteredScans,
-) -> Result<u64> {
+    tenant: &SqlValue,
+) -> Result<(u64, u64)> {
     let table = schema.table(&t.name).expect("scope tables exist");
     let links = scans.link_columns(&t.name);
     let columns: Vec<&str> = links.iter().map(String::as_str).collect();
@@ -480,14 +518,14 @@ fn count_filtered(
             .join(", "),
         main_table(&t.name)
     );
-    let mut hook = scans.hook(table, &columns);
+    let mut hook = scans.hook(conn, table, &columns, tenant)?;
     let mut stmt = conn.prepare(&sql)?;
     let mut rows = stmt.query([])?;
     let mut kept = 0;
     while let Some(row) = rows.next()? {
         kept += u64::from(hook.keeps(row)?);
     }
-    Ok(kept)
+    Ok((kept, hook.left_out()))
 }
 
 /// How many rows of `t`, a table whose membership is a condition on the
@@ -541,7 +579,7 @@ fn dump_table(
         .map(|k| format!("a.{}", quote(k)))
         .collect::<Vec<_>>()
         .join(", ");
-    let mut hook = scans.hook(table, &columns);
+    let mut hook = scans.hook(conn, table, &columns, tenant)?;
     let shared_links = seeds.row_links(&t.name, &columns);
     let sql = if hook.is_filter() {
         // Every row, in rowid order; `hook` keeps the tenant's.
@@ -623,6 +661,7 @@ fn dump_table(
         rows: written,
         scope: t.membership.describe(),
         polymorphic: scope.polymorphic_types(&t.name),
+        left_out_cross_tenant: 0,
     };
     Ok((entry, classes))
 }
@@ -797,7 +836,7 @@ mod tests {
         let outcome = std::thread::scope(|threads| {
             let interrupt = helper.get_interrupt_handle();
             let (running, is_running) = std::sync::mpsc::channel();
-            let thread = threads.spawn(move || -> Result<(Connection, MemberSets<'_>)> {
+            let thread = threads.spawn(move || -> Result<(Connection, TenantSets<'_>)> {
                 running.send(()).unwrap();
                 // Counts to 10^12: hours, unless interrupted.
                 helper.query_row(

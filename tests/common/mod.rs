@@ -470,3 +470,33 @@ pub fn assert_rows_kept(
         }
     }
 }
+
+/// Every row of every app table as a JSON object (column → value, as
+/// SQLite's `json_object` writes it), per table.
+pub fn snapshot_rows(conn: &Connection) -> BTreeMap<String, Vec<serde_json::Value>> {
+    snapshot(conn)
+        .into_keys()
+        .map(|t| {
+            let cols: Vec<String> = conn
+                .prepare(&format!("SELECT name FROM pragma_table_info('{t}')"))
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            let pairs = cols
+                .iter()
+                .map(|c| format!("'{c}', \"{c}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let rows = conn
+                .prepare(&format!("SELECT json_object({pairs}) FROM \"{t}\""))
+                .unwrap()
+                .query_map([], |r| r.get::<_, String>(0))
+                .unwrap()
+                .map(|r| serde_json::from_str(&r.unwrap()).unwrap())
+                .collect();
+            (t, rows)
+        })
+        .collect()
+}
