@@ -49,7 +49,7 @@ RSpec.describe TenantKit::Config do
 
     it "names bad table rules and polymorphic maps" do
       expect { described_class.new(tables: { "audits" => :shred }) }
-        .to raise_error(ArgumentError, "tables: audits: expected one of skip, got :shred")
+        .to raise_error(ArgumentError, "tables: audits: expected one of skip, shared, owned, got :shred")
       expect { described_class.new(polymorphic: { "User" => 7 }) }
         .to raise_error(ArgumentError, 'polymorphic["User"]: expected a column or table name, got 7')
       expect { described_class.new(tenant_column: "") }.to raise_error(ArgumentError, "tenant_column: must not be empty")

@@ -184,7 +184,20 @@ fn member_explanation(
             format!("has the tenant column {}", options.tenant_column),
         ),
         Membership::Derived { .. } => (TableClass::Derived, membership.describe()),
-        Membership::Shared { .. } => (TableClass::Shared, membership.describe()),
+        Membership::Shared { referenced_by } => {
+            let by: Vec<String> = referenced_by
+                .iter()
+                .map(|r| format!("{}.{}", r.table, r.columns.join(",")))
+                .collect();
+            (
+                TableClass::Shared,
+                format!(
+                    "no {} column, referred to by {}: the rows referred to travel as shared reference rows",
+                    options.tenant_column,
+                    by.join(", ")
+                ),
+            )
+        }
     };
     TableExplanation {
         name: name.to_string(),

@@ -28,8 +28,11 @@ RSpec.describe "TenantKit::Rails.config" do
     expect(checklist).to include(class: "derived", reason: "via checklist_items.todo_id -> tasks")
     todo = report.references.find { |r| r[:table] == "checklist_items" && r[:columns] == ["todo_id"] }
     expect(todo).to include(references: "tasks", source: "hint")
-    expect(report.tables).to include({ name: "labels", class: "not_tenant_data",
-                                       reason: "no tenant_id column and no reference to tenant rows" })
+    # Labels are shared between tenants: the cards' labels travel as shared reference rows.
+    expect(report.tables).to include(
+      { name: "labels", class: "shared",
+        reason: "no tenant_id column, referred to by cards.label_id: the rows referred to travel as shared reference rows" }
+    )
     # Without the reflections, naming guesses tasks.project_id; with them it is confirmed.
     expect(TenantKit.explain(database: database_path).guesses).to include(table: "tasks", column: "project_id",
                                                                          references: "projects")
