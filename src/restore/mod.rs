@@ -30,6 +30,8 @@ mod storage_journal;
 use crate::archive::dump::DumpReader;
 use crate::archive::read::{extract_feeding, manifest_event, DumpFeed};
 use crate::archive::{Manifest, ManifestError};
+use crate::crypt::keys::Unseal;
+use crate::crypt::Secret;
 use crate::db;
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::{Event, Progress};
@@ -78,6 +80,15 @@ pub struct RestoreOptions {
     pub tmp_dir: Option<PathBuf>,
     #[serde(default)]
     pub max_line_bytes: Option<usize>,
+    /// age identity strings (`AGE-SECRET-KEY-1…`) for an encrypted archive.
+    #[serde(default, deserialize_with = "crate::crypt::secret_list")]
+    pub identities: Vec<Secret>,
+    /// A file of age identities (age's key-file format).
+    #[serde(default)]
+    pub identity_file: Option<PathBuf>,
+    /// The passphrase of a passphrase-encrypted archive.
+    #[serde(default)]
+    pub passphrase: Option<Secret>,
 }
 
 fn yes() -> bool {
@@ -144,6 +155,8 @@ pub struct RestoreReport {
     pub duration_ms: u64,
     /// Problems recorded by the backup (blob files that were missing).
     pub errors: Vec<ManifestError>,
+    /// Whether the archive was age-encrypted.
+    pub encrypted: bool,
 }
 
 pub fn restore(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreReport> {
@@ -165,6 +178,11 @@ pub fn restore(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<
 fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreReport> {
     let started = Instant::now();
     check_options(options)?;
+    let keys = Unseal::from_options(
+        &options.identities,
+        options.identity_file.as_deref(),
+        options.passphrase.as_ref(),
+    )?;
     progress.emit(
         Event::new("start")
             .with("operation", "restore")
@@ -190,7 +208,7 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
         let extraction = std::thread::Builder::new()
             .name("tenant_kit-extract".into())
             .spawn_scoped(threads, || {
-                extract_feeding(&options.archive, &temp_parent, limits, &feed)
+                extract_feeding(&options.archive, &keys, &temp_parent, limits, &feed)
             })
             .expect("spawning the extraction thread");
         let staging = stage_while_extracting(options, &feed, limits, progress);
@@ -291,6 +309,7 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
         lock_ms: 0,
         duration_ms: 0,
         errors: manifest.errors.clone(),
+        encrypted: extracted.encrypted,
     };
     if options.dry_run {
         if rehearse && plan.conflict_count == 0 {
