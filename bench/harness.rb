@@ -52,9 +52,11 @@ module Bench
     "ruby_restore" => "(f) Ruby/AR restore baseline",
     "tk_restore_all" => "(g) TenantKit.restore, tenant deleted first",
     "ruby_restore_all" => "(h) Ruby/AR restore, tenant deleted first",
+    "tk_backup_age" => "(i) TenantKit.backup, age-encrypted to a recipient",
+    "tk_restore_age" => "(j) TenantKit.restore of (i)'s archive, purge + restore",
   }.freeze
-  BACKUPS = %w[tk_backup ruby_backup sqlite_gzip tk_backup_3x].freeze
-  RESTORES = %w[tk_restore ruby_restore tk_restore_all ruby_restore_all].freeze
+  BACKUPS = %w[tk_backup ruby_backup sqlite_gzip tk_backup_3x tk_backup_age].freeze
+  RESTORES = %w[tk_restore ruby_restore tk_restore_all ruby_restore_all tk_restore_age].freeze
 
   class Harness
     def initialize(argv)
@@ -213,11 +215,34 @@ module Bench
             # tool's own purge, not timed): every row is written.
             when "tk_restore_all" then restore_run(candidate, tenant_kit_cmd("restore", "--purge"), delete_first: true)
             when "ruby_restore_all" then restore_run(candidate, ruby_cmd("ruby_restore.rb", "--purge", "--quiet"), delete_first: true)
+            when "tk_backup_age" then backup_run(candidate, @main, tenant_kit_cmd("backup", "--recipient", age_key[:recipient]))
+            when "tk_restore_age"
+              restore_run(candidate, tenant_kit_cmd("restore", "--purge", "--identity-file", age_key_file), archive: encrypted_archive)
             end
       @runs[candidate] << run
       status = run[:ok] ? "ok" : "FAILED: #{run[:error]}"
       log format("%-13s run %d: %7.2f s (process %6.2f s), peak RSS %6.1f MiB  %s",
                  candidate, round + 1, run[:seconds] || Float::NAN, run[:wall], (run[:peak_kb] || 0) / MIB, status)
+    end
+
+    # One age key pair for the encrypted candidates, its identity in a key file.
+    def age_key
+      @age_key ||= JSON.parse(
+        Open3.capture2("ruby", "-I", File.join(ROOT, "lib"), "-rtenant_kit", "-e",
+                       "print TenantKit::Native.generate_key").first, symbolize_names: true
+      )
+    end
+
+    def age_key_file
+      File.join(@work, "age_key.txt").tap do |path|
+        File.write(path, "#{age_key[:identity]}\n", perm: 0o600) unless File.exist?(path)
+      end
+    end
+
+    # (i)'s archive, made untimed when (i) did not run first.
+    def encrypted_archive
+      backup_run("tk_backup_age", @main, tenant_kit_cmd("backup", "--recipient", age_key[:recipient])) unless @archives["tk_backup_age"]
+      @archives["tk_backup_age"] or abort "no encrypted archive to restore from"
     end
 
     def tenant_kit_cmd(mode, *extra)
@@ -310,7 +335,7 @@ module Bench
       log "restores read #{@restore_archive} (from #{@restore_archive_from})"
     end
 
-    def restore_run(candidate, cmd, delete_first: false)
+    def restore_run(candidate, cmd, delete_first: false, archive: @restore_archive)
       db = File.join(@work, "restore.sqlite3")
       storage = File.join(@work, "restore_storage")
       # Reset: a fresh copy of the pristine database and storage tree.
@@ -322,7 +347,7 @@ module Bench
                           ["--database", db, "--archive", @restore_archive, "--tenant-id", "1", "--storage-root", storage])
         raise "purging tenant 1 before #{candidate} failed: #{purge[:error]}" unless purge[:ok]
       end
-      run = run_child(cmd + ["--database", db, "--archive", @restore_archive, "--tenant-id", "1", "--storage-root", storage])
+      run = run_child(cmd + ["--database", db, "--archive", archive, "--tenant-id", "1", "--storage-root", storage])
       child = run[:child] || {}
       run[:seconds] = child["seconds"]
       run[:rss_start_kb] = child["rss_start_kb"]

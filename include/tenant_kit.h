@@ -89,6 +89,11 @@ typedef enum tk_status {
      * A bug inside tenant_kit (a panic caught at the boundary).
      */
     TK_INTERNAL_ERROR = 9,
+    /**
+     * An encrypted archive and a key that does not open it: no matching
+     * identity, or a wrong passphrase.
+     */
+    TK_DECRYPTION_ERROR = 10,
 } tk_status;
 
 /**
@@ -120,8 +125,11 @@ const char *tk_sqlite_version(void);
  * Back up one tenant into an archive. `options_json` holds the options of
  * `TenantKit.backup` (`database`, `tenant_id`, `output_dir`, `storage_root`,
  * `tenant_column`; a BLOB `tenant_id` as `{"$base64": "..."}`, see the top
- * of this header). `progress` may be NULL. On TK_OK `*out_json` is the
- * backup result (`path`, `tables`, `blobs`, `bytes`, `sha256`, `errors`).
+ * of this header). To encrypt (age format, file `….tar.gz.age`): either
+ * `"recipients": ["age1…", …]` (age public keys) or `"passphrase": "…"`
+ * (never empty), not both. `progress` may be NULL. On TK_OK `*out_json` is
+ * the backup result (`path`, `tables`, `blobs`, `bytes`, `sha256`,
+ * `errors`, `encrypted`, `recipients`: public keys only, never a secret).
  *
  * # Safety
  * `options_json` is NULL or a NUL-terminated string; `out_json` is NULL or
@@ -136,8 +144,13 @@ enum tk_status tk_backup(const char *options_json,
 /**
  * Restore an archive into a tenant. `options_json` holds the options of
  * `TenantKit.restore` (`database`, `archive`, `tenant_id`, `storage_root`,
- * `dry_run`, `purge`, `restore`, `remap`, `tenant_column`). `progress` may
- * be NULL. On TK_OK `*out_json` is the restore result.
+ * `dry_run`, `purge`, `restore`, `remap`, `tenant_column`). An encrypted
+ * archive needs `"identities": ["AGE-SECRET-KEY-1…", …]` and/or
+ * `"identity_file": "path"` (age key-file format), or `"passphrase"`:
+ * without one it is TK_ARGUMENT_ERROR, with one that does not fit
+ * TK_DECRYPTION_ERROR, with changed or cut ciphertext TK_INTEGRITY_ERROR,
+ * and nothing is written. `progress` may be NULL. On TK_OK `*out_json` is
+ * the restore result (with `encrypted`).
  *
  * # Safety
  * As for `tk_backup`.
@@ -149,7 +162,8 @@ enum tk_status tk_restore(const char *options_json,
 
 /**
  * Check an archive's integrity without a database. `options_json` holds
- * `archive`. `progress` may be NULL. On TK_OK `*out_json` is the
+ * `archive` (and, for an encrypted one, the keys as for `tk_restore`).
+ * `progress` may be NULL. On TK_OK `*out_json` is the
  * verification result.
  *
  * # Safety
@@ -169,6 +183,18 @@ enum tk_status tk_verify(const char *options_json,
  * points to writable storage for one pointer.
  */
 enum tk_status tk_prune(const char *options_json, char **out_json);
+
+/**
+ * Make a new age key pair for encrypted archives. `options_json` is `{}`.
+ * On TK_OK `*out_json` is `{"identity": "AGE-SECRET-KEY-1…", "recipient":
+ * "age1…"}`: keep the identity secret (free it with `tk_free_string`
+ * after overwriting it), give the recipient to `tk_backup`'s `recipients`.
+ *
+ * # Safety
+ * `options_json` is NULL or a NUL-terminated string; `out_json` is NULL or
+ * points to writable storage for one pointer.
+ */
+enum tk_status tk_generate_key(const char *options_json, char **out_json);
 
 /**
  * Resolve settings through the tenant / class / instance cascade.

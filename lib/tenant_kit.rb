@@ -34,9 +34,11 @@ module TenantKit
     # restore given the same list.
     # Progress events (Hashes with :step and :at) go to the block; raising or
     # breaking in it cancels the backup and leaves no archive behind.
+    # recipients: (age public keys) or passphrase: encrypts it (age format,
+    # ….tar.gz.age).
     def backup(database:, tenant_id:, output_dir:, storage_root: nil, tenant_column: "tenant_id",
                tenant_table: nil, relations: [], polymorphic: {}, tables: {}, skip_tables: [], compression_level: 2,
-               busy_timeout: 5, &block)
+               busy_timeout: 5, recipients: nil, passphrase: nil, &block)
       options = {
         database: Arguments.path(:database, database),
         tenant_id: Arguments.tenant_id(:tenant_id, tenant_id),
@@ -48,7 +50,8 @@ module TenantKit
         polymorphic: Arguments.polymorphic(polymorphic),
         tables: Arguments.tables(tables, skip_tables),
         compression_level: Arguments.non_negative_integer(:compression_level, compression_level, allow_nil: false),
-        busy_timeout_ms: Arguments.milliseconds(:busy_timeout, busy_timeout)
+        busy_timeout_ms: Arguments.milliseconds(:busy_timeout, busy_timeout),
+        **Arguments.encryption(recipients, passphrase)
       }
       BackupResult.from_native(NativeCall.call(:backup, JSON.generate(options), &block))
     end
@@ -58,7 +61,8 @@ module TenantKit
     # raises TenantKit::ConflictError for them and changes nothing.
     def restore(database:, archive:, tenant_id:, storage_root: nil, dry_run: false, purge: false,
                 restore: true, remap: false, tenant_column: "tenant_id", tenant_table: nil,
-                relations: [], polymorphic: {}, tables: {}, skip_tables: [], busy_timeout: 5, tmp_dir: nil, &block)
+                relations: [], polymorphic: {}, tables: {}, skip_tables: [], busy_timeout: 5, tmp_dir: nil,
+                identities: nil, identity_file: nil, passphrase: nil, &block)
       options = {
         database: Arguments.path(:database, database),
         archive: Arguments.path(:archive, archive),
@@ -74,23 +78,32 @@ module TenantKit
         polymorphic: Arguments.polymorphic(polymorphic),
         tables: Arguments.tables(tables, skip_tables),
         busy_timeout_ms: Arguments.milliseconds(:busy_timeout, busy_timeout),
-        tmp_dir: Arguments.path(:tmp_dir, tmp_dir, allow_nil: true)
+        tmp_dir: Arguments.path(:tmp_dir, tmp_dir, allow_nil: true),
+        **Arguments.decryption(identities, identity_file, passphrase)
       }
       RestoreResult.from_native(NativeCall.call(:restore, JSON.generate(options), &block))
     end
 
     # Check an archive's every hash and count, without a database. Raises
     # TenantKit::ArchiveError / IntegrityError naming the entry when broken.
-    def verify(archive:, tmp_dir: nil, &block)
+    # An encrypted archive needs identities:, identity_file: or passphrase:.
+    def verify(archive:, tmp_dir: nil, identities: nil, identity_file: nil, passphrase: nil, &block)
       options = {
         archive: Arguments.path(:archive, archive),
-        tmp_dir: Arguments.path(:tmp_dir, tmp_dir, allow_nil: true)
+        tmp_dir: Arguments.path(:tmp_dir, tmp_dir, allow_nil: true),
+        **Arguments.decryption(identities, identity_file, passphrase)
       }
       VerifyResult.from_native(NativeCall.call(:verify, JSON.generate(options), &block))
     end
 
+    # A new age key pair: { identity: "AGE-SECRET-KEY-1...", recipient: "age1..." }.
+    # Keep the identity secret; give the recipient to backup(recipients:).
+    def generate_key
+      JSON.parse(Native.generate_key, symbolize_names: true)
+    end
+
     # Delete old archives in output_dir (only files named
-    # tenant_<id>_<yyyymmddHHMMSS>.tar.gz). keep_last: newest N per tenant
+    # tenant_<id>_<yyyymmddHHMMSS>.tar.gz or .tar.gz.age). keep_last: newest N per tenant
     # survive; older_than: a Time, or an age in seconds (30.days works).
     # With both, an archive goes only when both say so. Returns the deleted
     # paths.

@@ -9,6 +9,7 @@ pub mod api;
 pub mod archive;
 pub mod backup;
 pub mod clock;
+pub mod crypt;
 pub mod db;
 pub mod error;
 #[doc(hidden)]

@@ -30,7 +30,7 @@ module TenantKit
 
   BackupResult = Struct.new(
     :path, :tables, :rows, :blobs, :blob_bytes, :bytes, :sha256, :dump_sha256,
-    :errors, :skipped, :journal_mode, :snapshot_ms, :duration_ms,
+    :errors, :skipped, :journal_mode, :snapshot_ms, :duration_ms, :encrypted, :recipients,
     keyword_init: true
   ) do
     def self.from_native(json)
@@ -40,7 +40,8 @@ module TenantKit
         blob_bytes: data["blob_bytes"], bytes: data["bytes"], sha256: data["sha256"],
         dump_sha256: data["dump_sha256"], errors: Results.symbolize(data["errors"]),
         skipped: Results.symbolize(data["skipped"]), journal_mode: data["journal_mode"],
-        snapshot_ms: data["snapshot_ms"], duration_ms: data["duration_ms"]
+        snapshot_ms: data["snapshot_ms"], duration_ms: data["duration_ms"],
+        encrypted: data["encrypted"], recipients: data["recipients"]
       )
     end
 
@@ -52,6 +53,7 @@ module TenantKit
   RestoreResult = Struct.new(
     :dry_run, :source_tenant_id, :tenant_id, :planned, :restored, :written, :purged, :conflicts,
     :conflict_count, :blobs, :renamed_keys, :tenant_row_created, :plan_ms, :lock_ms, :duration_ms, :errors,
+    :encrypted,
     keyword_init: true
   ) do
     def self.from_native(json)
@@ -64,7 +66,8 @@ module TenantKit
         conflicts: Results.symbolize(data["conflicts"]), conflict_count: data["conflict_count"],
         blobs: Results.symbolize(data["blobs"]), renamed_keys: data["renamed_keys"],
         tenant_row_created: data["tenant_row_created"], plan_ms: data["plan_ms"], lock_ms: data["lock_ms"],
-        duration_ms: data["duration_ms"], errors: Results.symbolize(data["errors"])
+        duration_ms: data["duration_ms"], errors: Results.symbolize(data["errors"]),
+        encrypted: data["encrypted"]
       )
     end
 
@@ -79,7 +82,7 @@ module TenantKit
 
   VerifyResult = Struct.new(
     :ok, :path, :format_version, :tool_version, :created_at, :tenant_id, :tenant_column,
-    :tables, :rows, :blobs, :bytes, :schema_version, :errors,
+    :tables, :rows, :blobs, :bytes, :schema_version, :errors, :encrypted,
     keyword_init: true
   ) do
     def self.from_native(json)

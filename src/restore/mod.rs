@@ -33,6 +33,8 @@ mod storage_journal;
 use crate::archive::dump::DumpReader;
 use crate::archive::read::{extract_feeding, manifest_event, DumpFeed};
 use crate::archive::{Manifest, ManifestError};
+use crate::crypt::keys::Unseal;
+use crate::crypt::Secret;
 use crate::db;
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::{Event, Progress};
@@ -83,6 +85,15 @@ pub struct RestoreOptions {
     pub tmp_dir: Option<PathBuf>,
     #[serde(default)]
     pub max_line_bytes: Option<usize>,
+    /// age identity strings (`AGE-SECRET-KEY-1…`) for an encrypted archive.
+    #[serde(default, deserialize_with = "crate::crypt::secret_list")]
+    pub identities: Vec<Secret>,
+    /// A file of age identities (age's key-file format).
+    #[serde(default)]
+    pub identity_file: Option<PathBuf>,
+    /// The passphrase of a passphrase-encrypted archive.
+    #[serde(default)]
+    pub passphrase: Option<Secret>,
 }
 
 fn yes() -> bool {
@@ -152,6 +163,8 @@ pub struct RestoreReport {
     /// Full-text indexes over the restored tables, and what became of
     /// each (rebuilt, kept by the app's triggers, contentless).
     pub search_indexes: BTreeMap<String, IndexAction>,
+    /// Whether the archive was age-encrypted.
+    pub encrypted: bool,
 }
 
 pub fn restore(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreReport> {
@@ -173,6 +186,11 @@ pub fn restore(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<
 fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreReport> {
     let started = Instant::now();
     check_options(options)?;
+    let keys = Unseal::from_options(
+        &options.identities,
+        options.identity_file.as_deref(),
+        options.passphrase.as_ref(),
+    )?;
     progress.emit(
         Event::new("start")
             .with("operation", "restore")
@@ -198,7 +216,7 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
         let extraction = std::thread::Builder::new()
             .name("tenant_kit-extract".into())
             .spawn_scoped(threads, || {
-                extract_feeding(&options.archive, &temp_parent, limits, &feed)
+                extract_feeding(&options.archive, &keys, &temp_parent, limits, &feed)
             })
             .expect("spawning the extraction thread");
         let staging = stage_while_extracting(options, &feed, limits, progress);
@@ -239,6 +257,7 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
         manifest,
         blob_files: Some(&extracted.blobs),
         source: manifest.tenant.id.clone(),
+        encrypted: extracted.encrypted,
     };
     // From here on a cancel stops a running statement too.
     db::watch_statements(&conn, progress, |progress| {
@@ -317,6 +336,7 @@ fn plan_and_apply(
         lock_ms: 0,
         duration_ms: 0,
         errors: manifest.errors.clone(),
+        encrypted: ctx.encrypted,
     };
     if options.dry_run {
         if rehearse && plan.conflict_count == 0 {
@@ -518,6 +538,7 @@ fn stage_while_extracting(
         manifest: &manifest,
         blob_files: None,
         source,
+        encrypted: false,
     };
     let dump = DumpReader::new(feed.follow(dump_path), limits.max_line_bytes);
     let (conn, staged) = Staged::load(conn, &ctx, dump, progress);
@@ -596,6 +617,8 @@ struct Context<'a> {
     /// is still running then).
     blob_files: Option<&'a BTreeMap<String, PathBuf>>,
     source: TenantId,
+    /// The archive was age-encrypted (known once the extraction ended).
+    encrypted: bool,
 }
 
 impl Context<'_> {
