@@ -31,8 +31,12 @@ RSpec.describe "TenantKit encrypted archives" do
     end
   end
 
+  # (Database.new with a block returns the database, not the block's value.)
   def rows
-    SQLite3::Database.new(db) { |c| c.execute("SELECT * FROM notes ORDER BY id") }
+    conn = SQLite3::Database.new(db)
+    conn.execute("SELECT * FROM notes ORDER BY id")
+  ensure
+    conn&.close
   end
 
   it "generates keys, backs up to recipients and restores with an identity" do
