@@ -31,6 +31,11 @@ module TenantKit
     #                      are always re-raised after that
     #   backup_options / restore_options: extra keywords for TenantKit.backup / restore
     #                      (busy_timeout:, compression_level:, relations:, polymorphic:, storage_root:, ...)
+    #   recipients:        age public keys (age1...) the backups are encrypted to (….tar.gz.age); nil: plain
+    #   identities:        age identities (AGE-SECRET-KEY-1...) restores decrypt with
+    #   identity_file:     or a file of them (age's key-file format)
+    #                      Keys come from here (a Proc, e.g. `-> { Rails.application.credentials.tenant_kit_identities }`),
+    #                      never from job arguments: those are serialised into the queue.
     module Job
       extend ActiveSupport::Concern
 
@@ -46,7 +51,10 @@ module TenantKit
         deliver: :deliver_now,
         raise_errors: false,
         backup_options: {},
-        restore_options: {}
+        restore_options: {},
+        recipients: nil,
+        identities: nil,
+        identity_file: nil
       }.freeze
 
       included do
@@ -118,6 +126,13 @@ module TenantKit
       # and every job row (history, jobs queued since) through a purge.
       def app_options
         App.options(tenant_column: tenant_kit_setting(:tenant_column), skip_tables: progress_tables)
+      end
+
+      # The keys of the encryption settings, for TenantKit.backup (encrypt)
+      # or TenantKit.restore (decrypt); unset ones are left out.
+      def encryption_options(operation)
+        names = operation == :backup ? %i[recipients] : %i[identities identity_file]
+        names.to_h { |name| [name, tenant_kit_setting(name)] }.compact
       end
 
       def progress_tables

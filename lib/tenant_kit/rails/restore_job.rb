@@ -35,7 +35,7 @@ module TenantKit
           tenant_id = tenant_id_of(tenant)
           raise ::ArgumentError, "archive_path: is required" if archive_path.nil?
 
-          options = app_options.merge(tenant_kit_setting(:restore_options) || {})
+          options = app_options.merge(tenant_kit_setting(:restore_options) || {}, encryption_options(:restore))
           TenantKit.restore(**options, archive: archive_path.to_s, tenant_id: tenant_id, dry_run: dry_run,
                                        purge: purge, restore: restore, remap: remap, &on_event)
         end
