@@ -98,4 +98,60 @@ RSpec.describe "TenantKit encrypted archives" do
     TenantKit.backup(database: db, tenant_id: 1, output_dir: out)
     expect(TenantKit.prune(output_dir: out, keep_last: 1)).to eq([old.path])
   end
+
+  it "opens with identity_file:, restores a plain archive given a key and says it was not encrypted" do
+    key = TenantKit.generate_key
+    sealed = TenantKit.backup(database: db, tenant_id: 1, output_dir: out, recipients: [key[:recipient]])
+    key_file = File.join(@dir, "key.txt")
+    File.write(key_file, "# created: now\n# public key: #{key[:recipient]}\n#{key[:identity]}\n")
+    verified = TenantKit.verify(archive: sealed.path, identity_file: key_file)
+    expect([verified.ok?, verified.encrypted]).to eq([true, true])
+
+    plain = TenantKit.backup(database: db, tenant_id: 1, output_dir: out)
+    expect([plain.path.end_with?(".tar.gz"), plain.encrypted]).to eq([true, false])
+    restored = TenantKit.restore(database: db, archive: plain.path, tenant_id: 1, purge: true,
+                                 identities: [key[:identity]])
+    expect(restored.encrypted).to be(false)
+  end
+
+  it "raises IntegrityError for a truncated ciphertext and changes nothing" do
+    key = TenantKit.generate_key
+    result = TenantKit.backup(database: db, tenant_id: 1, output_dir: out, recipients: [key[:recipient]])
+    bytes = File.binread(result.path)
+    File.binwrite(result.path, bytes.byteslice(0, bytes.bytesize - 20))
+    before = rows
+    SQLite3::Database.new(db).tap { |c| c.execute("UPDATE notes SET body = 'changed' WHERE id = 1") }.close
+    changed = rows
+    expect { TenantKit.restore(database: db, archive: result.path, tenant_id: 1, purge: true, identities: [key[:identity]]) }
+      .to raise_error(TenantKit::IntegrityError, /changed or cut short/)
+    expect(rows).to eq(changed)
+    expect(rows).not_to eq(before)
+  end
+
+  it "shows no secret in events, results, error messages or inspect" do
+    key = TenantKit.generate_key
+    seen = []
+    backup = TenantKit.backup(database: db, tenant_id: 1, output_dir: out, passphrase: PASSPHRASE) { |e| seen << e.inspect }
+    seen << backup.inspect << backup.to_h.to_s
+    restored = TenantKit.restore(database: db, archive: backup.path, tenant_id: 1, purge: true,
+                                 passphrase: PASSPHRASE) { |e| seen << e.inspect }
+    seen << restored.inspect
+    seen << TenantKit.verify(archive: backup.path, passphrase: PASSPHRASE) { |e| seen << e.inspect }.inspect
+    [
+      -> { TenantKit.restore(database: db, archive: backup.path, tenant_id: 1, identities: [key[:identity]]) },
+      -> { TenantKit.restore(database: db, archive: backup.path, tenant_id: 1, passphrase: "#{PASSPHRASE}x") },
+      -> { TenantKit.backup(database: db, tenant_id: 1, output_dir: out, recipients: [key[:identity]]) },
+      -> { TenantKit.backup(database: db, tenant_id: 1, output_dir: out, recipients: [key[:recipient]], passphrase: PASSPHRASE) }
+    ].each do |call|
+      call.call
+      raise "expected an error"
+    rescue TenantKit::Error, ArgumentError => e
+      seen << "#{e.class}: #{e.message} #{e.inspect} #{e.full_message}"
+    end
+    expect(seen.size).to be > 10
+    seen.each do |text|
+      expect(text).not_to include(PASSPHRASE)
+      expect(text).not_to include(key[:identity])
+    end
+  end
 end
