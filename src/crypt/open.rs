@@ -124,7 +124,6 @@ fn header_error(archive: &Path, e: DecryptError) -> Error {
             format!("archive {shown}: the age header is cut short"),
         ),
         DecryptError::Io(io) => Error::io(format!("cannot read archive {shown}: {io}")),
-        other => Error::decryption(format!("archive {shown}: cannot decrypt: {other}")),
     }
 }
 
