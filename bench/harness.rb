@@ -66,8 +66,10 @@ module Bench
     "floor_delete" => "floor: the same rows deleted",
     "floor_insert" => "floor: INSERT … SELECT, tenant deleted first",
     "floor_insert_new" => "floor: INSERT … SELECT, new empty database",
+    "tk_backup_age" => "(m) TenantKit.backup, age-encrypted to a recipient",
+    "tk_restore_age" => "(n) TenantKit.restore of (m)'s archive, purge + restore",
   }.freeze
-  BACKUPS = %w[tk_backup ruby_backup sqlite_gzip tk_backup_3x].freeze
+  BACKUPS = %w[tk_backup ruby_backup sqlite_gzip tk_backup_3x tk_backup_age].freeze
   # Each restore case: its data set (:main, :fk the child-key variant, :big
   # the 3x data), the database it starts from (:pristine, :deleted = tenant
   # 1's rows purged beforehand, untimed; :empty = the schema alone), what
@@ -86,6 +88,8 @@ module Bench
     "floor_delete" => { data: :fk, start: :pristine, run: [:floor, "delete"], expect: :purged },
     "floor_insert" => { data: :main, start: :deleted, run: [:floor, "insert"], expect: :rows },
     "floor_insert_new" => { data: :main, start: :empty, run: [:floor, "insert", "--tenant-row"], expect: :rows },
+    # (m)'s encrypted archive, decrypted with the identity in a key file.
+    "tk_restore_age" => { data: :main, start: :pristine, run: [:tk, "--purge"], encrypted: true },
   }.freeze
   RESTORES = RESTORE_CASES.keys.freeze
 
@@ -268,12 +272,33 @@ module Bench
             when "tk_backup_3x" then backup_run(candidate, @big, tenant_kit_cmd("backup"))
             when "ruby_backup" then backup_run(candidate, @main, ruby_cmd("ruby_backup.rb", "--quiet"))
             when "sqlite_gzip" then sqlite_run
+            when "tk_backup_age" then backup_run(candidate, @main, tenant_kit_cmd("backup", "--recipient", age_key[:recipient]))
             else restore_run(candidate, RESTORE_CASES.fetch(candidate))
             end
       @runs[candidate] << run
       status = run[:ok] ? "ok" : "FAILED: #{run[:error]}"
       log format("%-13s run %d: %7.2f s (process %6.2f s), peak RSS %6.1f MiB  %s",
                  candidate, round + 1, run[:seconds] || Float::NAN, run[:wall], (run[:peak_kb] || 0) / MIB, status)
+    end
+
+    # One age key pair for the encrypted candidates, its identity in a key file.
+    def age_key
+      @age_key ||= JSON.parse(
+        Open3.capture2("ruby", "-I", File.join(ROOT, "lib"), "-rtenant_kit", "-e",
+                       "print TenantKit::Native.generate_key").first, symbolize_names: true
+      )
+    end
+
+    def age_key_file
+      File.join(@work, "age_key.txt").tap do |path|
+        File.write(path, "#{age_key[:identity]}\n", perm: 0o600) unless File.exist?(path)
+      end
+    end
+
+    # (i)'s archive, made untimed when (i) did not run first.
+    def encrypted_archive
+      backup_run("tk_backup_age", @main, tenant_kit_cmd("backup", "--recipient", age_key[:recipient])) unless @archives["tk_backup_age"]
+      @archives["tk_backup_age"] or abort "no encrypted archive to restore from"
     end
 
     def tenant_kit_cmd(mode, *extra)
@@ -432,7 +457,9 @@ module Bench
       FileUtils.cp_r(from_storage, storage)
       kind, *args = spec[:run]
       target = ["--database", db, "--tenant-id", "1"]
-      target += kind == :floor ? ["--source", data[:db]] : ["--archive", archive_for(data), "--storage-root", storage]
+      archive = spec[:encrypted] ? encrypted_archive : archive_for(data)
+      target += kind == :floor ? ["--source", data[:db]] : ["--archive", archive, "--storage-root", storage]
+      target += ["--identity-file", age_key_file] if spec[:encrypted]
       run = run_child(case_cmd(kind, *args) + target)
       child = run[:child] || {}
       run[:seconds] = child["seconds"]

@@ -106,6 +106,11 @@ typedef enum tk_status {
      * A bug inside tenant_kit (a panic caught at the boundary).
      */
     TK_INTERNAL_ERROR = 9,
+    /**
+     * An encrypted archive and a key that does not open it: no matching
+     * identity, or a wrong passphrase.
+     */
+    TK_DECRYPTION_ERROR = 10,
 } tk_status;
 
 /**
@@ -138,9 +143,12 @@ const char *tk_sqlite_version(void);
  * `TenantKit.backup` (`database`, `tenant_id`, `output_dir`, `storage_root`,
  * `tenant_column`, `tables` as `{"name": "skip" | "shared" | "owned"}`; a
  * BLOB `tenant_id` as `{"$base64": "..."}`, see the top of this header).
- * `progress` may be NULL. On TK_OK `*out_json` is the backup result
- * (`path`, `tables`, `shared` (shared reference rows per table), `blobs`,
- * `bytes`, `sha256`, `errors`).
+ * To encrypt (age format, file `….tar.gz.age`): either
+ * `"recipients": ["age1…", …]` (age public keys) or `"passphrase": "…"`
+ * (never empty), not both. `progress` may be NULL. On TK_OK `*out_json` is
+ * the backup result (`path`, `tables`, `shared` (shared reference rows per
+ * table), `blobs`, `bytes`, `sha256`, `errors`, `encrypted`, `recipients`:
+ * public keys only, never a secret).
  *
  * # Safety
  * `options_json` is NULL or a NUL-terminated string; `out_json` is NULL or
@@ -158,7 +166,14 @@ enum tk_status tk_backup(const char *options_json,
  * `dry_run`, `purge`, `restore`, `remap`, `tenant_column`, `tables`,
  * `new_ids`, `id_map`, `only`, `except`). `progress` may be NULL. On TK_OK
  * `*out_json` is the restore result, with `shared`: `{"table":
- * {"inserted", "present", "differing"}}` (shared reference rows).
+ * {"inserted", "present", "differing"}}` (shared reference rows) and
+ * `encrypted`.
+ *
+ * An encrypted archive needs `"identities": ["AGE-SECRET-KEY-1…", …]`
+ * and/or `"identity_file": "path"` (age key-file format), or
+ * `"passphrase"`: without one it is TK_ARGUMENT_ERROR, with one that does
+ * not fit TK_DECRYPTION_ERROR, with changed or cut ciphertext
+ * TK_INTEGRITY_ERROR, and nothing is written.
  *
  * A partial restore: `"only": ["tags"]` or `"except": ["users"]` (table
  * names), or a subtree: `"only": {"projects": [17]}` (keys in the
@@ -184,7 +199,8 @@ enum tk_status tk_restore(const char *options_json,
 
 /**
  * Check an archive's integrity without a database. `options_json` holds
- * `archive`. `progress` may be NULL. On TK_OK `*out_json` is the
+ * `archive` (and, for an encrypted one, the keys as for `tk_restore`).
+ * `progress` may be NULL. On TK_OK `*out_json` is the
  * verification result.
  *
  * # Safety
@@ -210,7 +226,7 @@ enum tk_status tk_prune(const char *options_json, char **out_json);
  * holds `database`, `busy_timeout_ms` and the configuration keys (see the
  * top of this header). On TK_OK `*out_json` is the report: `tenant_column`,
  * `tenant_table`, `tables` (each `name`, `class` — "tenants", "owned",
- * "derived", "skipped" or "not_tenant_data" — and `reason`), `references`
+ * "derived", "shared", "skipped" or "not_tenant_data" — and `reason`), `references`
  * (each `table`, `columns`, `references`, `primary_key`, `polymorphic`
  * (null or `{"type_column", "class"}`) and `source` — "foreign_key",
  * "hint", "framework", "naming", "polymorphic_map" or
@@ -222,6 +238,18 @@ enum tk_status tk_prune(const char *options_json, char **out_json);
  * points to writable storage for one pointer.
  */
 enum tk_status tk_explain(const char *options_json, char **out_json);
+
+/**
+ * Make a new age key pair for encrypted archives. `options_json` is `{}`.
+ * On TK_OK `*out_json` is `{"identity": "AGE-SECRET-KEY-1…", "recipient":
+ * "age1…"}`: keep the identity secret (free it with `tk_free_string`
+ * after overwriting it), give the recipient to `tk_backup`'s `recipients`.
+ *
+ * # Safety
+ * `options_json` is NULL or a NUL-terminated string; `out_json` is NULL or
+ * points to writable storage for one pointer.
+ */
+enum tk_status tk_generate_key(const char *options_json, char **out_json);
 
 /**
  * Resolve settings through the tenant / class / instance cascade.

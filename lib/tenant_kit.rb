@@ -39,15 +39,18 @@ module TenantKit
     # the same list.
     # Progress events (Hashes with :step and :at) go to the block; raising or
     # breaking in it cancels the backup and leaves no archive behind.
+    # recipients: (age public keys) or passphrase: encrypts it (age format,
+    # ….tar.gz.age).
     def backup(database:, tenant_id:, output_dir:, config: nil, storage_root: nil, compression_level: 2,
-               busy_timeout: 5, **scope, &block)
+               busy_timeout: 5, recipients: nil, passphrase: nil, **scope, &block)
       options = {
         database: Arguments.path(:database, database),
         tenant_id: Arguments.tenant_id(:tenant_id, tenant_id),
         output_dir: Arguments.path(:output_dir, output_dir),
         storage_root: Arguments.path(:storage_root, storage_root, allow_nil: true),
         compression_level: Arguments.non_negative_integer(:compression_level, compression_level, allow_nil: false),
-        busy_timeout_ms: Arguments.milliseconds(:busy_timeout, busy_timeout)
+        busy_timeout_ms: Arguments.milliseconds(:busy_timeout, busy_timeout),
+        **Arguments.encryption(recipients, passphrase)
       }.merge(scope_options(config, scope))
       BackupResult.from_native(NativeCall.call(:backup, JSON.generate(options), &block))
     end
@@ -60,7 +63,8 @@ module TenantKit
     # the result's tenant_id), and id_map: a path writes old -> new keys.
     def restore(database:, archive:, tenant_id:, config: nil, storage_root: nil, dry_run: false, purge: false,
                 restore: true, remap: false, busy_timeout: 5, tmp_dir: nil, new_ids: false, id_map: nil,
-                only: nil, except: nil, **scope, &block)
+                only: nil, except: nil, identities: nil, identity_file: nil, passphrase: nil,
+                **scope, &block)
       new_ids = Arguments.boolean(:new_ids, new_ids)
       options = {
         database: Arguments.path(:database, database),
@@ -76,7 +80,8 @@ module TenantKit
         busy_timeout_ms: Arguments.milliseconds(:busy_timeout, busy_timeout),
         tmp_dir: Arguments.path(:tmp_dir, tmp_dir, allow_nil: true),
         only: Arguments.only(only),
-        except: Arguments.except(except)
+        except: Arguments.except(except),
+        **Arguments.decryption(identities, identity_file, passphrase)
       }.merge(scope_options(config, scope))
       RestoreResult.from_native(NativeCall.call(:restore, JSON.generate(options), &block))
     end
@@ -85,11 +90,13 @@ module TenantKit
     # TenantKit::ArchiveError / IntegrityError naming the entry when broken.
     # With config:, the archive must also be of the config's tenant column
     # (an ArchiveError otherwise): a check that it suits the app it is for.
-    def verify(archive:, tmp_dir: nil, config: nil, &block)
+    # An encrypted archive needs identities:, identity_file: or passphrase:.
+    def verify(archive:, tmp_dir: nil, config: nil, identities: nil, identity_file: nil, passphrase: nil, &block)
       config = Config.for_call(config, {}) unless config.nil?
       options = {
         archive: Arguments.path(:archive, archive),
-        tmp_dir: Arguments.path(:tmp_dir, tmp_dir, allow_nil: true)
+        tmp_dir: Arguments.path(:tmp_dir, tmp_dir, allow_nil: true),
+        **Arguments.decryption(identities, identity_file, passphrase)
       }
       result = VerifyResult.from_native(NativeCall.call(:verify, JSON.generate(options), &block))
       if config && result.tenant_column != config.tenant_column
@@ -111,8 +118,14 @@ module TenantKit
       ExplainReport.from_native(NativeCall.call(:explain, JSON.generate(options)))
     end
 
+    # A new age key pair: { identity: "AGE-SECRET-KEY-1...", recipient: "age1..." }.
+    # Keep the identity secret; give the recipient to backup(recipients:).
+    def generate_key
+      JSON.parse(Native.generate_key, symbolize_names: true)
+    end
+
     # Delete old archives in output_dir (only files named
-    # tenant_<id>_<yyyymmddHHMMSS>.tar.gz). keep_last: newest N per tenant
+    # tenant_<id>_<yyyymmddHHMMSS>.tar.gz or .tar.gz.age). keep_last: newest N per tenant
     # survive; older_than: a Time, or an age in seconds (30.days works).
     # With both, an archive goes only when both say so. Returns the deleted
     # paths.

@@ -44,6 +44,17 @@ pub fn explain_json(options_json: &str) -> Result<String> {
     to_json(&crate::explain::explain(&options)?)
 }
 
+/// `TenantKit.generate_key` / `tk_generate_key`: a new age key pair as
+/// `{"identity": "AGE-SECRET-KEY-1…", "recipient": "age1…"}`. Takes no
+/// options (`{}`).
+pub fn generate_key_json(options_json: &str) -> Result<String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NoOptions {}
+    let _: NoOptions = parse_options("generate_key", options_json)?;
+    to_json(&crate::crypt::keys::generate_key())
+}
+
 /// `TenantKit.prune` / `tk_prune`. Returns the deleted archives as JSON.
 pub fn prune_json(options_json: &str) -> Result<String> {
     let options: crate::prune::PruneOptions = parse_options("prune", options_json)?;

@@ -24,6 +24,9 @@ pub enum ErrorKind {
     Io,
     /// The progress callback asked to stop.
     Cancelled,
+    /// An encrypted archive and a key that does not open it (no matching
+    /// identity, wrong passphrase).
+    Decryption,
     /// A bug: a panic caught at the boundary.
     Internal,
 }
@@ -40,6 +43,7 @@ impl ErrorKind {
             ErrorKind::Database => "database",
             ErrorKind::Io => "io",
             ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Decryption => "decryption",
             ErrorKind::Internal => "internal",
         }
     }
@@ -134,6 +138,9 @@ impl Error {
     }
     pub fn io(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Io, message)
+    }
+    pub fn decryption(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Decryption, message)
     }
     pub fn cancelled() -> Self {
         Self::new(ErrorKind::Cancelled, "cancelled by the progress callback")

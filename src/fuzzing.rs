@@ -13,6 +13,7 @@
 use crate::archive::dump::{parse_line, DumpReader};
 use crate::archive::read::{extract_feeding, DumpFeed, Limits};
 use crate::archive::Manifest;
+use crate::crypt::keys::Unseal;
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::NoProgress;
 use crate::verify::check_dump;
@@ -124,7 +125,8 @@ pub fn archive(bytes: &[u8]) -> Result<()> {
     // As a restore reads it: the dump checked while it is extracted.
     let feed = DumpFeed::default();
     let result = std::thread::scope(|scope| {
-        let extraction = scope.spawn(|| extract_feeding(&path, &parent, limits(), &feed));
+        let extraction =
+            scope.spawn(|| extract_feeding(&path, &Unseal::none(), &parent, limits(), &feed));
         let checked = match feed.wait_manifest() {
             Some((manifest, dump_path, _)) => {
                 let reader = DumpReader::new(feed.follow(dump_path), limits().max_line_bytes);

@@ -9,6 +9,7 @@ pub mod api;
 pub mod archive;
 pub mod backup;
 pub(crate) mod clock;
+pub mod crypt;
 pub(crate) mod db;
 pub(crate) mod error;
 pub mod explain;

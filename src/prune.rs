@@ -1,4 +1,5 @@
-//! Archive retention: delete old `tenant_<id>_<yyyymmddHHMMSS>.tar.gz` files.
+//! Archive retention: delete old `tenant_<id>_<yyyymmddHHMMSS>.tar.gz` files
+//! and their encrypted form `….tar.gz.age`.
 //! Only names of exactly that pattern are ever considered, only regular
 //! files (never links), and the time comes from the name, not from mtime.
 
@@ -31,8 +32,10 @@ pub struct PruneReport {
     pub dry_run: bool,
 }
 
-/// `tenant_<id>_<stamp>.tar.gz` → (id, stamp), or None for any other name.
+/// `tenant_<id>_<stamp>.tar.gz` (or `.tar.gz.age`) → (id, stamp), or None
+/// for any other name.
 pub fn parse_archive_name(name: &str) -> Option<(&str, &str)> {
+    let name = name.strip_suffix(crate::crypt::AGE_SUFFIX).unwrap_or(name);
     let rest = name.strip_prefix("tenant_")?.strip_suffix(".tar.gz")?;
     let (id, stamp) = rest.rsplit_once('_')?;
     let id_ok = !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
@@ -126,10 +129,16 @@ mod tests {
             parse_archive_name("tenant_0b1c-77_20261127221100.tar.gz"),
             Some(("0b1c-77", "20261127221100"))
         );
+        assert_eq!(
+            parse_archive_name("tenant_0b1c-77_20261127221100.tar.gz.age"),
+            Some(("0b1c-77", "20261127221100"))
+        );
         for bad in [
             "tenant_12_2026112722110.tar.gz",
             "tenant__20261127221100.tar.gz",
             "tenant_12_20261127221100.tar.gz.tmp",
+            "tenant_12_20261127221100.tar.gz.age.age",
+            "tenant_12_20261127221100.age",
             "xtenant_12_20261127221100.tar.gz",
             "tenant_1/2_20261127221100.tar.gz",
             "notes.txt",

@@ -5,6 +5,8 @@
 use crate::archive::dump::{DumpReader, RowLine};
 use crate::archive::read::{extract, Limits};
 use crate::archive::{Manifest, ManifestError, TableEntry};
+use crate::crypt::keys::Unseal;
+use crate::crypt::Secret;
 use crate::error::{Error, Result};
 use crate::progress::{report_failure, Event, Progress, Step, Throttle};
 use crate::scope::is_blob_table;
@@ -22,6 +24,29 @@ pub struct VerifyOptions {
     pub tmp_dir: Option<PathBuf>,
     #[serde(default)]
     pub max_line_bytes: Option<usize>,
+    /// age identity strings (`AGE-SECRET-KEY-1…`) for an encrypted archive.
+    #[serde(default, deserialize_with = "crate::crypt::secret_list")]
+    pub identities: Vec<Secret>,
+    /// A file of age identities (age's key-file format).
+    #[serde(default)]
+    pub identity_file: Option<PathBuf>,
+    /// The passphrase of a passphrase-encrypted archive.
+    #[serde(default)]
+    pub passphrase: Option<Secret>,
+}
+
+impl VerifyOptions {
+    /// Verify `archive` with the default limits, without keys.
+    pub fn new(archive: impl Into<PathBuf>) -> VerifyOptions {
+        VerifyOptions {
+            archive: archive.into(),
+            tmp_dir: None,
+            max_line_bytes: None,
+            identities: Vec::new(),
+            identity_file: None,
+            passphrase: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -38,6 +63,8 @@ pub struct VerifyReport {
     pub blobs: u64,
     pub bytes: u64,
     pub schema_version: Option<String>,
+    /// Whether the archive was age-encrypted.
+    pub encrypted: bool,
     /// Problems the backup recorded (missing blob files…).
     pub errors: Vec<ManifestError>,
 }
@@ -51,7 +78,12 @@ pub fn verify(options: &VerifyOptions, progress: &mut dyn Progress) -> Result<Ve
         )?;
         let limits = limits_with(options.max_line_bytes);
         let temp_parent = options.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
-        let extracted = extract(&options.archive, &temp_parent, limits, progress)?;
+        let keys = Unseal::from_options(
+            &options.identities,
+            options.identity_file.as_deref(),
+            options.passphrase.as_ref(),
+        )?;
+        let extracted = extract(&options.archive, &keys, &temp_parent, limits, progress)?;
         let reader = DumpReader::open(&extracted.dump_path, limits.max_line_bytes)?;
         check_dump(&extracted.manifest, reader, progress, |_, _| Ok(()))?;
         let m = &extracted.manifest;
@@ -68,6 +100,7 @@ pub fn verify(options: &VerifyOptions, progress: &mut dyn Progress) -> Result<Ve
             blobs: m.blobs.len() as u64,
             bytes: extracted.archive_bytes,
             schema_version: m.source.schema_version.clone(),
+            encrypted: extracted.encrypted,
             errors: m.errors.clone(),
         };
         progress.emit(
@@ -227,11 +260,7 @@ fn count_mismatch(entry: &TableEntry, found: u64) -> Error {
 /// Convenience for callers with a plain path.
 pub fn verify_path(archive: &Path) -> Result<VerifyReport> {
     verify(
-        &VerifyOptions {
-            archive: archive.to_path_buf(),
-            tmp_dir: None,
-            max_line_bytes: None,
-        },
+        &VerifyOptions::new(archive),
         &mut crate::progress::NoProgress,
     )
 }

@@ -312,11 +312,7 @@ fn wal_backup_does_not_block_writers_and_stays_consistent() {
     assert_eq!(report.journal_mode, "wal");
     let mut events = CollectProgress::default();
     tenant_kit::verify::verify(
-        &tenant_kit::verify::VerifyOptions {
-            archive: report.path,
-            tmp_dir: None,
-            max_line_bytes: None,
-        },
+        &tenant_kit::verify::VerifyOptions::new(report.path),
         &mut events,
     )
     .unwrap();

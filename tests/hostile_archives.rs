@@ -598,9 +598,8 @@ fn hostile_archives_are_refused_and_change_nothing() {
         }
         let verified = tenant_kit::verify::verify(
             &tenant_kit::verify::VerifyOptions {
-                archive: path.clone(),
                 tmp_dir: Some(tmp.clone()),
-                max_line_bytes: None,
+                ..tenant_kit::verify::VerifyOptions::new(path.clone())
             },
             &mut tenant_kit::NoProgress,
         );

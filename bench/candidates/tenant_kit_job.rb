@@ -9,6 +9,9 @@
 #   ruby bench/candidates/tenant_kit_job.rb restore --database DB --archive A \
 #        --tenant-id 1 --storage-root DIR [--purge] [--dry-run]
 #
+# Encrypted archives: `--recipient age1…` (backup), `--identity-file FILE`
+# (restore).
+#
 # Passes a progress block (as BackupTenantJob/RestoreTenantJob do) that only
 # counts events. Last stdout line: `RESULT <json>` with the call's result, the
 # time of the call alone (`seconds`), the RSS before the call, the number of
@@ -56,6 +59,8 @@ OptionParser.new do |o|
   o.on("--purge") { options[:purge] = true }
   o.on("--dry-run") { options[:dry_run] = true }
   o.on("--no-restore") { options[:restore] = false }
+  o.on("--recipient KEY") { |v| (options[:recipients] ||= []) << v }
+  o.on("--identity-file FILE") { |v| options[:identity_file] = v }
 end.parse!
 abort "usage: #{$PROGRAM_NAME} backup|restore OPTIONS" unless %w[backup restore].include?(mode)
 unless TenantKit.respond_to?(mode)

@@ -203,6 +203,54 @@ module TenantKit
       raise ArgumentError, "#{name}: expected a non-negative Integer, got #{value.inspect}"
     end
 
+    # Secrets (passphrase:, identities:) are checked without ever showing
+    # the value: an error message ends up in logs.
+    def secret(name, value)
+      return nil if value.nil?
+      raise ArgumentError, "#{name}: expected a String, got a #{value.class}" unless value.is_a?(String)
+      raise ArgumentError, "#{name}: must not be empty" if value.empty?
+
+      value
+    end
+
+    def secrets(name, value)
+      return [] if value.nil?
+
+      list = value.is_a?(String) ? [value] : value
+      raise ArgumentError, "#{name}: expected an Array of Strings, got a #{value.class}" unless list.is_a?(Array)
+
+      list.each_with_index.map { |one, i| secret("#{name}[#{i}]", one) }
+    end
+
+    # age public keys: not secret, but a secret key passed here by mistake
+    # would be, so the value is not shown either.
+    def recipients(value)
+      list = secrets(:recipients, value)
+      list.each_with_index do |r, i|
+        if r.upcase.start_with?("AGE-SECRET-KEY-")
+          raise ArgumentError, "recipients[#{i}]: that is a secret key; give its public recipient (age1...)"
+        end
+      end
+      list
+    end
+
+    # The encryption keywords of backup: recipients: or passphrase:.
+    def encryption(recipients, passphrase)
+      list = recipients(recipients)
+      raise ArgumentError, "give recipients: or passphrase:, not both" if !list.empty? && passphrase
+
+      { recipients: list, passphrase: secret(:passphrase, passphrase) }.compact
+    end
+
+    # The decryption keywords of restore and verify.
+    def decryption(identities, identity_file, passphrase)
+      {
+        identities: secrets(:identities, identities),
+        identity_file: path(:identity_file, identity_file, allow_nil: true),
+        passphrase: secret(:passphrase, passphrase)
+      }.compact
+    end
+
     # SQLite takes its busy timeout as a C int of milliseconds.
     MAX_MILLISECONDS = 2**31 - 1
 

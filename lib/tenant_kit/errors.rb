@@ -48,6 +48,10 @@ module TenantKit
   # A Ruby block that raises or breaks gets its own exception back instead.
   class Cancelled < Error; end
 
+  # An encrypted archive and a key that does not open it: no identity given
+  # matches a recipient, or the passphrase is wrong. Nothing was changed.
+  class DecryptionError < Error; end
+
   # A bug inside tenant_kit (a Rust panic caught at the boundary).
   class InternalError < Error; end
 end

@@ -41,7 +41,7 @@ module TenantKit
 
   BackupResult = Struct.new(
     :path, :tables, :shared, :rows, :blobs, :blob_bytes, :bytes, :sha256, :dump_sha256,
-    :errors, :skipped, :left_out_cross_tenant, :journal_mode, :snapshot_ms, :duration_ms,
+    :errors, :skipped, :left_out_cross_tenant, :journal_mode, :snapshot_ms, :duration_ms, :encrypted, :recipients,
     keyword_init: true
   ) do
     def self.from_native(json)
@@ -53,7 +53,8 @@ module TenantKit
         dump_sha256: data["dump_sha256"], errors: Results.symbolize(data["errors"]),
         skipped: Results.symbolize(data["skipped"]), left_out_cross_tenant: data["left_out_cross_tenant"] || {},
         journal_mode: data["journal_mode"],
-        snapshot_ms: data["snapshot_ms"], duration_ms: data["duration_ms"]
+        snapshot_ms: data["snapshot_ms"], duration_ms: data["duration_ms"],
+        encrypted: data["encrypted"], recipients: data["recipients"]
       )
     end
 
@@ -68,6 +69,7 @@ module TenantKit
     :id_map,
     :selection,
     :shared,
+    :encrypted,
     keyword_init: true
   ) do
     def self.from_native(json)
@@ -83,7 +85,8 @@ module TenantKit
         tenant_row_created: data["tenant_row_created"], plan_ms: data["plan_ms"], lock_ms: data["lock_ms"],
         duration_ms: data["duration_ms"], errors: Results.symbolize(data["errors"]),
         id_map: data["id_map"] || {},
-        shared: Results.per_table(data["shared"])
+        shared: Results.per_table(data["shared"]),
+        encrypted: data["encrypted"]
       )
     end
 
@@ -98,7 +101,7 @@ module TenantKit
 
   VerifyResult = Struct.new(
     :ok, :path, :format_version, :tool_version, :created_at, :tenant_id, :tenant_column,
-    :tables, :rows, :blobs, :bytes, :schema_version, :errors,
+    :tables, :rows, :blobs, :bytes, :schema_version, :errors, :encrypted,
     keyword_init: true
   ) do
     def self.from_native(json)

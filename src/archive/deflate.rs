@@ -153,7 +153,7 @@ const CHUNK_CAPACITY: usize = CHUNK + (64 << 10);
 
 impl DumpCompressor {
     /// Start compressing into `out` (the `dump.deflate` piece).
-    pub fn start<W: Write + Send + 'static>(out: W, level: u32) -> DumpCompressor {
+    pub fn start<W: Finish + Send + 'static>(out: W, level: u32) -> DumpCompressor {
         let (sender, receiver) = sync_channel::<Vec<u8>>(4);
         let (give_back, emptied) = channel::<Vec<u8>>();
         let worker = std::thread::Builder::new()
@@ -232,7 +232,19 @@ impl Drop for DumpCompressor {
     }
 }
 
-fn compress_chunks<W: Write>(
+/// A writer that needs a last word once everything is written: a flush, or
+/// an encrypted stream's final chunk (see crypt/spool.rs).
+pub trait Finish: Write {
+    fn finish_writing(self) -> io::Result<()>;
+}
+
+impl<W: Write> Finish for io::BufWriter<W> {
+    fn finish_writing(mut self) -> io::Result<()> {
+        self.flush()
+    }
+}
+
+fn compress_chunks<W: Finish>(
     chunks: Receiver<Vec<u8>>,
     give_back: Sender<Vec<u8>>,
     out: W,
@@ -254,8 +266,8 @@ fn compress_chunks<W: Write>(
             }
         }
         drop(to_hash);
-        let (mut out, crc, size) = deflate.finish(false)?;
-        out.flush()?;
+        let (out, crc, size) = deflate.finish(false)?;
+        out.finish_writing()?;
         let sha256 = hasher
             .join()
             .map_err(|_| io::Error::other("the hashing thread panicked"))?;
@@ -302,6 +314,12 @@ mod tests {
             Ok(b.len())
         }
         fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Finish for SharedBuf {
+        fn finish_writing(self) -> io::Result<()> {
             Ok(())
         }
     }

@@ -6,6 +6,8 @@
 //! the temp dir is ever written, and the temp dir goes away on drop.
 
 use super::{ustar, Manifest, BLOB_PREFIX, DUMP_NAME, MANIFEST_NAME};
+use crate::crypt::keys::Unseal;
+use crate::crypt::open::{open_archive, Opened};
 use crate::error::{Error, Result, ResultExt};
 use crate::progress::{Event, Progress, Step};
 use base64::Engine;
@@ -14,7 +16,7 @@ use md5::Md5;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Caps against decompression bombs and absurd inputs.
@@ -43,6 +45,8 @@ impl Default for Limits {
 /// An archive unpacked into a temp dir and checked against its manifest.
 pub struct Extracted {
     pub manifest: Manifest,
+    /// Whether the archive was age-encrypted.
+    pub encrypted: bool,
     pub dump_path: PathBuf,
     /// Blob key → file in the temp dir (hash, size and MD5 verified).
     pub blobs: BTreeMap<String, PathBuf>,
@@ -52,13 +56,15 @@ pub struct Extracted {
 }
 
 /// Unpack and verify `archive` under a new temp dir inside `temp_parent`.
+/// An encrypted archive is decrypted with `keys` as it streams past.
 pub fn extract(
     archive: &Path,
+    keys: &Unseal,
     temp_parent: &Path,
     limits: Limits,
     progress: &mut dyn Progress,
 ) -> Result<Extracted> {
-    extract_into(archive, temp_parent, limits, progress, None)
+    extract_into((archive, keys), temp_parent, limits, progress, None)
 }
 
 /// [`extract`], meant to run on its own thread while another one watches
@@ -68,6 +74,7 @@ pub fn extract(
 /// stops the extraction.
 pub fn extract_feeding(
     archive: &Path,
+    keys: &Unseal,
     temp_parent: &Path,
     limits: Limits,
     feed: &DumpFeed,
@@ -81,7 +88,7 @@ pub fn extract_feeding(
     }
     let _stopped = StoppedOnDrop(feed);
     extract_into(
-        archive,
+        (archive, keys),
         temp_parent,
         limits,
         &mut FeedProgress(feed),
@@ -231,7 +238,7 @@ impl Progress for FeedProgress<'_> {
 }
 
 fn extract_into(
-    archive: &Path,
+    (archive, keys): (&Path, &Unseal),
     temp_parent: &Path,
     limits: Limits,
     progress: &mut dyn Progress,
@@ -260,7 +267,23 @@ fn extract_into(
             ))
         })?;
 
-    let compressed = BufReader::with_capacity(1 << 16, file);
+    let opened = open_archive(archive, file, keys)?;
+    let tampered = opened.tampered.clone();
+    unpack(archive_bytes, opened, dir, limits, progress, feed)
+        .map_err(|e| tampered.explain(archive, e))
+}
+
+/// Read the (decrypted) `.tar.gz` stream of `opened` into `dir`.
+fn unpack(
+    archive_bytes: u64,
+    opened: Opened,
+    dir: tempfile::TempDir,
+    limits: Limits,
+    progress: &mut dyn Progress,
+    feed: Option<&DumpFeed>,
+) -> Result<Extracted> {
+    let encrypted = opened.encrypted;
+    let compressed = opened.reader;
     let mut gz = Capped::new(
         GzDecoder::new(compressed),
         limits.max_manifest_bytes + 2 * ustar::BLOCK as u64,
@@ -424,6 +447,7 @@ fn extract_into(
     }
     Ok(Extracted {
         manifest,
+        encrypted,
         dump_path,
         blobs,
         archive_bytes,

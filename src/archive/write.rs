@@ -4,6 +4,9 @@
 
 use super::deflate::{gzip_header, worth_compressing, DeflatedDump, RawDeflate};
 use super::{ustar, BlobEntry, Manifest, BLOB_PREFIX, DUMP_NAME, MANIFEST_NAME};
+use crate::crypt::keys::Seal;
+use crate::crypt::seal::Sealed;
+use crate::crypt::spool::Spool;
 use crate::error::{Error, Result, ResultExt};
 use crate::progress::{Event, Progress, Step};
 use sha2::{Digest, Sha256};
@@ -53,13 +56,15 @@ pub struct BlobFile<'a> {
     pub path: &'a Path,
 }
 
-/// The compressed dump: the deflate piece's file and what it holds.
+/// The compressed dump: the deflate piece's file (the spool, read back
+/// with its key) and what it holds.
 pub struct DumpPiece<'a> {
-    pub path: &'a Path,
+    pub spool: &'a Spool,
     pub deflated: &'a DeflatedDump,
 }
 
-/// What was written: size and SHA-256 of the archive file itself.
+/// What was written: size and SHA-256 of the archive file itself (of the
+/// ciphertext, when it is encrypted).
 pub struct Written {
     pub bytes: u64,
     pub sha256: String,
@@ -69,9 +74,12 @@ pub struct Written {
 /// deflate piece made while the rows were read, see deflate.rs); the
 /// manifest entry and the dump's tar header are compressed in front of it,
 /// the blobs and the end marker behind it, and the three pieces form one
-/// gzip member.
+/// gzip member. With a [`Seal`] other than plain, that gzip stream is
+/// encrypted as it is written: only ciphertext reaches the file.
+#[allow(clippy::too_many_arguments)]
 pub fn write_archive(
     dest: &Path,
+    seal: &Seal,
     manifest: &Manifest,
     dump: DumpPiece<'_>,
     blobs: &[BlobFile<'_>],
@@ -85,7 +93,8 @@ pub fn write_archive(
         .mode_0600()
         .open(dest)
         .at(format!("creating {}", dest.display()))?;
-    let mut out = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+    let hashed = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+    let mut out = Sealed::new(seal, hashed).at("encrypting the archive")?;
     out.write_all(&gzip_header(mtime, level))?;
 
     // Piece 1: manifest.json and the header of dump.jsonl.
@@ -97,7 +106,7 @@ pub fn write_archive(
     let (_, mut crc, mut len) = head.finish(false)?;
 
     // Piece 2: the dump, compressed while it was written.
-    let mut piece = File::open(dump.path).at("reopening the compressed dump")?;
+    let mut piece = dump.spool.open()?;
     std::io::copy(&mut piece, &mut out).at("writing the archive")?;
     crc.combine(&dump.deflated.crc);
     len += dump.deflated.size;
@@ -134,8 +143,9 @@ pub fn write_archive(
     // The gzip trailer: CRC-32 and size (mod 2^32) of everything.
     out.write_all(&crc.finalize().to_le_bytes())?;
     out.write_all(&(len as u32).to_le_bytes())?;
-    out.flush().at("writing the archive")?;
-    let (buffered, sha256, bytes) = out.finish();
+    let mut hashed = out.finish().at("writing the archive")?;
+    hashed.flush().at("writing the archive")?;
+    let (buffered, sha256, bytes) = hashed.finish();
     let file = buffered
         .into_inner()
         .map_err(|e| Error::from(e.into_error()))?;

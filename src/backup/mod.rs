@@ -8,6 +8,9 @@ use crate::archive::{
     self, BlobEntry, ColumnInfo, Manifest, ManifestError, SkippedTable, SourceInfo, TenantInfo,
 };
 use crate::clock::UtcTime;
+use crate::crypt::keys::Seal;
+use crate::crypt::spool::Spool;
+use crate::crypt::Secret;
 use crate::db;
 use crate::error::{Error, Result};
 use crate::progress::{Event, LockState, Progress, Step};
@@ -52,6 +55,12 @@ pub struct BackupOptions {
     pub compression_level: u32,
     #[serde(default = "crate::db::default_busy_timeout_ms")]
     pub busy_timeout_ms: u64,
+    /// age public keys (`age1…`) to encrypt the archive to (see crypt/).
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// Encrypt the archive with this passphrase instead (age's scrypt).
+    #[serde(default)]
+    pub passphrase: Option<Secret>,
 }
 
 fn default_level() -> u32 {
@@ -99,6 +108,10 @@ pub struct BackupReport {
     /// app's writers cannot commit during that time.
     pub snapshot_ms: u64,
     pub duration_ms: u64,
+    /// Whether the archive is age-encrypted (`.tar.gz.age`).
+    pub encrypted: bool,
+    /// The public keys it is encrypted to (empty for a passphrase).
+    pub recipients: Vec<String>,
 }
 
 pub fn backup(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupReport> {
@@ -121,6 +134,7 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
     let started = Instant::now();
     let created = UtcTime::now();
     check_options(options)?;
+    let seal = Seal::from_options(&options.recipients, options.passphrase.as_ref())?;
     progress.emit(
         Event::new(Step::Start)
             .with("operation", "backup")
@@ -148,13 +162,14 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
     // dumps (see snapshot.rs).
     let helper = snapshot::open_helper(options, &journal_mode);
     // The dump, deflate-compressed as it is written (see archive/deflate.rs).
-    let dump_path = work.path().join("dump.jsonl.deflate");
+    // Encrypted too when the archive will be (see crypt/spool.rs).
+    let spool = Spool::new(work.path().join("dump.jsonl.deflate"), &seal);
 
     // ---- the read snapshot: as short as we can make it ----
     progress.emit(Event::lock(LockState::Read))?;
     let snapshot_started = Instant::now();
     conn.execute_batch("BEGIN")?;
-    let snapshot = snapshot::read_snapshot(&conn, helper, options, &dump_path, progress);
+    let snapshot = snapshot::read_snapshot(&conn, helper, options, &spool, progress);
     let snapshot_ms = snapshot_started.elapsed().as_millis() as u64;
     // A read transaction has nothing to commit; ending it frees the writers.
     let _ = conn.execute_batch("ROLLBACK");
@@ -247,7 +262,7 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
     };
 
     // ---- pack ----
-    let temp_archive = work.path().join("archive.tar.gz");
+    let temp_archive = work.path().join("archive");
     let files: Vec<BlobFile<'_>> = blobs
         .iter()
         .map(|(entry, path)| BlobFile { entry, path })
@@ -259,9 +274,10 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
     )?;
     let written = write_archive(
         &temp_archive,
+        &seal,
         &manifest,
         DumpPiece {
-            path: &dump_path,
+            spool: &spool,
             deflated: &deflated,
         },
         &files,
@@ -275,6 +291,7 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
         &options.output_dir,
         &options.tenant_id,
         &created,
+        seal.is_encrypted(),
     )?;
     // Best effort: the archive is complete either way.
     let _ = crate::work_dir::sync_dir(&options.output_dir);
@@ -312,6 +329,8 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
         journal_mode,
         snapshot_ms,
         duration_ms: started.elapsed().as_millis() as u64,
+        encrypted: seal.is_encrypted(),
+        recipients: seal.recipients(),
     };
     // The archive is complete; a block that raises now still gets it.
     let event = Event::new(Step::ArchiveCreated)
@@ -334,11 +353,23 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
 /// Give the finished archive its final name. A hard link never replaces an
 /// existing file, so two backups in the same second cannot clobber each
 /// other: the later one takes the next free second's name.
-fn publish(temp: &Path, dir: &Path, tenant: &TenantId, created: &UtcTime) -> Result<PathBuf> {
+fn publish(
+    temp: &Path,
+    dir: &Path,
+    tenant: &TenantId,
+    created: &UtcTime,
+    encrypted: bool,
+) -> Result<PathBuf> {
     let base = created.unix_seconds();
+    let suffix = if encrypted {
+        crate::crypt::AGE_SUFFIX
+    } else {
+        ""
+    };
     for bump in 0..120 {
         let stamp = UtcTime::from_unix_millis((base + bump) * 1000).compact();
-        let path = dir.join(format!("tenant_{}_{stamp}.tar.gz", tenant.file_component()));
+        let name = format!("tenant_{}_{stamp}.tar.gz{suffix}", tenant.file_component());
+        let path = dir.join(name);
         match std::fs::hard_link(temp, &path) {
             Ok(()) => return Ok(path),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,

@@ -23,8 +23,9 @@ use super::BackupOptions;
 use crate::archive::deflate::{DeflatedDump, DumpCompressor};
 use crate::archive::dump::LineWriter;
 use crate::archive::{FileEntry, TableEntry, DUMP_NAME};
+use crate::crypt::spool::Spool;
 use crate::db;
-use crate::error::{Error, Result, ResultExt};
+use crate::error::{Error, Result};
 use crate::progress::{Event, Progress, Step, Throttle};
 use crate::schema::{main_table, quote, Schema};
 use crate::scope::{
@@ -35,9 +36,6 @@ use crate::value::SqlValue;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, InterruptHandle};
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::io::BufWriter;
-use std::path::Path;
 use std::thread::{Scope, ScopedJoinHandle};
 use std::time::Duration;
 
@@ -85,7 +83,7 @@ pub(super) fn read_snapshot(
     conn: &Connection,
     helper: Option<Connection>,
     options: &BackupOptions,
-    dump_path: &Path,
+    spool: &Spool,
     progress: &mut dyn Progress,
 ) -> Result<Snapshot> {
     let schema = Schema::read(conn)?;
@@ -152,7 +150,7 @@ pub(super) fn read_snapshot(
                 sets,
                 choice: &choice,
             };
-            dump_tables(conn, plan, &scope, &schema, options, dump_path, progress)
+            dump_tables(conn, plan, &scope, &schema, options, spool, progress)
         })?;
         let Some(Dumped {
             tables,
@@ -384,7 +382,7 @@ fn dump_tables<'env>(
     scope: &'env TenantScope,
     schema: &'env Schema,
     options: &BackupOptions,
-    dump_path: &Path,
+    spool: &Spool,
     progress: &mut dyn Progress,
 ) -> Result<Option<Dumped>> {
     let tenant = options.tenant_id.to_sql_value();
@@ -398,11 +396,7 @@ fn dump_tables<'env>(
     } = plan;
 
     // Rows are compressed on a second thread while they are read.
-    let file = File::create(dump_path).at("creating dump.jsonl")?;
-    let mut out = DumpCompressor::start(
-        BufWriter::with_capacity(1 << 20, file),
-        options.compression_level,
-    );
+    let mut out = DumpCompressor::start(spool.create()?, options.compression_level);
     // The sets, once known, and the connection whose temp schema holds
     // them (None: the main one).
     let mut derived: Option<(Option<Connection>, TenantSets<'env>)> = None;
@@ -736,7 +730,7 @@ mod tests {
     use super::*;
     use std::time::Instant;
 
-    fn database(dir: &Path) -> std::path::PathBuf {
+    fn database(dir: &std::path::Path) -> std::path::PathBuf {
         let path = dir.join("app.sqlite3");
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch(

@@ -86,6 +86,9 @@ pub enum tk_status {
     TK_CANCELLED = 8,
     /// A bug inside tenant_kit (a panic caught at the boundary).
     TK_INTERNAL_ERROR = 9,
+    /// An encrypted archive and a key that does not open it: no matching
+    /// identity, or a wrong passphrase.
+    TK_DECRYPTION_ERROR = 10,
 }
 
 impl tk_status {
@@ -101,6 +104,7 @@ impl tk_status {
             ErrorKind::Io => tk_status::TK_FILE_ERROR,
             ErrorKind::Cancelled => tk_status::TK_CANCELLED,
             ErrorKind::Internal => tk_status::TK_INTERNAL_ERROR,
+            ErrorKind::Decryption => tk_status::TK_DECRYPTION_ERROR,
         }
     }
 }
@@ -166,9 +170,12 @@ pub extern "C" fn tk_sqlite_version() -> *const c_char {
 /// `TenantKit.backup` (`database`, `tenant_id`, `output_dir`, `storage_root`,
 /// `tenant_column`, `tables` as `{"name": "skip" | "shared" | "owned"}`; a
 /// BLOB `tenant_id` as `{"$base64": "..."}`, see the top of this header).
-/// `progress` may be NULL. On TK_OK `*out_json` is the backup result
-/// (`path`, `tables`, `shared` (shared reference rows per table), `blobs`,
-/// `bytes`, `sha256`, `errors`).
+/// To encrypt (age format, file `….tar.gz.age`): either
+/// `"recipients": ["age1…", …]` (age public keys) or `"passphrase": "…"`
+/// (never empty), not both. `progress` may be NULL. On TK_OK `*out_json` is
+/// the backup result (`path`, `tables`, `shared` (shared reference rows per
+/// table), `blobs`, `bytes`, `sha256`, `errors`, `encrypted`, `recipients`:
+/// public keys only, never a secret).
 ///
 /// # Safety
 /// `options_json` is NULL or a NUL-terminated string; `out_json` is NULL or
@@ -198,7 +205,14 @@ pub unsafe extern "C" fn tk_backup(
 /// `dry_run`, `purge`, `restore`, `remap`, `tenant_column`, `tables`,
 /// `new_ids`, `id_map`, `only`, `except`). `progress` may be NULL. On TK_OK
 /// `*out_json` is the restore result, with `shared`: `{"table":
-/// {"inserted", "present", "differing"}}` (shared reference rows).
+/// {"inserted", "present", "differing"}}` (shared reference rows) and
+/// `encrypted`.
+///
+/// An encrypted archive needs `"identities": ["AGE-SECRET-KEY-1…", …]`
+/// and/or `"identity_file": "path"` (age key-file format), or
+/// `"passphrase"`: without one it is TK_ARGUMENT_ERROR, with one that does
+/// not fit TK_DECRYPTION_ERROR, with changed or cut ciphertext
+/// TK_INTEGRITY_ERROR, and nothing is written.
 ///
 /// A partial restore: `"only": ["tags"]` or `"except": ["users"]` (table
 /// names), or a subtree: `"only": {"projects": [17]}` (keys in the
@@ -236,7 +250,8 @@ pub unsafe extern "C" fn tk_restore(
 }
 
 /// Check an archive's integrity without a database. `options_json` holds
-/// `archive`. `progress` may be NULL. On TK_OK `*out_json` is the
+/// `archive` (and, for an encrypted one, the keys as for `tk_restore`).
+/// `progress` may be NULL. On TK_OK `*out_json` is the
 /// verification result.
 ///
 /// # Safety
@@ -279,7 +294,7 @@ pub unsafe extern "C" fn tk_prune(
 /// holds `database`, `busy_timeout_ms` and the configuration keys (see the
 /// top of this header). On TK_OK `*out_json` is the report: `tenant_column`,
 /// `tenant_table`, `tables` (each `name`, `class` — "tenants", "owned",
-/// "derived", "skipped" or "not_tenant_data" — and `reason`), `references`
+/// "derived", "shared", "skipped" or "not_tenant_data" — and `reason`), `references`
 /// (each `table`, `columns`, `references`, `primary_key`, `polymorphic`
 /// (null or `{"type_column", "class"}`) and `source` — "foreign_key",
 /// "hint", "framework", "naming", "polymorphic_map" or
@@ -296,6 +311,23 @@ pub unsafe extern "C" fn tk_explain(
 ) -> tk_status {
     // SAFETY: forwarded from this function's contract.
     unsafe { json_call(options_json, out_json, crate::api::explain_json) }
+}
+
+/// Make a new age key pair for encrypted archives. `options_json` is `{}`.
+/// On TK_OK `*out_json` is `{"identity": "AGE-SECRET-KEY-1…", "recipient":
+/// "age1…"}`: keep the identity secret (free it with `tk_free_string`
+/// after overwriting it), give the recipient to `tk_backup`'s `recipients`.
+///
+/// # Safety
+/// `options_json` is NULL or a NUL-terminated string; `out_json` is NULL or
+/// points to writable storage for one pointer.
+#[no_mangle]
+pub unsafe extern "C" fn tk_generate_key(
+    options_json: *const c_char,
+    out_json: *mut *mut c_char,
+) -> tk_status {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { json_call(options_json, out_json, crate::api::generate_key_json) }
 }
 
 /// Resolve settings through the tenant / class / instance cascade.
@@ -458,11 +490,12 @@ mod tests {
             ErrorKind::Io,
             ErrorKind::Cancelled,
             ErrorKind::Internal,
+            ErrorKind::Decryption,
         ];
         let mut statuses: Vec<i32> = kinds.iter().map(|k| tk_status::of(*k) as i32).collect();
         statuses.sort();
         statuses.dedup();
-        assert_eq!(statuses, (1..=9).collect::<Vec<_>>());
+        assert_eq!(statuses, (1..=10).collect::<Vec<_>>());
     }
 
     #[test]

@@ -40,6 +40,8 @@ mod storage_journal;
 use crate::archive::dump::DumpReader;
 use crate::archive::read::{extract_feeding, manifest_event, DumpFeed};
 use crate::archive::{Manifest, ManifestError};
+use crate::crypt::keys::Unseal;
+use crate::crypt::Secret;
 use crate::db;
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::{Event, LockState, Progress, Step};
@@ -106,6 +108,15 @@ pub struct RestoreOptions {
     /// A partial restore of every table but these.
     #[serde(default)]
     pub except: Option<Vec<String>>,
+    /// age identity strings (`AGE-SECRET-KEY-1…`) for an encrypted archive.
+    #[serde(default, deserialize_with = "crate::crypt::secret_list")]
+    pub identities: Vec<Secret>,
+    /// A file of age identities (age's key-file format).
+    #[serde(default)]
+    pub identity_file: Option<PathBuf>,
+    /// The passphrase of a passphrase-encrypted archive.
+    #[serde(default)]
+    pub passphrase: Option<Secret>,
     /// Set by [`restore`] when `tenant_id` was nil: this run makes the tenant.
     #[serde(skip)]
     creates_tenant: bool,
@@ -198,6 +209,8 @@ pub struct RestoreReport {
     /// (left as they are), differing (present with other values, left as
     /// they are). A dry run's are the plan's.
     pub shared: BTreeMap<String, SharedCounts>,
+    /// Whether the archive was age-encrypted.
+    pub encrypted: bool,
 }
 
 pub fn restore(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreReport> {
@@ -253,6 +266,11 @@ fn check_new_ids(options: &RestoreOptions) -> Result<()> {
 fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreReport> {
     let started = Instant::now();
     check_options(options)?;
+    let keys = Unseal::from_options(
+        &options.identities,
+        options.identity_file.as_deref(),
+        options.passphrase.as_ref(),
+    )?;
     progress.emit(
         Event::new(Step::Start)
             .with("operation", "restore")
@@ -279,7 +297,7 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
         let extraction = std::thread::Builder::new()
             .name("tenant_kit-extract".into())
             .spawn_scoped(threads, || {
-                extract_feeding(&options.archive, &temp_parent, limits, &feed)
+                extract_feeding(&options.archive, &keys, &temp_parent, limits, &feed)
             })
             .expect("spawning the extraction thread");
         let staging = stage_while_extracting(options, &feed, limits, progress);
@@ -321,6 +339,7 @@ fn run(options: &RestoreOptions, progress: &mut dyn Progress) -> Result<RestoreR
         blob_files: Some(&extracted.blobs),
         source: manifest.tenant.id.clone(),
         selection: None,
+        encrypted: extracted.encrypted,
     };
     // A partial restore: the staged rows left out go before the plan.
     let selection = match selection::Selection::from_options(&ctx)? {
@@ -418,6 +437,7 @@ fn plan_and_apply(
         duration_ms: 0,
         errors: manifest.errors.clone(),
         id_map: new_ids::counts(conn, staged)?,
+        encrypted: ctx.encrypted,
     };
     if options.dry_run {
         if rehearse && plan.conflict_count == 0 {
@@ -631,6 +651,7 @@ fn stage_while_extracting(
         blob_files: None,
         source,
         selection: None,
+        encrypted: false,
     };
     // A selection naming no table of this tenant is refused before the
     // archive's rows are read.
@@ -714,6 +735,8 @@ struct Context<'a> {
     source: TenantId,
     /// `only:` / `except:`, once applied to the staged rows.
     selection: Option<&'a selection::Selection>,
+    /// The archive was age-encrypted (known once the extraction ended).
+    encrypted: bool,
 }
 
 impl Context<'_> {

@@ -30,11 +30,17 @@ fn explain(ruby: &Ruby, options_json: String) -> Result<String, RbError> {
     gvl::run_without_gvl(ruby, |_| tenant_kit::api::explain_json(&options_json))
 }
 
+/// A new age key pair as JSON `{"identity": …, "recipient": …}`.
+fn generate_key() -> String {
+    serde_json::to_string(&tenant_kit::crypt::keys::generate_key()).unwrap_or_default()
+}
+
 pub fn init(_ruby: &Ruby, native: &RModule) -> Result<(), RbError> {
     native.define_module_function("backup", function!(backup, 1))?;
     native.define_module_function("restore", function!(restore, 1))?;
     native.define_module_function("verify", function!(verify, 1))?;
     native.define_module_function("prune", function!(prune, 1))?;
     native.define_module_function("explain", function!(explain, 1))?;
+    native.define_module_function("generate_key", function!(generate_key, 0))?;
     Ok(())
 }

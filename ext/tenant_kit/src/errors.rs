@@ -16,6 +16,7 @@ fn class_name(kind: ErrorKind) -> Option<&'static str> {
         ErrorKind::Io => "FileError",
         ErrorKind::Cancelled => "Cancelled",
         ErrorKind::Internal => "InternalError",
+        ErrorKind::Decryption => "DecryptionError",
     })
 }
 

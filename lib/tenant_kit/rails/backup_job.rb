@@ -30,7 +30,7 @@ module TenantKit
           tenant_id = tenant_id_of(tenant)
           output_dir = (tenant_kit_setting(:output_dir) || default_output_dir).to_s
           FileUtils.mkdir_p(output_dir) unless File.exist?(output_dir)
-          options = app_options(tenant_kit_setting(:backup_options))
+          options = app_options(tenant_kit_setting(:backup_options)).merge(encryption_options(:backup))
           TenantKit.backup(**options, tenant_id: tenant_id, output_dir: output_dir, &on_event)
         end
         # The mails get the tenant record also when the job was given an id.

@@ -34,6 +34,11 @@ module TenantKit
     #   backup_options / restore_options: extra keywords for TenantKit.backup / restore
     #                      (busy_timeout:, compression_level:, relations:, polymorphic:, storage_root:, ...;
     #                      config: a TenantKit::Config replacing the scope read from the models)
+    #   recipients:        age public keys (age1...) the backups are encrypted to (….tar.gz.age); nil: plain
+    #   identities:        age identities (AGE-SECRET-KEY-1...) restores decrypt with
+    #   identity_file:     or a file of them (age's key-file format)
+    #                      Keys come from here (a Proc, e.g. `-> { Rails.application.credentials.tenant_kit_identities }`),
+    #                      never from job arguments: those are serialised into the queue.
     module Job
       extend ActiveSupport::Concern
 
@@ -50,7 +55,10 @@ module TenantKit
         raise_errors: false,
         reset_counter_caches: true,
         backup_options: {},
-        restore_options: {}
+        restore_options: {},
+        recipients: nil,
+        identities: nil,
+        identity_file: nil
       }.freeze
 
       included do
@@ -131,6 +139,13 @@ module TenantKit
         config = TenantKit::Config.for_call(extra[:config], {})
         config = config.with(tables: config.tables.merge(progress_tables.to_h { |t| [t, "skip"] }))
         options.except(*TenantKit::Config::OPTIONS).merge(extra, config: config)
+      end
+
+      # The keys of the encryption settings, for TenantKit.backup (encrypt)
+      # or TenantKit.restore (decrypt); unset ones are left out.
+      def encryption_options(operation)
+        names = operation == :backup ? %i[recipients] : %i[identities identity_file]
+        names.to_h { |name| [name, tenant_kit_setting(name)] }.compact
       end
 
       def progress_tables

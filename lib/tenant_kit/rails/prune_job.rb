@@ -3,7 +3,7 @@
 module TenantKit
   module Rails
     # The body of a retention job: deletes old archives with TenantKit.prune
-    # (only files named tenant_<id>_<yyyymmddHHMMSS>.tar.gz).
+    # (only files named tenant_<id>_<yyyymmddHHMMSS>.tar.gz or .tar.gz.age).
     #
     #   class PruneTenantBackupsJob < ApplicationJob
     #     include TenantKit::Rails::PruneJob

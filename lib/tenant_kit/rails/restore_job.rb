@@ -46,7 +46,7 @@ module TenantKit
           tenant_id = tenant_id_of(tenant) unless new_tenant
           raise ::ArgumentError, "archive_path: is required" if archive_path.nil?
 
-          options = app_options(tenant_kit_setting(:restore_options))
+          options = app_options(tenant_kit_setting(:restore_options)).merge(encryption_options(:restore))
           counters = counter_caches(tenant_id) unless dry_run || new_tenant
           TenantKit.restore(**options, archive: archive_path.to_s, tenant_id: tenant_id, dry_run: dry_run,
                                        purge: purge, restore: restore, remap: remap, new_ids: new_ids,
