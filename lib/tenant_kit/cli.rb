@@ -21,6 +21,7 @@ module TenantKit
       "TenantKit::ConflictError" => 6, # also a dry run that found conflicts
       "TenantKit::DatabaseError" => 7,
       "TenantKit::FileError" => 8,
+      "TenantKit::DecryptionError" => 9, # no identity or passphrase fits
       "TenantKit::Error" => 1,
       "TenantKit::InternalError" => 70,
       "Interrupt" => 130, # Ctrl-C, as shells report SIGINT
@@ -252,6 +253,23 @@ module TenantKit
       database_options(o, options)
       config_options(o, options)
       o.on("--output-dir DIR", "where the archive goes (required)") { |v| options[:output_dir] = v }
+      o.on("--recipient KEY", "encrypt to this age public key (age1...; repeatable): .tar.gz.age") do |v|
+        (options[:recipients] ||= []) << v
+      end
+      passphrase_option(o, options, "encrypt with the passphrase in the environment variable VAR")
+    end
+
+    # Keys to decrypt with. A passphrase is read from the environment, never
+    # taken on the command line, where `ps` would show it.
+    def decryption_options(o, options)
+      o.on("--identity-file FILE", "decrypt with the age identities in FILE") { |v| options[:identity_file] = v }
+      passphrase_option(o, options, "decrypt with the passphrase in the environment variable VAR")
+    end
+
+    def passphrase_option(o, options, help)
+      o.on("--passphrase-env VAR", help) do |v|
+        options[:passphrase] = ENV.fetch(v) { raise ::ArgumentError, "--passphrase-env: #{v} is not set" }
+      end
     end
 
     def restore_options(o, options)
@@ -272,6 +290,7 @@ module TenantKit
       end
       o.on("--except TABLES", "every table but these (a,b)") { |v| options[:except] = v.split(",") }
       o.on("--tmp-dir DIR", "where the archive is unpacked while checked") { |v| options[:tmp_dir] = v }
+      decryption_options(o, options)
     end
 
     def verify_options(o, options)
@@ -280,6 +299,7 @@ module TenantKit
       o.on("--config FILE", "also check the archive is of this config's tenant column") do |v|
         options[:config] = config_file(v)
       end
+      decryption_options(o, options)
     end
 
     def prune_options(o, options)
