@@ -579,3 +579,94 @@ fn a_purge_alone_of_a_subtree_deletes_what_hangs_off_the_roots() {
         vec![1002]
     );
 }
+
+/// Derived rows follow rows already present: with tasks unselected, the
+/// join rows and attachments (blobs, variant records, files) of the tasks
+/// still in the database come back; those of a task that is gone stay out.
+#[test]
+fn derived_rows_of_present_rows_come_back_and_those_of_absent_rows_stay_out() {
+    let app = App::new();
+    let archive = app.backup(1).path;
+    let conn = app.conn();
+    conn.execute_batch(
+        "DELETE FROM tags_tasks WHERE task_id BETWEEN 1001 AND 1006;
+         DELETE FROM active_storage_attachments WHERE id IN (1001, 1002, 1009);
+         DELETE FROM active_storage_variant_records WHERE id = 1001;
+         DELETE FROM active_storage_blobs WHERE id IN (1001, 1002, 1009);
+         DELETE FROM time_entries WHERE id = 1002;
+         DELETE FROM tasks WHERE id = 1002;",
+    )
+    .unwrap();
+    for n in [1, 2, 9] {
+        std::fs::remove_file(blob_path(&app.storage, &blob_key(1, n))).unwrap();
+    }
+    let before = file_bytes(&app.db);
+    let files = app.storage_files();
+    let except = json!({ "except": ["tasks", "time_entries"] });
+    let expected: Vec<(&str, u64)> = vec![
+        ("active_storage_attachments", 2),
+        ("active_storage_blobs", 2),
+        ("active_storage_variant_records", 1),
+        ("tags_tasks", 2),
+    ];
+
+    let dry = app
+        .restore(&archive, 1, with(except.clone(), "dry_run", json!(true)))
+        .unwrap();
+    assert_eq!(dry.conflict_count, 0, "{:?}", dry.conflicts);
+    let inserts: Vec<(&str, u64)> = dry
+        .planned
+        .iter()
+        .filter(|(_, c)| c.insert > 0)
+        .map(|(t, c)| (t.as_str(), c.insert))
+        .collect();
+    assert_eq!(inserts, expected);
+    assert!(
+        dry.planned.values().all(|c| c.update == 0),
+        "{:?}",
+        dry.planned
+    );
+    let selection = dry.selection.unwrap();
+    assert_eq!(selection.left_out.get("tags_tasks"), Some(&2));
+    assert_eq!(
+        selection.left_out.get("active_storage_attachments"),
+        Some(&1)
+    );
+    assert_eq!(selection.left_out.get("active_storage_blobs"), Some(&1));
+    assert_eq!(file_bytes(&app.db), before);
+    assert_eq!(app.storage_files(), files);
+
+    let report = app.restore(&archive, 1, except).unwrap();
+    let written: Vec<(&str, u64)> = report
+        .written
+        .iter()
+        .map(|(t, n)| (t.as_str(), *n))
+        .collect();
+    assert_eq!(written, expected);
+    assert_eq!(report.blobs.written, 2);
+    let pairs: Vec<(i64, i64)> = conn
+        .prepare("SELECT tag_id, task_id FROM tags_tasks WHERE task_id BETWEEN 1001 AND 1006 ORDER BY 1, 2")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(pairs, vec![(1001, 1001), (1002, 1003)]);
+    let ids = |sql: &str| -> Vec<i64> {
+        conn.prepare(sql)
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    };
+    assert_eq!(
+        ids("SELECT id FROM active_storage_attachments WHERE id BETWEEN 1001 AND 1009 ORDER BY id"),
+        vec![1001, 1009]
+    );
+    assert_eq!(ids("SELECT count(*) FROM tasks WHERE id = 1002"), vec![0]);
+    for (n, present) in [(1, true), (2, false), (9, true)] {
+        let path = blob_path(&app.storage, &blob_key(1, n));
+        assert_eq!(path.exists(), present, "{}", path.display());
+    }
+}

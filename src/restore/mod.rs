@@ -31,6 +31,7 @@ mod search_indexes;
 pub use search_indexes::IndexAction;
 mod selection;
 mod selection_db;
+mod selection_present;
 pub use selection::SelectionReport;
 mod shared_rows;
 pub use shared_rows::SharedCounts;

@@ -149,12 +149,24 @@ impl Selection {
             ))?;
         }
         self.seed_stage(conn, staged)?;
-        // Rows follow selected rows to a fixpoint.
-        let fills: Vec<String> = links(ctx.scope, self.is_subtree())
-            .iter()
+        // Rows follow selected rows to a fixpoint. In table mode a derived
+        // row follows its owners when each is in play or present now.
+        let links: Vec<Link> = links(ctx.scope, self.is_subtree())
+            .into_iter()
             .filter(|l| !self.excluded.contains(l.follower()))
+            .collect();
+        let (owner_links, other_links): (Vec<&Link>, Vec<&Link>) =
+            links.iter().partition(|l| !self.is_subtree() && !l.up);
+        let mut fills: Vec<String> = other_links
+            .iter()
             .filter_map(|l| stage_fill(staged, l))
             .collect();
+        fills.extend(super::selection_present::derived_fills(
+            conn,
+            ctx,
+            staged,
+            &owner_links,
+        )?);
         fixpoint(conn, &fills)?;
         self.compact(conn, ctx, staged)
     }
