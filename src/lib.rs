@@ -26,6 +26,7 @@ pub(crate) mod schema;
 pub(crate) mod scope;
 pub mod selftest;
 pub mod settings;
+pub(crate) mod sql;
 pub(crate) mod tenant_id;
 pub(crate) mod value;
 pub mod verify;

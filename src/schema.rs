@@ -350,18 +350,6 @@ fn read_foreign_keys(conn: &Connection, table: &str) -> Result<Vec<ForeignKey>> 
     Ok(fks.into_iter().map(|(_, fk)| fk).collect())
 }
 
-/// Quote an identifier for SQL: always, never interpolate a name bare.
-pub fn quote(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
-}
-
-/// An app table, always through its schema: our temp tables (`tk_*`)
-/// come first in SQLite's name lookup and would shadow an app table of
-/// the same name.
-pub fn main_table(name: &str) -> String {
-    format!("main.{}", quote(name))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,13 +386,5 @@ mod tests {
             Some(SkipReason::RailsMetadata)
         );
         assert_eq!(schema.migration_version.as_deref(), Some("20261115000000"));
-    }
-
-    #[test]
-    fn quotes_hostile_names() {
-        assert_eq!(
-            quote(r#"a"; DROP TABLE x; --"#),
-            r#""a""; DROP TABLE x; --""#
-        );
     }
 }

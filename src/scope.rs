@@ -9,7 +9,8 @@
 
 use crate::error::{Error, Result};
 use crate::naming;
-use crate::schema::{main_table, quote, Schema, Table};
+use crate::schema::{Schema, Table};
+use crate::sql;
 use crate::value::SqlValue;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
@@ -1063,13 +1064,13 @@ fn distinct_types(
     of_tenant: Option<(&str, &crate::value::SqlValue)>,
 ) -> Result<Vec<String>> {
     let tenant_rows = match of_tenant {
-        Some((tenant_column, _)) => format!(" AND {} = ?1", quote(tenant_column)),
+        Some((tenant_column, _)) => format!(" AND {} = ?1", sql::ident(tenant_column)),
         None => String::new(),
     };
     let sql = format!(
         "SELECT DISTINCT {c} FROM {t} WHERE typeof({c}) = 'text'{tenant_rows} LIMIT 10000",
-        c = quote(column),
-        t = main_table(table)
+        c = sql::ident(column),
+        t = sql::main_table(table)
     );
     let mut stmt = conn.prepare(&sql)?;
     let params: Vec<&dyn rusqlite::ToSql> = match of_tenant {
@@ -1238,7 +1239,7 @@ pub fn key_names(n: usize) -> String {
 fn key_match(key: &[String], keys_alias: &str, row_alias: &str) -> String {
     key.iter()
         .enumerate()
-        .map(|(k, col)| format!("{keys_alias}.k{k} = {row_alias}.{}", quote(col)))
+        .map(|(k, col)| format!("{keys_alias}.k{k} = {row_alias}.{}", sql::ident(col)))
         .collect::<Vec<_>>()
         .join(" AND ")
 }
@@ -1350,7 +1351,7 @@ impl<'a> Candidates<'a> {
             let key = schema_table(self.schema, &t.name)?.row_key();
             let rows_of_t = format!(
                 "SELECT {{cols}} FROM {} AS t JOIN temp.{} AS k ON {}",
-                main_table(&t.name),
+                sql::main_table(&t.name),
                 self.set_name(i),
                 key_match(&key, "k", "t")
             );
@@ -1361,7 +1362,7 @@ impl<'a> Candidates<'a> {
                 };
                 let typed = match &r.polymorphic {
                     Some((type_col, class)) => {
-                        format!(" WHERE t.{} = {}", quote(type_col), sql_string(class))
+                        format!(" WHERE t.{} = {}", sql::ident(type_col), sql::string(class))
                     }
                     None => String::new(),
                 };
@@ -1420,22 +1421,22 @@ impl<'a> Candidates<'a> {
         let key = schema_table(self.schema, table)?.row_key();
         let select_key = key
             .iter()
-            .map(|k| format!("x.{}", quote(k)))
+            .map(|k| format!("x.{}", sql::ident(k)))
             .collect::<Vec<_>>()
             .join(", ");
         let head = format!(
             "INSERT OR IGNORE INTO temp.{} SELECT {select_key} FROM {} AS x WHERE {x_filter}",
             self.set_name(j),
-            main_table(table)
+            sql::main_table(table)
         );
         Ok(if let ([c], [f]) = (cols, from_cols) {
-            let inner = rows_of_t.replace("{cols}", &format!("t.{}", quote(f)));
-            format!("{head}x.{} IN ({inner}{filter})", quote(c))
+            let inner = rows_of_t.replace("{cols}", &format!("t.{}", sql::ident(f)));
+            format!("{head}x.{} IN ({inner}{filter})", sql::ident(c))
         } else {
             let join = cols
                 .iter()
                 .zip(from_cols)
-                .map(|(c, f)| format!("x.{} = t.{}", quote(c), quote(f)))
+                .map(|(c, f)| format!("x.{} = t.{}", sql::ident(c), sql::ident(f)))
                 .collect::<Vec<_>>()
                 .join(" AND ");
             let inner = rows_of_t.replace("{cols}", "1");
@@ -1511,7 +1512,7 @@ pub(crate) fn estimated_rows(conn: &Connection, table: &Table) -> Result<Option<
     if table.without_rowid {
         return Ok(None);
     }
-    let sql = format!("SELECT max(rowid) FROM {}", main_table(&table.name));
+    let sql = format!("SELECT max(rowid) FROM {}", sql::main_table(&table.name));
     let max: Option<i64> = conn.query_row(&sql, [], |r| r.get(0))?;
     Ok(Some(max.unwrap_or(0).max(0) as u64))
 }
@@ -1688,21 +1689,21 @@ impl<'a> MemberSets<'a> {
         let row_key = table.row_key();
         let key = row_key
             .iter()
-            .map(|k| format!("c.{}", quote(k)))
+            .map(|k| format!("c.{}", sql::ident(k)))
             .collect::<Vec<_>>()
             .join(", ");
         let head = match within {
             None => format!(
                 "INSERT OR IGNORE INTO temp.{} SELECT {key} FROM {} AS c WHERE ",
                 self.set_name(index),
-                main_table(&t.name)
+                sql::main_table(&t.name)
             ),
             // CROSS JOIN keeps the candidates as the outer loop.
             Some(candidates) => format!(
                 "INSERT OR IGNORE INTO temp.{} SELECT {key} FROM temp.{} AS k CROSS JOIN {} AS c ON {} WHERE ",
                 self.set_name(index),
                 candidates.set_name(index),
-                main_table(&t.name),
+                sql::main_table(&t.name),
                 key_match(&row_key, "k", "c")
             ),
         };
@@ -1718,12 +1719,12 @@ impl<'a> MemberSets<'a> {
             let join = c_cols
                 .iter()
                 .zip(other_cols)
-                .map(|(c, o)| format!("{alias}.{} = c.{}", quote(o), quote(c)))
+                .map(|(c, o)| format!("{alias}.{} = c.{}", sql::ident(o), sql::ident(c)))
                 .collect::<Vec<_>>()
                 .join(" AND ");
             Ok(format!(
                 "EXISTS (SELECT 1 FROM {} AS {alias} WHERE {typed}{join} AND {member})",
-                main_table(other)
+                sql::main_table(other)
             ))
         };
         // The same condition, over the whole table through the members'
@@ -1739,9 +1740,9 @@ impl<'a> MemberSets<'a> {
                     let member = self.member_predicate(other, alias)?;
                     return Ok(format!(
                         "c.{} IN (SELECT {alias}.{} FROM {} AS {alias} WHERE {typed}{member})",
-                        quote(c),
-                        quote(o),
-                        main_table(other)
+                        sql::ident(c),
+                        sql::ident(o),
+                        sql::main_table(other)
                     ));
                 }
             }
@@ -1767,10 +1768,10 @@ impl<'a> MemberSets<'a> {
                 FillPlan::JoinFromParents => format!(
                     "INSERT OR IGNORE INTO temp.{set} SELECT {key} FROM {parent} AS p CROSS JOIN {child} AS c ON c.{col} = p.{pcol} WHERE {typed}{member}",
                     set = self.set_name(index),
-                    parent = main_table(&r.parent),
-                    child = main_table(&t.name),
-                    col = quote(&r.columns[0]),
-                    pcol = quote(&r.parent_columns[0]),
+                    parent = sql::main_table(&r.parent),
+                    child = sql::main_table(&t.name),
+                    col = sql::ident(&r.columns[0]),
+                    pcol = sql::ident(&r.parent_columns[0]),
                     member = self.member_predicate(&r.parent, "p")?
                 ),
             };
@@ -1869,10 +1870,10 @@ impl<'a> MemberSets<'a> {
             Side::OtherTenants => "<>",
         };
         Ok(match &scoped.membership {
-            Membership::TenantRow { key } => format!("{alias}.{} {test} ?1", quote(key)),
+            Membership::TenantRow { key } => format!("{alias}.{} {test} ?1", sql::ident(key)),
             Membership::TenantColumn => format!(
                 "{alias}.{} {test} ?1",
-                quote(&self.scope.options.tenant_column)
+                sql::ident(&self.scope.options.tenant_column)
             ),
             Membership::Shared { .. } => {
                 return Err(Error::internal(format!(
@@ -1890,7 +1891,7 @@ impl<'a> MemberSets<'a> {
                 } else {
                     let lhs = key
                         .iter()
-                        .map(|k| format!("{alias}.{}", quote(k)))
+                        .map(|k| format!("{alias}.{}", sql::ident(k)))
                         .collect::<Vec<_>>()
                         .join(", ");
                     let ks = key_names(key.len());
@@ -1933,15 +1934,14 @@ impl MemberSets<'_> {
 fn type_condition(r: &Reference, alias: &str) -> String {
     match &r.polymorphic {
         Some((type_col, class)) => {
-            format!("{alias}.{} = {} AND ", quote(type_col), sql_string(class))
+            format!(
+                "{alias}.{} = {} AND ",
+                sql::ident(type_col),
+                sql::string(class)
+            )
         }
         None => String::new(),
     }
-}
-
-/// A SQL string literal (for class names read from the database).
-pub fn sql_string(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 #[cfg(test)]

@@ -25,8 +25,9 @@
 //! and only for rows that do not point at our rows alone).
 
 use crate::error::Result;
-use crate::schema::{main_table, Schema, Table};
+use crate::schema::{Schema, Table};
 use crate::scope::{estimated_rows, MemberSets, Membership, Reference, Side, TenantScope};
+use crate::sql;
 use crate::value::SqlValue;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Row, Statement};
@@ -247,8 +248,8 @@ fn their_row(scope: &TenantScope, schema: &Schema, r: &Reference) -> Result<Stri
     let theirs = MemberSets::unmaterialized(scope, schema, Side::OtherTenants);
     Ok(format!(
         "SELECT 1 FROM {} AS p WHERE p.{} = ?2 AND {}",
-        main_table(&r.parent),
-        crate::schema::quote(&r.parent_columns[0]),
+        sql::main_table(&r.parent),
+        sql::ident(&r.parent_columns[0]),
         theirs.member_probe(&r.parent, "p")?
     ))
 }
@@ -256,7 +257,10 @@ fn their_row(scope: &TenantScope, schema: &Schema, r: &Reference) -> Result<Stri
 /// Whether some row of `table` has a negative rowid (one seek): such ids
 /// would not fit the bitmap.
 fn has_negative_rowids(conn: &Connection, table: &Table) -> Result<bool> {
-    let sql = format!("SELECT min(rowid) < 0 FROM {}", main_table(&table.name));
+    let sql = format!(
+        "SELECT min(rowid) < 0 FROM {}",
+        sql::main_table(&table.name)
+    );
     Ok(conn
         .query_row(&sql, [], |r| r.get::<_, Option<bool>>(0))?
         .unwrap_or(false))

@@ -8,9 +8,10 @@ use crate::archive::deflate::DumpCompressor;
 use crate::archive::TableEntry;
 use crate::error::{Error, Result};
 use crate::progress::{Event, Progress, Step};
-use crate::schema::{main_table, quote, Schema};
+use crate::schema::Schema;
 use crate::scope::shared::{key_groups, SCOPE_SHARED};
 use crate::scope::{key_names, polymorphic_types_of, Membership, ScopedTable, TenantScope};
+use crate::sql;
 use crate::value::{write_json, SqlValue};
 use rusqlite::types::ValueRef;
 use rusqlite::Connection;
@@ -130,7 +131,7 @@ fn carried(table: &ScopedTable, j: usize) -> String {
         .map(|(g, cols)| {
             let lhs = cols
                 .iter()
-                .map(|c| format!("a.{}", quote(c)))
+                .map(|c| format!("a.{}", sql::ident(c)))
                 .collect::<Vec<_>>()
                 .join(", ");
             let set = format!(
@@ -219,14 +220,14 @@ fn close_over_shared(conn: &Connection, scope: &TenantScope) -> Result<()> {
                 .expect("every reference has its group");
             let typed = match &r.polymorphic {
                 Some((t, class)) => {
-                    format!("a.{} = {} AND ", quote(t), crate::scope::sql_string(class))
+                    format!("a.{} = {} AND ", sql::ident(t), sql::string(class))
                 }
                 None => String::new(),
             };
             let cols: Vec<String> = r
                 .columns
                 .iter()
-                .map(|c| format!("a.{}", quote(c)))
+                .map(|c| format!("a.{}", sql::ident(c)))
                 .collect();
             let not_null = cols
                 .iter()
@@ -236,7 +237,7 @@ fn close_over_shared(conn: &Connection, scope: &TenantScope) -> Result<()> {
                 "INSERT OR IGNORE INTO temp.{} SELECT {} FROM {} AS a WHERE {typed}{not_null}({})",
                 key_table(k, g),
                 cols.join(", "),
-                main_table(&r.table),
+                sql::main_table(&r.table),
                 carried(&scope.shared[j], j)
             ));
         }
@@ -271,17 +272,17 @@ fn dump_shared_table(
     let order = table
         .row_key()
         .iter()
-        .map(|k| format!("a.{}", quote(k)))
+        .map(|k| format!("a.{}", sql::ident(k)))
         .collect::<Vec<_>>()
         .join(", ");
     let sql = format!(
         "SELECT {} FROM {} AS a WHERE {} ORDER BY {order}",
         columns
             .iter()
-            .map(|c| format!("a.{}", quote(c)))
+            .map(|c| format!("a.{}", sql::ident(c)))
             .collect::<Vec<_>>()
             .join(", "),
-        main_table(&t.name),
+        sql::main_table(&t.name),
         carried(t, j)
     );
     let mut prefix = b"{\"table\":".to_vec();

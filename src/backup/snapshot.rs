@@ -27,11 +27,12 @@ use crate::crypt::spool::Spool;
 use crate::db;
 use crate::error::{Error, Result};
 use crate::progress::{Event, Progress, Step, Throttle};
-use crate::schema::{main_table, quote, Schema};
+use crate::schema::Schema;
 use crate::scope::{
     estimated_rows, is_blob_table, polymorphic_types_of, tenant_params, BackupTypes, MemberSets,
     Membership, Reference, ScopedTable, Side, TenantScope, TypesToLearn,
 };
+use crate::sql;
 use crate::value::SqlValue;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, InterruptHandle};
@@ -507,10 +508,10 @@ fn count_filtered(
         "SELECT {} FROM {} NOT INDEXED",
         columns
             .iter()
-            .map(|c| quote(c))
+            .map(|c| sql::ident(c))
             .collect::<Vec<_>>()
             .join(", "),
-        main_table(&t.name)
+        sql::main_table(&t.name)
     );
     let mut hook = scans.hook(conn, table, &columns, tenant)?;
     let mut stmt = conn.prepare(&sql)?;
@@ -532,7 +533,7 @@ fn count_rows(
 ) -> Result<u64> {
     let sql = format!(
         "SELECT count(*) FROM {} AS a WHERE {}",
-        main_table(&t.name),
+        sql::main_table(&t.name),
         sets.member_predicate(&t.name, "a")?
     );
     let mut stmt = conn.prepare(&sql)?;
@@ -564,13 +565,13 @@ fn dump_table(
         .map(|learn| ClassesSeen::new(learn, &columns));
     let select = columns
         .iter()
-        .map(|c| format!("a.{}", quote(c)))
+        .map(|c| format!("a.{}", sql::ident(c)))
         .collect::<Vec<_>>()
         .join(", ");
     let order = table
         .row_key()
         .iter()
-        .map(|k| format!("a.{}", quote(k)))
+        .map(|k| format!("a.{}", sql::ident(k)))
         .collect::<Vec<_>>()
         .join(", ");
     let mut hook = scans.hook(conn, table, &columns, tenant)?;
@@ -579,7 +580,7 @@ fn dump_table(
         // Every row, in rowid order; `hook` keeps the tenant's.
         format!(
             "SELECT {select} FROM {} AS a NOT INDEXED ORDER BY {order}",
-            main_table(&t.name)
+            sql::main_table(&t.name)
         )
     } else {
         let scan = if prefers_table_scan(conn, table, t, total)? {
@@ -589,7 +590,7 @@ fn dump_table(
         };
         format!(
             "SELECT {select} FROM {} AS a{scan} WHERE {} ORDER BY {order}",
-            main_table(&t.name),
+            sql::main_table(&t.name),
             sets.member_predicate(&t.name, "a")?
         )
     };

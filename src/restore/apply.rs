@@ -13,7 +13,8 @@ use super::storage_journal;
 use super::{conflict_error, Context, RestoreReport};
 use crate::error::{Error, Result};
 use crate::progress::{Event, LockState, Progress, Step};
-use crate::schema::{main_table, quote};
+use crate::sql;
+
 use crate::scope::{is_blob_table, tenant_params, Candidates, MemberSets, Membership, Side};
 use crate::value::SqlValue;
 use rusqlite::{Connection, StatementStatus};
@@ -97,7 +98,7 @@ pub(super) fn apply<'a>(
         {
             let sql = format!(
                 "SELECT a.key FROM {} AS a WHERE {}",
-                main_table(&blobs.name),
+                sql::main_table(&blobs.name),
                 plan::purged_rows(ctx, ours, &plan.others, &blobs.name, "a")?
             );
             let mut stmt = conn.prepare(&sql)?;
@@ -121,7 +122,7 @@ pub(super) fn apply<'a>(
                 ))?;
                 continue;
             }
-            let qt = main_table(&t.name);
+            let qt = sql::main_table(&t.name);
             let mut sql = format!(
                 "DELETE FROM {qt} WHERE {}",
                 plan::purged_rows(ctx, ours, &plan.others, &t.name, &qt)?
@@ -302,11 +303,11 @@ fn copy_rows(
     report: &mut RestoreReport,
     progress: &mut dyn Progress,
 ) -> Result<()> {
-    let qt = quote(&table.name);
+    let qt = sql::ident(&table.name);
     let col_list = table
         .columns
         .iter()
-        .map(|c| quote(c))
+        .map(|c| sql::ident(c))
         .collect::<Vec<_>>()
         .join(", ");
     let values = table
@@ -377,19 +378,19 @@ fn copy_rows(
             .iter()
             .enumerate()
             .filter(|(i, _)| !table.pk.contains(i))
-            .map(|(_, c)| format!("{} = excluded.{}", quote(c), quote(c)))
+            .map(|(_, c)| format!("{} = excluded.{}", sql::ident(c), sql::ident(c)))
             .collect();
         // Key-only table: an existing row is already right; touch it so
         // the change count tells a member from a stranger.
         let set = if updates.is_empty() {
-            let first = quote(pk_cols[0]);
+            let first = sql::ident(pk_cols[0]);
             format!("{first} = excluded.{first}")
         } else {
             updates.join(", ")
         };
         let conflict_target = pk_cols
             .iter()
-            .map(|c| quote(c))
+            .map(|c| sql::ident(c))
             .collect::<Vec<_>>()
             .join(", ");
         // SQLite reads `ON` after a bare SELECT's FROM as a join: the WHERE
@@ -470,7 +471,7 @@ fn refused_rows(
         let sql = format!(
             "SELECT s.rowid FROM {} AS s JOIN main.{} AS m ON {} WHERE s.rowid BETWEEN {lo} AND {hi} AND {} LIMIT 10",
             table.stage,
-            quote(&table.name),
+            sql::ident(&table.name),
             table.identity("m", "s"),
             others.member_probe(&table.name, "m")?
         );
@@ -519,11 +520,11 @@ fn check_restored_membership(conn: &Connection, ctx: &Context<'_>, staged: &Stag
             &format!(
                 "{insert}SELECT {} FROM {} AS s JOIN main.{} AS m ON {}",
                 key.iter()
-                    .map(|c| format!("m.{}", quote(c)))
+                    .map(|c| format!("m.{}", sql::ident(c)))
                     .collect::<Vec<_>>()
                     .join(", "),
                 table.stage,
-                quote(&table.name),
+                sql::ident(&table.name),
                 table.identity("m", "s")
             ),
             [],
@@ -557,7 +558,7 @@ fn check_restored_membership(conn: &Connection, ctx: &Context<'_>, staged: &Stag
         let sql = format!(
             "SELECT s.rowid FROM {} AS s WHERE NOT EXISTS (SELECT 1 FROM main.{} AS m WHERE {} AND {}{exclusive}) LIMIT 1",
             table.stage,
-            quote(&table.name),
+            sql::ident(&table.name),
             table.identity("m", "s"),
             ours.member_probe(&table.name, "m")?,
         );

@@ -19,7 +19,8 @@
 //! as free pages, reused by the app's next writes.
 
 use crate::error::{Error, Result};
-use crate::schema::{main_table, quote};
+use crate::sql;
+
 use rusqlite::{ffi, Connection, OptionalExtension};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{CStr, CString};
@@ -53,13 +54,15 @@ impl ChildKeyIndexes {
             let columns = key
                 .columns
                 .iter()
-                .map(|(c, collation)| format!("{} COLLATE {}", quote(c), quote(collation)))
+                .map(|(c, collation)| {
+                    format!("{} COLLATE {}", sql::ident(c), sql::ident(collation))
+                })
                 .collect::<Vec<_>>()
                 .join(", ");
             conn.execute_batch(&format!(
                 "CREATE INDEX main.{} ON {}({columns})",
-                quote(&name),
-                quote(&key.child)
+                sql::ident(&name),
+                sql::ident(&key.child)
             ))?;
             created.names.push(name);
         }
@@ -69,7 +72,7 @@ impl ChildKeyIndexes {
     /// Drop them again, still inside the transaction.
     pub fn drop_all(self, conn: &Connection) -> Result<()> {
         for name in &self.names {
-            conn.execute_batch(&format!("DROP INDEX main.{}", quote(name)))?;
+            conn.execute_batch(&format!("DROP INDEX main.{}", sql::ident(name)))?;
         }
         Ok(())
     }
@@ -196,13 +199,18 @@ fn served_by_an_index(conn: &Connection, key: &ChildKey) -> Result<bool> {
         .iter()
         .enumerate()
         .map(|(i, (c, collation))| {
-            format!("{} = (?{} COLLATE {})", quote(c), i + 1, quote(collation))
+            format!(
+                "{} = (?{} COLLATE {})",
+                sql::ident(c),
+                i + 1,
+                sql::ident(collation)
+            )
         })
         .collect::<Vec<_>>()
         .join(" AND ");
     let sql = format!(
         "EXPLAIN QUERY PLAN SELECT 1 FROM {} WHERE {terms}",
-        main_table(&key.child)
+        sql::main_table(&key.child)
     );
     let mut stmt = conn.prepare(&sql)?;
     // Unbound parameters: the plan does not depend on their values.

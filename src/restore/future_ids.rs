@@ -20,8 +20,8 @@ use super::plan::kept_as_is;
 use super::stage::{Staged, StagedTable};
 use super::{Conflict, Context};
 use crate::error::Result;
-use crate::schema::main_table;
 use crate::scope::Reference;
+use crate::sql;
 use rusqlite::{Connection, OptionalExtension};
 use std::collections::BTreeMap;
 
@@ -80,7 +80,9 @@ fn largest_aimed(
         .map(|aim| {
             let c = aim.column;
             let typed = match aim.typed {
-                Some((t, class)) => format!(" AND s.c{t} = '{}'", class.replace('\'', "''")),
+                Some((t, class)) => {
+                    format!(" AND {}", sql::class_is("s", sql::Col::Staged(t), class))
+                }
                 None => String::new(),
             };
             format!("max(CASE WHEN typeof(s.c{c}) = 'integer'{typed} THEN s.c{c} END)")
@@ -126,7 +128,7 @@ fn is_autoincrement(conn: &Connection, table: &str) -> Result<bool> {
 /// and its staged rows' (the tenant's or shared).
 fn largest_held(conn: &Connection, staged: &Staged, parent: &str, key: &str) -> Result<i64> {
     let now: Option<i64> = conn.query_row(
-        &format!("SELECT max(rowid) FROM {}", main_table(parent)),
+        &format!("SELECT max(rowid) FROM {}", sql::main_table(parent)),
         [],
         |r| r.get(0),
     )?;

@@ -26,8 +26,8 @@
 use super::stage::{Staged, StagedTable};
 use super::Context;
 use crate::error::{Error, Result, ResultExt};
-use crate::schema::{main_table, quote};
-use crate::scope::sql_string;
+use crate::sql;
+
 use crate::value::SqlValue;
 use rusqlite::{Connection, OptionalExtension};
 use std::collections::BTreeMap;
@@ -149,8 +149,8 @@ pub(super) fn largest_id(conn: &Connection, table: &str, key: &str) -> Result<i6
     let held: Option<i64> = conn.query_row(
         &format!(
             "SELECT max(CASE WHEN typeof({k}) = 'integer' THEN {k} END) FROM {}",
-            main_table(table),
-            k = quote(key)
+            sql::main_table(table),
+            k = sql::ident(key)
         ),
         [],
         |r| r.get(0),
@@ -335,7 +335,7 @@ fn reference_cases(
                 let Some(t) = position(type_column) else {
                     continue;
                 };
-                let when = format!("s.c{t} = {}", sql_string(class));
+                let when = format!("s.c{t} = {}", sql::string(class));
                 typed.entry(column).or_default().push((when, map.clone()));
             }
             None => {
@@ -411,8 +411,8 @@ fn check_tenant_free(conn: &Connection, ctx: &Context<'_>, staged: &Staged) -> R
     let taken: bool = conn.query_row(
         &format!(
             "SELECT EXISTS (SELECT 1 FROM {} WHERE {} = ?1)",
-            main_table(&tenants.name),
-            quote(key)
+            sql::main_table(&tenants.name),
+            sql::ident(key)
         ),
         [ctx.target()],
         |r| r.get(0),

@@ -6,8 +6,9 @@
 
 use super::{scope_options, RestoreOptions};
 use crate::error::{Error, Result};
-use crate::schema::{main_table, quote, Schema};
+use crate::schema::Schema;
 use crate::scope::TenantScope;
+use crate::sql;
 use crate::value::SqlValue;
 use crate::TenantId;
 use rusqlite::OptionalExtension;
@@ -38,8 +39,8 @@ pub(super) fn new_tenant_id(options: &RestoreOptions) -> Result<TenantId> {
         .query_row(
             &format!(
                 "SELECT {k} FROM {} WHERE {k} IS NOT NULL ORDER BY rowid DESC LIMIT 1",
-                main_table(&table.name),
-                k = quote(key)
+                sql::main_table(&table.name),
+                k = sql::ident(key)
             ),
             [],
             |r| Ok(SqlValue::from_ref(r.get_ref(0)?)),

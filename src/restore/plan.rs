@@ -24,10 +24,10 @@ use super::stage::{Staged, StagedTable};
 use super::{Conflict, Context, PlannedCounts};
 use crate::error::{Error, Result};
 use crate::progress::{Event, Progress, Step};
-use crate::schema::{main_table, quote};
+use crate::sql;
+
 use crate::scope::{
-    is_blob_table, key_names, sql_string, tenant_params, Candidates, MemberSets, Membership, Side,
-    MOST_CLASSES,
+    is_blob_table, key_names, tenant_params, Candidates, MemberSets, Membership, Side, MOST_CLASSES,
 };
 use rusqlite::Connection;
 use std::collections::{BTreeMap, BTreeSet};
@@ -108,7 +108,7 @@ pub(super) fn make<'a>(
         let keys = key
             .iter()
             .enumerate()
-            .map(|(k, c)| format!("m.{} AS k{k}", quote(c)))
+            .map(|(k, c)| format!("m.{} AS k{k}", sql::ident(c)))
             .collect::<Vec<_>>()
             .join(", ");
         // Derived tables: none yet, set below for the few that are.
@@ -123,7 +123,7 @@ pub(super) fn make<'a>(
             same = table.same_values("m", "s"),
             ours = ours.member_probe(&table.name, "m")?,
             stage = table.stage,
-            t = quote(&table.name),
+            t = sql::ident(&table.name),
             identity = table.identity("m", "s"),
         );
         if fill_rowid_keyed_hits(conn, &hits, &key, &select, &target)? {
@@ -221,7 +221,7 @@ pub(super) fn make<'a>(
             }
             let sql = format!(
                 "SELECT count(*) FROM {} AS a WHERE {}",
-                main_table(&t.name),
+                sql::main_table(&t.name),
                 purged_rows(ctx, &ours, &others, &t.name, "a")?
             );
             let mut stmt = conn.prepare(&sql)?;
@@ -440,13 +440,13 @@ fn references_to_other_tenants(
                 .columns
                 .iter()
                 .zip(&r.parent_columns)
-                .map(|(c, pc)| format!("m.{} = s.c{c}", quote(pc)))
+                .map(|(c, pc)| format!("m.{} = s.c{c}", sql::ident(pc)))
                 .collect::<Vec<_>>()
                 .join(" AND ");
             let hits = format!(
                 "SELECT s.rowid FROM {stage} AS s JOIN main.{p} AS m ON {join}{class}",
                 stage = table.stage,
-                p = quote(&r.parent),
+                p = sql::ident(&r.parent),
             );
             let column = r
                 .columns
@@ -475,7 +475,7 @@ fn references_to_other_tenants(
         // One lookup per class: the staged type columns need an index.
         let type_columns: BTreeSet<usize> = unresolved.iter().map(|u| u.type_column).collect();
         for t in type_columns {
-            let name = &table.stage["temp.".len()..];
+            let name = table.stage.name();
             conn.execute_batch(&format!(
                 "CREATE INDEX IF NOT EXISTS temp.{name}_c{t} ON {name}(c{t});"
             ))?;
@@ -486,7 +486,7 @@ fn references_to_other_tenants(
                     "SELECT s.rowid FROM {} AS s WHERE s.c{} = {} AND s.c{} IS NOT NULL",
                     table.stage,
                     u.type_column,
-                    sql_string(&u.class),
+                    sql::string(&u.class),
                     u.id_column
                 ),
                 format!(
@@ -501,8 +501,8 @@ fn references_to_other_tenants(
         let created = match ctx.scope.table(&table.name).map(|t| &t.membership) {
             Some(Membership::TenantRow { key }) => format!(
                 " AND NOT EXISTS (SELECT 1 FROM main.{t} AS t WHERE t.{k} = ?1)",
-                t = quote(&table.name),
-                k = quote(key)
+                t = sql::ident(&table.name),
+                k = sql::ident(key)
             ),
             _ => String::new(),
         };
@@ -677,7 +677,7 @@ pub(super) fn references_of(
 fn sql_list(values: &[String]) -> String {
     values
         .iter()
-        .map(|v| sql_string(v))
+        .map(|v| sql::string(v))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -689,10 +689,10 @@ fn sql_list(values: &[String]) -> String {
 pub(super) fn other_tenants_row(ctx: &Context<'_>, table: &str, alias: &str) -> Option<String> {
     match &ctx.scope.table(table)?.membership {
         Membership::TenantColumn => {
-            let c = quote(&ctx.scope.options.tenant_column);
+            let c = sql::ident(&ctx.scope.options.tenant_column);
             Some(format!("{alias}.{c} IS NOT NULL AND {alias}.{c} IS NOT ?1"))
         }
-        Membership::TenantRow { key } => Some(format!("{alias}.{} IS NOT ?1", quote(key))),
+        Membership::TenantRow { key } => Some(format!("{alias}.{} IS NOT ?1", sql::ident(key))),
         Membership::Derived { .. } | Membership::Shared { .. } => None,
     }
 }
@@ -727,7 +727,7 @@ fn carried(
         return Ok("0".to_string());
     };
     // One lookup per referring row: the staged parent needs an index.
-    let name = &p.stage["temp.".len()..];
+    let name = p.stage.name();
     let indexed = positions
         .iter()
         .map(|pc| format!("c{pc}"))
@@ -818,7 +818,7 @@ fn others_on_row(ctx: &Context<'_>, table: &str) -> Result<String> {
     Ok(match ctx.scope.table(table).map(|t| &t.membership) {
         Some(Membership::TenantColumn) => format!(
             "({others} OR m.{} IS NULL)",
-            quote(&ctx.scope.options.tenant_column)
+            sql::ident(&ctx.scope.options.tenant_column)
         ),
         _ => others,
     })
@@ -848,7 +848,7 @@ pub(super) fn kept_row(ctx: &Context<'_>, table: &str, hits: &str, alias: &str) 
     let matches = key
         .iter()
         .enumerate()
-        .map(|(k, c)| format!("k.k{k} = {alias}.{}", quote(c)))
+        .map(|(k, c)| format!("k.k{k} = {alias}.{}", sql::ident(c)))
         .collect::<Vec<_>>()
         .join(" AND ");
     format!("EXISTS (SELECT 1 FROM temp.{hits} AS k WHERE {matches} AND k.ours AND NOT k.others)")
@@ -884,8 +884,8 @@ pub(super) fn shareable(ctx: &Context<'_>, table: &StagedTable) -> &'static str 
 }
 
 /// `tk_<what>_<i>` for the staged table `temp.tk_stage_<i>`.
-pub(super) fn scratch_table(what: &str, table: &StagedTable) -> String {
-    format!("tk_{what}_{}", &table.stage["temp.tk_stage_".len()..])
+pub(super) fn scratch_table(what: &'static str, table: &StagedTable) -> String {
+    table.stage.sibling(what).name()
 }
 
 /// What the restore will do with one staged row that hits a database row.

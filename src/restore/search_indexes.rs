@@ -7,7 +7,7 @@
 //! from anything: they are reported for the app to reindex.
 
 use crate::error::Result;
-use crate::schema::quote;
+use crate::sql;
 use rusqlite::Connection;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -56,7 +56,7 @@ pub(super) fn refresh(
             out.insert(fts.name, IndexAction::KeptByTriggers);
             continue;
         }
-        let name = quote(&fts.name);
+        let name = sql::ident(&fts.name);
         conn.execute(
             &format!("INSERT INTO main.{name}({name}) VALUES ('rebuild')"),
             [],

@@ -21,7 +21,8 @@
 use super::stage::{Staged, StagedTable};
 use super::Context;
 use crate::error::{Error, Result};
-use crate::scope::{sql_string, Membership, Reference, TenantScope};
+use crate::scope::{Membership, Reference, TenantScope};
+use crate::sql;
 use crate::value::SqlValue;
 use rusqlite::Connection;
 use serde::Serialize;
@@ -230,7 +231,7 @@ impl Selection {
     /// so rowids are `1..=rows` again; record what was kept and left out.
     fn compact(&mut self, conn: &Connection, ctx: &Context<'_>, staged: &mut Staged) -> Result<()> {
         for (i, table) in staged.tables.iter_mut().enumerate() {
-            let name = &table.stage["temp.".len()..];
+            let name = table.stage.name();
             conn.execute_batch(&format!(
                 "CREATE TEMP TABLE {name}_sel AS SELECT * FROM {stage} WHERE rowid IN (SELECT sid FROM temp.tk_sel_{i}) ORDER BY rowid;
                  DROP TABLE {stage};
@@ -275,7 +276,7 @@ fn stage_fill(staged: &Staged, link: &Link) -> Option<String> {
         .collect::<Option<_>>()?;
     let typed = match &link.polymorphic {
         Some((type_col, class)) => {
-            format!("c.c{} = {} AND ", pos(child, type_col)?, sql_string(class))
+            format!("c.c{} = {} AND ", pos(child, type_col)?, sql::string(class))
         }
         None => String::new(),
     };

@@ -12,8 +12,9 @@ use super::selection::{fixpoint, links, Link, Mode, Selection};
 use super::stage::{Staged, StagedTable};
 use super::{Conflict, Context};
 use crate::error::Result;
-use crate::schema::{main_table, quote};
-use crate::scope::{sql_string, MemberSets, Membership};
+use crate::sql;
+
+use crate::scope::{MemberSets, Membership};
 use crate::value::SqlValue;
 use rusqlite::Connection;
 
@@ -29,7 +30,7 @@ fn row_key_tuple(ctx: &Context<'_>, table: &str, alias: &str) -> String {
 fn tuple(alias: &str, columns: &[String]) -> String {
     let list = columns
         .iter()
-        .map(|c| format!("{alias}.{}", quote(c)))
+        .map(|c| format!("{alias}.{}", sql::ident(c)))
         .collect::<Vec<_>>()
         .join(", ");
     if columns.len() == 1 {
@@ -85,10 +86,10 @@ pub(super) fn mark_purge_scope(
             "INSERT OR IGNORE INTO temp.{} SELECT {} FROM {} AS m WHERE {}",
             set_name(i),
             key.iter()
-                .map(|c| format!("m.{}", quote(c)))
+                .map(|c| format!("m.{}", sql::ident(c)))
                 .collect::<Vec<_>>()
                 .join(", "),
-            main_table(&t.name),
+            sql::main_table(&t.name),
             ours.member_predicate(&t.name, "m")?
         );
         match &selection.mode {
@@ -102,7 +103,7 @@ pub(super) fn mark_purge_scope(
                 let matches = pk
                     .iter()
                     .enumerate()
-                    .map(|(k, c)| format!(" AND m.{} = ?{}", quote(c), k + 2))
+                    .map(|(k, c)| format!(" AND m.{} = ?{}", sql::ident(c), k + 2))
                     .collect::<String>();
                 let mut stmt = conn.prepare(&format!("{head}{matches}"))?;
                 for root in roots {
@@ -130,7 +131,9 @@ fn fill(ctx: &Context<'_>, link: &Link) -> Option<String> {
         scope_index(ctx, &link.parent)?,
     );
     let typed = match &link.polymorphic {
-        Some((type_col, class)) => format!("c.{} = {} AND ", quote(type_col), sql_string(class)),
+        Some((type_col, class)) => {
+            format!("c.{} = {} AND ", sql::ident(type_col), sql::string(class))
+        }
         None => String::new(),
     };
     let (ct, pt) = (tuple("c", &link.columns), tuple("p", &link.parent_columns));
@@ -139,8 +142,8 @@ fn fill(ctx: &Context<'_>, link: &Link) -> Option<String> {
             "INSERT OR IGNORE INTO temp.{} SELECT {} FROM {} AS p WHERE {pt} IN (SELECT {ct} FROM {} AS c WHERE {typed}{})",
             set_name(p),
             key_list(ctx, &link.parent, "p"),
-            main_table(&link.parent),
-            main_table(&link.child),
+            sql::main_table(&link.parent),
+            sql::main_table(&link.child),
             in_set(ctx, c, &link.child, "c")
         )
     } else {
@@ -148,8 +151,8 @@ fn fill(ctx: &Context<'_>, link: &Link) -> Option<String> {
             "INSERT OR IGNORE INTO temp.{} SELECT {} FROM {} AS c WHERE {typed}{ct} IN (SELECT {pt} FROM {} AS p WHERE {})",
             set_name(c),
             key_list(ctx, &link.child, "c"),
-            main_table(&link.child),
-            main_table(&link.parent),
+            sql::main_table(&link.child),
+            sql::main_table(&link.parent),
             in_set(ctx, p, &link.parent, "p")
         )
     })
@@ -159,7 +162,7 @@ fn key_list(ctx: &Context<'_>, table: &str, alias: &str) -> String {
     ctx.table(table)
         .row_key()
         .iter()
-        .map(|c| format!("{alias}.{}", quote(c)))
+        .map(|c| format!("{alias}.{}", sql::ident(c)))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -183,13 +186,13 @@ pub(super) fn purge_filter(ctx: &Context<'_>, table: &str, alias: &str) -> Strin
         };
         let typed = match &link.polymorphic {
             Some((type_col, class)) => {
-                format!("c.{} = {} AND ", quote(type_col), sql_string(class))
+                format!("c.{} = {} AND ", sql::ident(type_col), sql::string(class))
             }
             None => String::new(),
         };
         out.push_str(&format!(
             " AND NOT EXISTS (SELECT 1 FROM {} AS c WHERE {typed}{} = {} AND NOT {})",
-            main_table(&link.child),
+            sql::main_table(&link.child),
             tuple("c", &link.columns),
             tuple(alias, &link.parent_columns),
             in_set(ctx, c, &link.child, "c")
@@ -244,7 +247,7 @@ pub(super) fn dangling_references(
             };
             let typed = match &r.polymorphic {
                 Some((type_col, class)) => match pos(type_col) {
-                    Some(t) => format!("s.c{t} = {} AND ", sql_string(class)),
+                    Some(t) => format!("s.c{t} = {} AND ", sql::string(class)),
                     None => continue,
                 },
                 None => String::new(),
@@ -258,7 +261,7 @@ pub(super) fn dangling_references(
                 .parent_columns
                 .iter()
                 .zip(&cols)
-                .map(|(pc, c)| format!("m.{} = s.c{c}", quote(pc)))
+                .map(|(pc, c)| format!("m.{} = s.c{c}", sql::ident(pc)))
                 .collect::<Vec<_>>()
                 .join(" AND ");
             let selected = selected_parent(conn, staged, &r.parent, &r.parent_columns, &cols)?;
@@ -266,7 +269,7 @@ pub(super) fn dangling_references(
                 "SELECT s.rowid, {values} FROM {stage} AS s WHERE {typed}{not_null}{selected} AND NOT EXISTS (SELECT 1 FROM {parent} AS m WHERE {present})",
                 values = cols.iter().map(|c| format!("s.c{c}")).collect::<Vec<_>>().join(", "),
                 stage = table.stage,
-                parent = main_table(&r.parent),
+                parent = sql::main_table(&r.parent),
             );
             let mut stmt = conn.prepare(&sql)?;
             let mut rows = stmt.query([])?;
@@ -329,7 +332,7 @@ fn selected_parent(
 
 /// An index on stage columns, named as the plan names its own.
 fn index_stage(conn: &Connection, table: &StagedTable, positions: &[usize]) -> Result<()> {
-    let name = &table.stage["temp.".len()..];
+    let name = table.stage.name();
     let cols: Vec<String> = positions.iter().map(|p| format!("c{p}")).collect();
     conn.execute_batch(&format!(
         "CREATE INDEX IF NOT EXISTS temp.{name}_{} ON {name}({});",

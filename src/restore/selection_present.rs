@@ -15,8 +15,9 @@ use super::selection::Link;
 use super::stage::{Staged, StagedTable};
 use super::Context;
 use crate::error::Result;
-use crate::schema::{main_table, quote};
-use crate::scope::{sql_string, tenant_params, MemberSets, Membership, Side};
+use crate::sql;
+
+use crate::scope::{tenant_params, MemberSets, Membership, Side};
 use rusqlite::Connection;
 
 /// One owner link of a staged derived table, resolved to stage columns.
@@ -98,7 +99,7 @@ pub(super) fn derived_fills(
 fn applies(owner: &Owner<'_>) -> String {
     let mut out = String::new();
     if let Some((t, class)) = &owner.type_col {
-        out.push_str(&format!("c.c{t} = {} AND ", sql_string(class)));
+        out.push_str(&format!("c.c{t} = {} AND ", sql::string(class)));
     }
     for c in &owner.cols {
         out.push_str(&format!("c.c{c} IS NOT NULL AND "));
@@ -164,7 +165,7 @@ fn present_set(
         k = keys.join(", ")
     ))?;
     let ours = MemberSets::unmaterialized(ctx.scope, ctx.schema, Side::Ours);
-    let mt = tuple("m", link.parent_columns.iter().map(|c| quote(c)));
+    let mt = tuple("m", link.parent_columns.iter().map(|c| sql::ident(c)));
     let ct = tuple("c", owner.cols.iter().map(|c| format!("c{c}")));
     let used = format!(
         "SELECT {ct} FROM {} AS c WHERE {}1",
@@ -175,10 +176,10 @@ fn present_set(
         "INSERT OR IGNORE INTO {set} SELECT {} FROM {} AS m WHERE {} AND {mt} IN ({used})",
         link.parent_columns
             .iter()
-            .map(|c| format!("m.{}", quote(c)))
+            .map(|c| format!("m.{}", sql::ident(c)))
             .collect::<Vec<_>>()
             .join(", "),
-        main_table(&link.parent),
+        sql::main_table(&link.parent),
         ours.member_predicate(&link.parent, "m")?
     );
     let mut stmt = conn.prepare(&sql)?;

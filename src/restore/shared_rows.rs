@@ -13,8 +13,8 @@ use super::postcondition::{Intent, Watcher};
 use super::stage::{Staged, StagedTable};
 use super::{Conflict, Context};
 use crate::error::{Error, Result};
-use crate::schema::quote;
 use crate::scope::tenant_params;
+use crate::sql;
 use rusqlite::Connection;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -43,7 +43,7 @@ pub(super) struct SharedPlan {
 fn missing(table: &StagedTable) -> String {
     format!(
         "NOT EXISTS (SELECT 1 FROM main.{} AS m WHERE {})",
-        quote(&table.name),
+        sql::ident(&table.name),
         table.identity("m", "s")
     )
 }
@@ -66,7 +66,7 @@ pub(super) fn plan(conn: &Connection, ctx: &Context<'_>, staged: &Staged) -> Res
         let inserted = count(&missing(table))?;
         let differing = count(&format!(
             "EXISTS (SELECT 1 FROM main.{} AS m WHERE {} AND NOT ({}))",
-            quote(&table.name),
+            sql::ident(&table.name),
             table.identity("m", "s"),
             table.same_values("m", "s")
         ))?;
@@ -102,24 +102,21 @@ fn pointing_at_other_tenants(
             .classes
             .as_ref()
             .map(|(t, classes)| {
-                let list: Vec<String> = classes
-                    .iter()
-                    .map(|c| crate::scope::sql_string(c))
-                    .collect();
+                let list: Vec<String> = classes.iter().map(|c| sql::string(c)).collect();
                 format!(" AND s.c{t} IN ({})", list.join(", "))
             })
             .unwrap_or_default();
-        let join = r
-            .columns
-            .iter()
-            .zip(&r.parent_columns)
-            .map(|(c, pc)| format!("p.{} = s.c{c}", quote(pc)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
+        let pairs = r.parent_columns.iter().zip(&r.columns);
+        let join = sql::key_match(
+            "p",
+            "s",
+            pairs.map(|(pc, &c)| (sql::Col::Named(pc), sql::Col::Staged(c))),
+            sql::Match::Equal,
+        );
         let sql = format!(
             "SELECT s.rowid FROM {} AS s JOIN main.{} AS p ON {join}{class} WHERE {owner} AND {}",
             table.stage,
-            quote(&r.parent),
+            sql::ident(&r.parent),
             missing(table)
         );
         let mut stmt = conn.prepare(&sql)?;
@@ -173,19 +170,11 @@ pub(super) fn insert(
         {
             continue;
         }
-        let columns = table
-            .columns
-            .iter()
-            .map(|c| quote(c))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let values = (0..table.columns.len())
-            .map(|i| format!("s.c{i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let columns = sql::column_list(&table.columns);
+        let values = sql::staged_columns("s", 0..table.columns.len());
         let sql = format!(
             "INSERT INTO main.{} ({columns}) SELECT {values} FROM {} AS s WHERE {} ORDER BY s.rowid",
-            quote(&table.name),
+            sql::ident(&table.name),
             table.stage,
             missing(table)
         );

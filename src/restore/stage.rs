@@ -13,8 +13,8 @@ use crate::archive::dump::{DumpReader, RowLine};
 use crate::archive::{self, TableEntry};
 use crate::error::{Error, Result, ResultExt};
 use crate::progress::Progress;
-use crate::schema::quote;
 use crate::scope::{is_blob_table, Membership};
+use crate::sql;
 use crate::value::SqlValue;
 use crate::verify::check_dump;
 use rusqlite::Connection;
@@ -24,7 +24,7 @@ use rusqlite::Connection;
 pub(super) struct StagedTable {
     pub name: String,
     /// `temp.tk_stage_<i>`.
-    pub stage: String,
+    pub stage: sql::TempTable,
     /// The archive's columns, in manifest order: stage column `c<i>` holds
     /// `columns[i]`.
     pub columns: Vec<String>,
@@ -195,7 +195,7 @@ impl Staged {
     pub(super) fn index_blob_keys(&self, conn: &Connection, ctx: &Context<'_>) -> Result<()> {
         match self.blob_keys() {
             Some((table, key)) if !ctx.manifest.blobs.is_empty() => {
-                let stage = table.stage.strip_prefix("temp.").unwrap_or(&table.stage);
+                let stage = table.stage.name();
                 conn.execute_batch(&format!(
                     "CREATE INDEX IF NOT EXISTS temp.{stage}_key ON {stage}(c{key});"
                 ))?;
@@ -213,7 +213,7 @@ impl Staged {
         Some(format!(
             "SELECT EXISTS (SELECT 1 FROM {} AS s JOIN main.{} AS m ON {} WHERE s.c{key} = ?1 AND m.key = ?1)",
             table.stage,
-            quote(&table.name),
+            sql::ident(&table.name),
             table.identity("m", "s")
         ))
     }
@@ -325,7 +325,7 @@ impl StagedTable {
             }
         }
 
-        let stage = format!("temp.tk_stage_{index}");
+        let stage = sql::TempTable::stage(index);
         let keeps_class = columns
             .iter()
             .map(|c| table.column(c).is_some_and(|col| col.keeps_storage_class()))
@@ -348,7 +348,7 @@ impl StagedTable {
     /// A table without column affinity: values keep their storage class.
     fn create_sql(&self) -> String {
         let columns = (0..self.columns.len())
-            .map(|i| format!("c{i}"))
+            .map(|i| sql::Col::Staged(i).bare())
             .collect::<Vec<_>>()
             .join(", ");
         format!(
@@ -459,19 +459,12 @@ impl StagedTable {
     /// without one). Comparisons take the database column's affinity, as
     /// a bound parameter would.
     pub fn identity(&self, m: &str, s: &str) -> String {
-        let parts: Vec<String> = if self.has_pk() {
-            self.pk
-                .iter()
-                .map(|&i| format!("{m}.{} = {s}.c{i}", quote(&self.columns[i])))
-                .collect()
+        let col = |i: usize| (sql::Col::Named(&self.columns[i]), sql::Col::Staged(i));
+        if self.has_pk() {
+            sql::key_match(m, s, self.pk.iter().map(|&i| col(i)), sql::Match::Equal)
         } else {
-            self.columns
-                .iter()
-                .enumerate()
-                .map(|(i, c)| format!("{m}.{} IS {s}.c{i}", quote(c)))
-                .collect()
-        };
-        parts.join(" AND ")
+            sql::key_match(m, s, (0..self.columns.len()).map(col), sql::Match::Is)
+        }
     }
 
     /// SQL expression: the database row `m` already holds every value of
@@ -480,19 +473,20 @@ impl StagedTable {
     /// storing it would, so equality is enough; where it keeps classes as
     /// given, the classes are compared too.
     pub fn same_values(&self, m: &str, s: &str) -> String {
-        self.columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let c = quote(c);
-                if self.keeps_class[i] {
-                    format!("{m}.{c} IS {s}.c{i} AND typeof({m}.{c}) = typeof({s}.c{i})")
-                } else {
-                    format!("{m}.{c} IS {s}.c{i}")
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" AND ")
+        sql::all_of(self.columns.iter().enumerate().map(|(i, c)| {
+            let same = sql::key_match(
+                m,
+                s,
+                [(sql::Col::Named(c), sql::Col::Staged(i))],
+                sql::Match::Is,
+            );
+            if self.keeps_class[i] {
+                let (mc, sc) = (sql::Col::Named(c).of(m), sql::Col::Staged(i).of(s));
+                format!("{same} AND typeof({mc}) = typeof({sc})")
+            } else {
+                same
+            }
+        }))
     }
 
     /// Staged rows by stage rowid, for messages: `id=5` or `(a=1, b=2)`.

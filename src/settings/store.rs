@@ -8,6 +8,7 @@ use super::cascade::{
 use super::config::{Lookup, SettingsConfig, TargetId, TenantId};
 use crate::clock::UtcTime;
 use crate::error::{Error, Result, ResultExt};
+use crate::sql;
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OpenFlags, Transaction, TransactionBehavior};
 use serde_json::{Map, Value};
@@ -112,10 +113,6 @@ struct Schema {
     indexed: bool,
 }
 
-fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
 impl Schema {
     fn inspect(conn: &Connection, config: &SettingsConfig) -> Result<Schema> {
         let db = config.database.display();
@@ -139,7 +136,7 @@ impl Schema {
                 .cloned()
         };
         let need = |option: &str, name: &str| {
-            find(name).map(|c| quote(&c)).ok_or_else(|| {
+            find(name).map(|c| sql::ident(&c)).ok_or_else(|| {
                 Error::argument(format!(
                     "{option}: table {:?} in {db} has no column {name:?} (columns: {})",
                     config.table,
@@ -147,17 +144,17 @@ impl Schema {
                 ))
             })
         };
-        let table = quote(&config.table);
+        let table = sql::ident(&config.table);
         let tenant = need("tenant_column", &config.tenant_column)?;
         let ttype = need("target_type_column", &config.target_type_column)?;
         let tid = need("target_id_column", &config.target_id_column)?;
         let key = need("key_column", &config.key_column)?;
         let value = need("value_column", &config.value_column)?;
         let id = find("id")
-            .map(|c| quote(&c))
+            .map(|c| sql::ident(&c))
             .unwrap_or_else(|| "rowid".to_string());
-        let created = find(&config.created_at_column).map(|c| quote(&c));
-        let updated = find(&config.updated_at_column).map(|c| quote(&c));
+        let created = find(&config.created_at_column).map(|c| sql::ident(&c));
+        let updated = find(&config.updated_at_column).map(|c| sql::ident(&c));
 
         let indexed = Self::has_lookup_index(conn, config)?;
 

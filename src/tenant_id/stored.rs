@@ -3,7 +3,8 @@
 
 use super::{uuid, TenantId};
 use crate::error::{Error, Result};
-use crate::schema::{quote, Column, Schema};
+use crate::schema::{Column, Schema};
+use crate::sql;
 use crate::value::SqlValue;
 use rusqlite::{Connection, OptionalExtension};
 
@@ -208,8 +209,8 @@ impl<'s> TenantColumn<'s> {
 fn sample_of(conn: &Connection, table: &str, column: &str) -> Result<Option<Sample>> {
     let sql = format!(
         "SELECT typeof({c}), length(CAST({c} AS BLOB)) FROM {t} WHERE {c} IS NOT NULL LIMIT 1",
-        c = quote(column),
-        t = quote(table)
+        c = sql::ident(column),
+        t = sql::ident(table)
     );
     let found = conn
         .query_row(&sql, [], |r| {

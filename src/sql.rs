@@ -1,0 +1,210 @@
+//! SQL text: the one place that spells names, string literals, column
+//! lists, key matches and our temp-table names into statements.
+//!
+//! Values always travel as bound parameters. What cannot (table and column
+//! names read from the database, polymorphic class names read from it or
+//! from an archive) goes through [`ident`] or [`string`] here and nowhere
+//! else, so a hostile name can never end a literal or an identifier early.
+//!
+//! Columns come in two shapes: an app column by name (`m."title"`) and a
+//! column of a staged table by position (`s.c3`; staged tables have columns
+//! `c0, c1, …`, see `restore::stage`). [`Col`] is either, so one
+//! [`key_match`] serves joins between app tables, staged tables and both.
+
+use std::fmt;
+
+/// A quoted identifier: `"name"`, inner quotes doubled.
+pub(crate) fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A string literal: `'text'`, inner quotes doubled. For class names and
+/// other text that is part of a statement's structure, never for row values.
+pub(crate) fn string(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// An app table, always through its schema: our temp tables (`tk_*`) come
+/// first in SQLite's name lookup and would shadow an app table of the same
+/// name.
+pub(crate) fn main_table(name: &str) -> String {
+    format!("main.{}", ident(name))
+}
+
+/// One column of a statement: an app column by name or a staged column by
+/// position.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Col<'a> {
+    Named(&'a str),
+    Staged(usize),
+}
+
+impl Col<'_> {
+    /// The column under a table alias: `m."title"` or `s.c3`.
+    pub(crate) fn of(self, alias: &str) -> String {
+        match self {
+            Col::Named(name) => format!("{alias}.{}", ident(name)),
+            Col::Staged(i) => format!("{alias}.c{i}"),
+        }
+    }
+
+    /// The column without an alias: `"title"` or `c3`.
+    pub(crate) fn bare(self) -> String {
+        match self {
+            Col::Named(name) => ident(name),
+            Col::Staged(i) => format!("c{i}"),
+        }
+    }
+}
+
+/// Quoted names joined by commas: `"a", "b"`.
+pub(crate) fn column_list<S: AsRef<str>>(names: &[S]) -> String {
+    names
+        .iter()
+        .map(|n| ident(n.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Staged columns `c<i>` under an alias joined by commas: `s.c0, s.c2`.
+pub(crate) fn staged_columns(alias: &str, positions: impl IntoIterator<Item = usize>) -> String {
+    positions
+        .into_iter()
+        .map(|i| Col::Staged(i).of(alias))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Conditions joined by `AND`; `1` (true) when there are none.
+pub(crate) fn all_of(conditions: impl IntoIterator<Item = String>) -> String {
+    let parts: Vec<String> = conditions.into_iter().collect();
+    if parts.is_empty() {
+        "1".to_string()
+    } else {
+        parts.join(" AND ")
+    }
+}
+
+/// How two columns of a key match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Match {
+    /// `=`: NULL matches nothing, as in a foreign key.
+    Equal,
+    /// `IS`: NULL matches NULL, for rows compared value by value.
+    Is,
+}
+
+/// `l.a = r.x AND l.b = r.y` for the column pairs of a key between the
+/// table under `left` and the table under `right`.
+pub(crate) fn key_match<'a>(
+    left: &str,
+    right: &str,
+    pairs: impl IntoIterator<Item = (Col<'a>, Col<'a>)>,
+    how: Match,
+) -> String {
+    let op = match how {
+        Match::Equal => "=",
+        Match::Is => "IS",
+    };
+    all_of(
+        pairs
+            .into_iter()
+            .map(|(l, r)| format!("{} {op} {}", l.of(left), r.of(right))),
+    )
+}
+
+/// `alias.<type column> = '<class>'`: the rows under `alias` whose
+/// polymorphic type column names `class`.
+pub(crate) fn class_is(alias: &str, type_col: Col<'_>, class: &str) -> String {
+    format!("{} = {}", type_col.of(alias), string(class))
+}
+
+/// One of our temp tables: `temp.tk_<kind>_<n>`, where `n` is the index of
+/// the staged table it belongs to (or a counter). The kind is one of our
+/// own constants, never input, so the name needs no quoting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct TempTable {
+    kind: &'static str,
+    index: usize,
+}
+
+impl TempTable {
+    pub(crate) const fn new(kind: &'static str, index: usize) -> Self {
+        TempTable { kind, index }
+    }
+
+    /// The staged rows of archive table `index`: `temp.tk_stage_<index>`.
+    pub(crate) const fn stage(index: usize) -> Self {
+        TempTable::new("stage", index)
+    }
+
+    /// Another temp table belonging to the same staged table:
+    /// `tk_hits_3` beside `tk_stage_3`.
+    pub(crate) const fn sibling(self, kind: &'static str) -> Self {
+        TempTable::new(kind, self.index)
+    }
+
+    /// The name without the schema (`tk_stage_3`), for `CREATE INDEX`
+    /// names and `sqlite_temp_master` lookups.
+    pub(crate) fn name(self) -> String {
+        format!("tk_{}_{}", self.kind, self.index)
+    }
+}
+
+impl fmt::Display for TempTable {
+    /// The qualified name, `temp.tk_<kind>_<n>`, for use in statements.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "temp.tk_{}_{}", self.kind, self.index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_hostile_names_and_strings() {
+        assert_eq!(
+            ident(r#"a"; DROP TABLE x; --"#),
+            r#""a""; DROP TABLE x; --""#
+        );
+        assert_eq!(string("O'Brien'); --"), "'O''Brien''); --'");
+        assert_eq!(main_table("tk_stage_0"), r#"main."tk_stage_0""#);
+    }
+
+    #[test]
+    fn lists_and_matches_columns_of_both_shapes() {
+        assert_eq!(column_list(&["id", "a\"b"]), r#""id", "a""b""#);
+        assert_eq!(staged_columns("s", [0, 2]), "s.c0, s.c2");
+        assert_eq!(
+            key_match(
+                "p",
+                "s",
+                [
+                    (Col::Named("id"), Col::Staged(3)),
+                    (Col::Named("k"), Col::Staged(0))
+                ],
+                Match::Equal
+            ),
+            r#"p."id" = s.c3 AND p."k" = s.c0"#
+        );
+        assert_eq!(
+            key_match("m", "s", [(Col::Named("v"), Col::Staged(1))], Match::Is),
+            r#"m."v" IS s.c1"#
+        );
+        assert_eq!(key_match("m", "s", [], Match::Equal), "1");
+        assert_eq!(
+            class_is("c", Col::Named("record_type"), "Task's"),
+            r#"c."record_type" = 'Task''s'"#
+        );
+        assert_eq!(Col::Staged(4).bare(), "c4");
+    }
+
+    #[test]
+    fn names_temp_tables_of_a_staged_table() {
+        let stage = TempTable::stage(3);
+        assert_eq!(stage.to_string(), "temp.tk_stage_3");
+        assert_eq!(stage.sibling("hits").to_string(), "temp.tk_hits_3");
+        assert_eq!(stage.sibling("hits").name(), "tk_hits_3");
+    }
+}
