@@ -48,9 +48,8 @@ pub enum BackupTypes {
 
 /// The polymorphic columns of one table with the tenant column whose
 /// classes a backup learns while it dumps the table. Until then the scope
-/// has no references from them; [`TenantScope::learned_references`]
-/// (super::TenantScope::learned_references) makes them from what the dump
-/// saw.
+/// has no references from them; `TenantScope::learned_references` makes
+/// them from what the dump saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TypesToLearn {
     pub table: String,
