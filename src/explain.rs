@@ -12,42 +12,21 @@ use crate::archive::Guess;
 use crate::db;
 use crate::error::Result;
 use crate::schema::Schema;
-use crate::scope::{
-    Membership, Reference, ReferenceSource, RelationHint, ScopeOptions, TableRule, TenantScope,
-};
+use crate::scope::{Membership, Reference, ReferenceSource, ScopeOptions, TenantScope};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-/// `TenantKit.explain` / `tk_explain`: the database and the scope options
-/// backup and restore take (the configuration), nothing else.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExplainOptions {
-    pub database: PathBuf,
-    #[serde(default = "crate::scope::default_tenant_column")]
-    pub tenant_column: String,
-    #[serde(default)]
-    pub tenant_table: Option<String>,
-    #[serde(default)]
-    pub relations: Vec<RelationHint>,
-    #[serde(default)]
-    pub polymorphic: BTreeMap<String, String>,
-    #[serde(default)]
-    pub tables: BTreeMap<String, TableRule>,
-    #[serde(default = "crate::db::default_busy_timeout_ms")]
-    pub busy_timeout_ms: u64,
-}
-
-impl ExplainOptions {
-    fn scope_options(&self) -> ScopeOptions {
-        ScopeOptions {
-            tenant_column: self.tenant_column.clone(),
-            tenant_table: self.tenant_table.clone(),
-            relations: self.relations.clone(),
-            polymorphic: self.polymorphic.clone(),
-            tables: self.tables.clone(),
-        }
+crate::scope::scope_config! {
+    /// `TenantKit.explain` / `tk_explain`: the database and the scope options
+    /// backup and restore take (the configuration), nothing else.
+    #[derive(Debug, Clone, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ExplainOptions {
+        pub database: PathBuf,
+        @scope_config,
+        #[serde(default = "crate::db::default_busy_timeout_ms")]
+        pub busy_timeout_ms: u64,
     }
 }
 

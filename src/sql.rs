@@ -8,8 +8,11 @@
 //!
 //! Columns come in two shapes: an app column by name (`m."title"`) and a
 //! column of a staged table by position (`s.c3`; staged tables have columns
-//! `c0, c1, …`, see `restore::stage`). [`Col`] is either, so one
-//! [`key_match`] serves joins between app tables, staged tables and both.
+//! `c0, c1, …`, see `restore::stage`), and a third: a column of a key
+//! table by position (`s.k0`; member sets and candidates have columns
+//! `k0, k1, …`, see `scope::member_sets`). [`Col`] is any of them, so one
+//! [`key_match`] serves joins between app tables, staged tables, key
+//! tables and any two of them.
 
 use std::fmt;
 
@@ -37,6 +40,8 @@ pub(crate) fn main_table(name: &str) -> String {
 pub(crate) enum Col<'a> {
     Named(&'a str),
     Staged(usize),
+    /// Column `k<i>` of a key table: the `i`th column of a row key.
+    Key(usize),
 }
 
 impl Col<'_> {
@@ -45,6 +50,7 @@ impl Col<'_> {
         match self {
             Col::Named(name) => format!("{alias}.{}", ident(name)),
             Col::Staged(i) => format!("{alias}.c{i}"),
+            Col::Key(i) => format!("{alias}.k{i}"),
         }
     }
 
@@ -53,6 +59,7 @@ impl Col<'_> {
         match self {
             Col::Named(name) => ident(name),
             Col::Staged(i) => format!("c{i}"),
+            Col::Key(i) => format!("k{i}"),
         }
     }
 }
@@ -71,6 +78,23 @@ pub(crate) fn staged_columns(alias: &str, positions: impl IntoIterator<Item = us
     positions
         .into_iter()
         .map(|i| Col::Staged(i).of(alias))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Columns under an alias joined by commas: `c."id", c."k"`.
+pub(crate) fn columns_of<'a>(alias: &str, columns: impl IntoIterator<Item = Col<'a>>) -> String {
+    columns
+        .into_iter()
+        .map(|c| c.of(alias))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The columns of a key table of `n` columns: `k0, k1, …`.
+pub(crate) fn key_columns(n: usize) -> String {
+    (0..n)
+        .map(|i| Col::Key(i).bare())
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -198,6 +222,25 @@ mod tests {
             r#"c."record_type" = 'Task''s'"#
         );
         assert_eq!(Col::Staged(4).bare(), "c4");
+    }
+
+    #[test]
+    fn names_key_table_columns() {
+        assert_eq!(key_columns(3), "k0, k1, k2");
+        assert_eq!(Col::Key(2).bare(), "k2");
+        assert_eq!(
+            columns_of("c", [Col::Named("rowid"), Col::Named("a\"b")]),
+            r#"c."rowid", c."a""b""#
+        );
+        assert_eq!(
+            key_match(
+                "s",
+                "t",
+                [(Col::Key(0), Col::Named("id")), (Col::Key(1), Col::Key(1))],
+                Match::Equal
+            ),
+            r#"s.k0 = t."id" AND s.k1 = t.k1"#
+        );
     }
 
     #[test]

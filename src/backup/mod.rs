@@ -14,7 +14,6 @@ use crate::crypt::Secret;
 use crate::db;
 use crate::error::{Error, Result};
 use crate::progress::{Event, LockState, Progress, Step};
-use crate::scope::{RelationHint, ScopeOptions, TableRule};
 use crate::TenantId;
 use snapshot::{BlobRow, Snapshot};
 
@@ -30,53 +29,34 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BackupOptions {
-    pub database: PathBuf,
-    pub tenant_id: TenantId,
-    pub output_dir: PathBuf,
-    #[serde(default)]
-    pub storage_root: Option<PathBuf>,
-    #[serde(default = "crate::scope::default_tenant_column")]
-    pub tenant_column: String,
-    #[serde(default)]
-    pub tenant_table: Option<String>,
-    #[serde(default)]
-    pub relations: Vec<RelationHint>,
-    #[serde(default)]
-    pub polymorphic: BTreeMap<String, String>,
-    #[serde(default)]
-    pub tables: BTreeMap<String, TableRule>,
-    /// gzip level 0–9. Default 2: on the benchmark data (zlib-rs) level 2
-    /// is about three times as fast as level 6 for an archive under 20%
-    /// larger, and keeps pace with reading the rows.
-    #[serde(default = "default_level")]
-    pub compression_level: u32,
-    #[serde(default = "crate::db::default_busy_timeout_ms")]
-    pub busy_timeout_ms: u64,
-    /// age public keys (`age1…`) to encrypt the archive to (see crypt/).
-    #[serde(default)]
-    pub recipients: Vec<String>,
-    /// Encrypt the archive with this passphrase instead (age's scrypt).
-    #[serde(default)]
-    pub passphrase: Option<Secret>,
+crate::scope::scope_config! {
+    #[derive(Debug, Clone, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct BackupOptions {
+        pub database: PathBuf,
+        pub tenant_id: TenantId,
+        pub output_dir: PathBuf,
+        #[serde(default)]
+        pub storage_root: Option<PathBuf>,
+        @scope_config,
+        /// gzip level 0–9. Default 2: on the benchmark data (zlib-rs) level 2
+        /// is about three times as fast as level 6 for an archive under 20%
+        /// larger, and keeps pace with reading the rows.
+        #[serde(default = "default_level")]
+        pub compression_level: u32,
+        #[serde(default = "crate::db::default_busy_timeout_ms")]
+        pub busy_timeout_ms: u64,
+        /// age public keys (`age1…`) to encrypt the archive to (see crypt/).
+        #[serde(default)]
+        pub recipients: Vec<String>,
+        /// Encrypt the archive with this passphrase instead (age's scrypt).
+        #[serde(default)]
+        pub passphrase: Option<Secret>,
+    }
 }
 
 fn default_level() -> u32 {
     2
-}
-
-impl BackupOptions {
-    pub fn scope_options(&self) -> ScopeOptions {
-        ScopeOptions {
-            tenant_column: self.tenant_column.clone(),
-            tenant_table: self.tenant_table.clone(),
-            relations: self.relations.clone(),
-            polymorphic: self.polymorphic.clone(),
-            tables: self.tables.clone(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize)]

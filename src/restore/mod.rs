@@ -47,7 +47,7 @@ use crate::db;
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::{Event, LockState, Progress, Step};
 use crate::schema::{Schema, Table};
-use crate::scope::{Membership, RelationHint, ScopeOptions, TableRule, TenantScope, MOST_CLASSES};
+use crate::scope::{Membership, TenantScope, MOST_CLASSES};
 use crate::value::SqlValue;
 use crate::verify::limits_with;
 use crate::TenantId;
@@ -60,67 +60,60 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RestoreOptions {
-    pub database: PathBuf,
-    pub archive: PathBuf,
-    /// None (`tenant_id: nil`) with `new_ids: true` makes a new tenant.
-    pub tenant_id: Option<TenantId>,
-    #[serde(default)]
-    pub storage_root: Option<PathBuf>,
-    #[serde(default)]
-    pub dry_run: bool,
-    #[serde(default)]
-    pub purge: bool,
-    #[serde(default = "yes")]
-    pub restore: bool,
-    #[serde(default)]
-    pub remap: bool,
-    #[serde(default = "crate::scope::default_tenant_column")]
-    pub tenant_column: String,
-    #[serde(default)]
-    pub tenant_table: Option<String>,
-    #[serde(default)]
-    pub relations: Vec<RelationHint>,
-    #[serde(default)]
-    pub polymorphic: BTreeMap<String, String>,
-    #[serde(default)]
-    pub tables: BTreeMap<String, TableRule>,
-    #[serde(default = "crate::db::default_busy_timeout_ms")]
-    pub busy_timeout_ms: u64,
-    /// Where the archive is unpacked while checking (default: system temp).
-    #[serde(default)]
-    pub tmp_dir: Option<PathBuf>,
-    #[serde(default)]
-    pub max_line_bytes: Option<usize>,
-    /// Every restored row gets a new key, every known reference follows
-    /// (see [`new_ids`]).
-    #[serde(default)]
-    pub new_ids: bool,
-    /// With `new_ids`: where to write the old → new keys, one JSON line
-    /// per row.
-    #[serde(default)]
-    pub id_map: Option<PathBuf>,
-    /// A partial restore: table names (`["tags"]`), or the roots of a
-    /// subtree (`{"projects": [17]}`, keys in the archive's JSON form).
-    #[serde(default)]
-    pub only: Option<serde_json::Value>,
-    /// A partial restore of every table but these.
-    #[serde(default)]
-    pub except: Option<Vec<String>>,
-    /// age identity strings (`AGE-SECRET-KEY-1…`) for an encrypted archive.
-    #[serde(default, deserialize_with = "crate::crypt::secret_list")]
-    pub identities: Vec<Secret>,
-    /// A file of age identities (age's key-file format).
-    #[serde(default)]
-    pub identity_file: Option<PathBuf>,
-    /// The passphrase of a passphrase-encrypted archive.
-    #[serde(default)]
-    pub passphrase: Option<Secret>,
-    /// Set by [`restore`] when `tenant_id` was nil: this run makes the tenant.
-    #[serde(skip)]
-    creates_tenant: bool,
+crate::scope::scope_config! {
+    #[derive(Debug, Clone, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RestoreOptions {
+        pub database: PathBuf,
+        pub archive: PathBuf,
+        /// None (`tenant_id: nil`) with `new_ids: true` makes a new tenant.
+        pub tenant_id: Option<TenantId>,
+        #[serde(default)]
+        pub storage_root: Option<PathBuf>,
+        #[serde(default)]
+        pub dry_run: bool,
+        #[serde(default)]
+        pub purge: bool,
+        #[serde(default = "yes")]
+        pub restore: bool,
+        #[serde(default)]
+        pub remap: bool,
+        @scope_config,
+        #[serde(default = "crate::db::default_busy_timeout_ms")]
+        pub busy_timeout_ms: u64,
+        /// Where the archive is unpacked while checking (default: system temp).
+        #[serde(default)]
+        pub tmp_dir: Option<PathBuf>,
+        #[serde(default)]
+        pub max_line_bytes: Option<usize>,
+        /// Every restored row gets a new key, every known reference follows
+        /// (see [`new_ids`]).
+        #[serde(default)]
+        pub new_ids: bool,
+        /// With `new_ids`: where to write the old → new keys, one JSON line
+        /// per row.
+        #[serde(default)]
+        pub id_map: Option<PathBuf>,
+        /// A partial restore: table names (`["tags"]`), or the roots of a
+        /// subtree (`{"projects": [17]}`, keys in the archive's JSON form).
+        #[serde(default)]
+        pub only: Option<serde_json::Value>,
+        /// A partial restore of every table but these.
+        #[serde(default)]
+        pub except: Option<Vec<String>>,
+        /// age identity strings (`AGE-SECRET-KEY-1…`) for an encrypted archive.
+        #[serde(default, deserialize_with = "crate::crypt::secret_list")]
+        pub identities: Vec<Secret>,
+        /// A file of age identities (age's key-file format).
+        #[serde(default)]
+        pub identity_file: Option<PathBuf>,
+        /// The passphrase of a passphrase-encrypted archive.
+        #[serde(default)]
+        pub passphrase: Option<Secret>,
+        /// Set by [`restore`] when `tenant_id` was nil: this run makes the tenant.
+        #[serde(skip)]
+        creates_tenant: bool,
+    }
 }
 
 impl RestoreOptions {
@@ -637,7 +630,7 @@ fn stage_while_extracting(
     if rehearse {
         conn = db::open_read_write(&options.database, options.busy_timeout_ms)?;
     }
-    let scope_options = scope_options(options);
+    let scope_options = options.scope_options();
     let schema = Schema::read(&conn)?;
     let known_types = known_types(&manifest)?;
     let scope = TenantScope::discover(&conn, &schema, &scope_options, &known_types)?;
@@ -691,16 +684,6 @@ fn known_types(manifest: &Manifest) -> Result<Vec<(String, String, String)>> {
         }
     }
     Ok(out)
-}
-
-fn scope_options(options: &RestoreOptions) -> ScopeOptions {
-    ScopeOptions {
-        tenant_column: options.tenant_column.clone(),
-        tenant_table: options.tenant_table.clone(),
-        relations: options.relations.clone(),
-        polymorphic: options.polymorphic.clone(),
-        tables: options.tables.clone(),
-    }
 }
 
 fn check_options(options: &RestoreOptions) -> Result<()> {

@@ -4,7 +4,7 @@
 //! UUID in the form the table's ids have; the write transaction then
 //! checks that nobody took it meanwhile (`new_ids::recheck`).
 
-use super::{scope_options, RestoreOptions};
+use super::RestoreOptions;
 use crate::error::{Error, Result};
 use crate::schema::Schema;
 use crate::scope::TenantScope;
@@ -23,7 +23,7 @@ pub(super) fn new_tenant_id(options: &RestoreOptions) -> Result<TenantId> {
     }
     let conn = crate::db::open_read_only(&options.database, options.busy_timeout_ms)?;
     let schema = Schema::read(&conn)?;
-    let scope = TenantScope::discover(&conn, &schema, &scope_options(options), &[])?;
+    let scope = TenantScope::discover(&conn, &schema, &options.scope_options(), &[])?;
     let no_table = || {
         Error::argument(
             "tenant_id: nil makes a new tenant, which needs a tenants table with a one-column key (pass tenant_table:)",

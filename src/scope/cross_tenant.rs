@@ -13,10 +13,8 @@
 //! Most schemas cannot have such rows at all, and then nothing is computed:
 //! [`TenantScope::may_cross_tenants`] tells from the scope alone.
 
-use super::{
-    is_blob_table, key_names, run_to_fixpoint, Candidates, MemberSets, Membership, Reference, Side,
-    TenantScope,
-};
+use super::fill::run_to_fixpoint;
+use super::{is_blob_table, Candidates, MemberSets, Membership, Reference, Side, TenantScope};
 use crate::error::{Error, Result};
 use crate::schema::Schema;
 use rusqlite::Connection;
@@ -115,14 +113,7 @@ impl MemberSets<'_> {
         // tables hold, not what the whole database does.
         let candidates = Candidates::create(conn, self.scope, self.schema)?;
         for &(i, _) in &ours {
-            conn.execute(
-                &format!(
-                    "INSERT OR IGNORE INTO temp.{} SELECT * FROM temp.{}",
-                    candidates.set_name(i),
-                    self.set_name(i)
-                ),
-                [],
-            )?;
+            candidates.add_set(conn, i, self.set(i))?;
         }
         let theirs = MemberSets::materialize_within(
             conn,
@@ -134,12 +125,12 @@ impl MemberSets<'_> {
         )?;
         for &(i, name) in ours.iter().filter(|(_, name)| !is_blob_table(name)) {
             let width = self.schema_table(name)?.row_key().len();
-            let keys = key_names(width);
+            let keys = crate::sql::key_columns(width);
             let n = conn.execute(
                 &format!(
-                    "DELETE FROM temp.{} WHERE ({keys}) IN (SELECT {keys} FROM temp.{})",
-                    self.set_name(i),
-                    theirs.set_name(i)
+                    "DELETE FROM {} WHERE ({keys}) IN (SELECT {keys} FROM {})",
+                    self.set(i),
+                    theirs.set(i)
                 ),
                 [],
             )?;
@@ -161,13 +152,13 @@ impl MemberSets<'_> {
     /// Compute the set of table `index` again from the other sets as they
     /// are now (they only shrank); returns how many rows it lost.
     fn refill(&self, conn: &Connection, index: usize, tenant_id: &crate::TenantId) -> Result<u64> {
-        let set = self.set_name(index);
+        let set = self.set(index);
         let count = |conn: &Connection| -> Result<u64> {
-            let sql = format!("SELECT count(*) FROM temp.{set}");
+            let sql = format!("SELECT count(*) FROM {set}");
             Ok(conn.query_row(&sql, [], |r| r.get::<_, i64>(0))? as u64)
         };
         let before = count(conn)?;
-        conn.execute(&format!("DELETE FROM temp.{set}"), [])?;
+        conn.execute(&format!("DELETE FROM {set}"), [])?;
         let fills = self.fill_statements(conn, index, &self.scope.tables[index], None)?;
         run_to_fixpoint(conn, &fills, &tenant_id.to_sql_value())?;
         Ok(before.saturating_sub(count(conn)?))
