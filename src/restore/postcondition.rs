@@ -266,21 +266,7 @@ impl Watch {
         match rule {
             Rule::Index => {}
             Rule::Sequence => {
-                let falls = match case {
-                    PreUpdateCase::Delete(_) => true,
-                    PreUpdateCase::Update {
-                        old_value_accessor,
-                        new_value_accessor,
-                    } => {
-                        let seq = |side: Side<'_>| match side.value(1) {
-                            SqlValue::Integer(i) => i,
-                            _ => i64::MIN,
-                        };
-                        seq(Side::New(new_value_accessor)) < seq(Side::Old(old_value_accessor))
-                    }
-                    _ => false,
-                };
-                if falls {
+                if sequence_falls(case) {
                     let name = first.value(0).describe();
                     let reason = format!("the id sequence of {name} would be lowered or {verb}");
                     self.refuse(table, key_text(), reason);
@@ -299,33 +285,34 @@ impl Watch {
                     }
                 }
             }
-            Rule::Derived => {
-                let planned = match (&self.intent, case) {
-                    (Intent::Purge(t), PreUpdateCase::Delete(_)) => t == table,
-                    (Intent::Write(t), PreUpdateCase::Insert(_) | PreUpdateCase::Update { .. }) => {
-                        t == table
-                    }
-                    _ => false,
-                };
-                if !planned || first.depth() > 0 {
-                    let reason = format!(
-                        "not a row the restore writes, would be {verb} by a trigger, a foreign-key action or a REPLACE conflict clause"
-                    );
+            Rule::Derived | Rule::Shared => {
+                if !self.planned(rule, table, case) || first.depth() > 0 {
+                    let reason = if matches!(rule, Rule::Derived) {
+                        format!("not a row the restore writes, would be {verb} by a trigger, a foreign-key action or a REPLACE conflict clause")
+                    } else {
+                        format!(
+                            "a shared row the restore only inserts when missing, would be {verb}"
+                        )
+                    };
                     self.refuse(table, key_text(), reason);
                 }
             }
-            Rule::Shared => {
-                let planned = matches!(
-                    (&self.intent, case),
-                    (Intent::Share(t), PreUpdateCase::Insert(_)) if t == table
-                );
-                if !planned || first.depth() > 0 {
-                    let reason = format!(
-                        "a shared row the restore only inserts when missing, would be {verb}"
-                    );
-                    self.refuse(table, key_text(), reason);
-                }
-            }
+        }
+    }
+
+    /// Whether the statement running now is the plan's own for this row
+    /// of a derived table (its purge or write) or a shared table (its
+    /// insert).
+    fn planned(&self, rule: &Rule, table: &str, case: &PreUpdateCase) -> bool {
+        match (rule, &self.intent, case) {
+            (Rule::Derived, Intent::Purge(t), PreUpdateCase::Delete(_)) => t == table,
+            (
+                Rule::Derived,
+                Intent::Write(t),
+                PreUpdateCase::Insert(_) | PreUpdateCase::Update { .. },
+            ) => t == table,
+            (Rule::Shared, Intent::Share(t), PreUpdateCase::Insert(_)) => t == table,
+            _ => false,
         }
     }
 
@@ -338,6 +325,24 @@ impl Watch {
                 reason,
             });
         }
+    }
+}
+
+/// Whether a change of `sqlite_sequence` deletes a sequence or lowers it.
+fn sequence_falls(case: &PreUpdateCase) -> bool {
+    match case {
+        PreUpdateCase::Delete(_) => true,
+        PreUpdateCase::Update {
+            old_value_accessor,
+            new_value_accessor,
+        } => {
+            let seq = |side: Side<'_>| match side.value(1) {
+                SqlValue::Integer(i) => i,
+                _ => i64::MIN,
+            };
+            seq(Side::New(new_value_accessor)) < seq(Side::Old(old_value_accessor))
+        }
+        _ => false,
     }
 }
 
