@@ -66,6 +66,15 @@ pub(crate) fn column_list<S: AsRef<str>>(names: &[S]) -> String {
         .join(", ")
 }
 
+/// App columns by name under an alias joined by commas: `a."x", a."y"`.
+pub(crate) fn column_list_of<S: AsRef<str>>(alias: &str, names: &[S]) -> String {
+    names
+        .iter()
+        .map(|n| Col::Named(n.as_ref()).of(alias))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Staged columns `c<i>` under an alias joined by commas: `s.c0, s.c2`.
 pub(crate) fn staged_columns(alias: &str, positions: impl IntoIterator<Item = usize>) -> String {
     positions
@@ -176,6 +185,7 @@ mod tests {
     fn lists_and_matches_columns_of_both_shapes() {
         assert_eq!(column_list(&["id", "a\"b"]), r#""id", "a""b""#);
         assert_eq!(staged_columns("s", [0, 2]), "s.c0, s.c2");
+        assert_eq!(column_list_of("a", &["id", "a\"b"]), r#"a."id", a."a""b""#);
         assert_eq!(
             key_match(
                 "p",
