@@ -207,6 +207,12 @@ mod tests {
         main.execute_batch("BEGIN; SELECT count(*) FROM t;")
             .unwrap();
 
+        // The probe is opened (its first reads done) before the writer
+        // starts: opened once the writer holds PENDING, those reads would
+        // be refused (under load, the writer can get there first). It never
+        // waits for a lock: a refusal is the signal it looks for.
+        let probe = db::open_read_only(&path, 0).unwrap();
+        probe.busy_timeout(Duration::ZERO).unwrap();
         let writer_path = path.clone();
         let writer = std::thread::spawn(move || {
             let w = Connection::open(&writer_path).unwrap();
@@ -214,7 +220,6 @@ mod tests {
             w.execute_batch("BEGIN IMMEDIATE; INSERT INTO t VALUES (2); COMMIT;")
         });
         // Wait until the writer holds PENDING: new readers are refused then.
-        let probe = db::open_read_only(&path, 0).unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let refused = probe
