@@ -73,13 +73,14 @@ pub(crate) fn column_list<S: AsRef<str>>(names: &[S]) -> String {
         .join(", ")
 }
 
+/// App columns by name under an alias joined by commas: `a."x", a."y"`.
+pub(crate) fn column_list_of<S: AsRef<str>>(alias: &str, names: &[S]) -> String {
+    columns_of(alias, names.iter().map(|n| Col::Named(n.as_ref())))
+}
+
 /// Staged columns `c<i>` under an alias joined by commas: `s.c0, s.c2`.
 pub(crate) fn staged_columns(alias: &str, positions: impl IntoIterator<Item = usize>) -> String {
-    positions
-        .into_iter()
-        .map(|i| Col::Staged(i).of(alias))
-        .collect::<Vec<_>>()
-        .join(", ")
+    columns_of(alias, positions.into_iter().map(Col::Staged))
 }
 
 /// Columns under an alias joined by commas: `c."id", c."k"`.
@@ -200,6 +201,7 @@ mod tests {
     fn lists_and_matches_columns_of_both_shapes() {
         assert_eq!(column_list(&["id", "a\"b"]), r#""id", "a""b""#);
         assert_eq!(staged_columns("s", [0, 2]), "s.c0, s.c2");
+        assert_eq!(column_list_of("a", &["id", "a\"b"]), r#"a."id", a."a""b""#);
         assert_eq!(
             key_match(
                 "p",

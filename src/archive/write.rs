@@ -9,6 +9,7 @@ use crate::crypt::seal::Sealed;
 use crate::crypt::spool::Spool;
 use crate::error::{Error, Result, ResultExt};
 use crate::progress::{Event, Progress, Step};
+use crc32fast::Hasher as Crc;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
@@ -70,21 +71,31 @@ pub struct Written {
     pub sha256: String,
 }
 
-/// Pack the archive. The dump arrives already compressed (`dump_piece`, a
-/// deflate piece made while the rows were read, see deflate.rs); the
+/// What goes into the archive, in this order.
+pub struct Contents<'a> {
+    pub manifest: &'a Manifest,
+    pub dump: DumpPiece<'a>,
+    pub blobs: &'a [BlobFile<'a>],
+}
+
+/// How the archive is packed: the gzip level and every entry's mtime.
+#[derive(Clone, Copy)]
+pub struct Packing {
+    pub level: u32,
+    pub mtime: u64,
+}
+
+/// Pack the archive. The dump arrives already compressed (`contents.dump`,
+/// a deflate piece made while the rows were read, see deflate.rs); the
 /// manifest entry and the dump's tar header are compressed in front of it,
 /// the blobs and the end marker behind it, and the three pieces form one
 /// gzip member. With a [`Seal`] other than plain, that gzip stream is
 /// encrypted as it is written: only ciphertext reaches the file.
-#[allow(clippy::too_many_arguments)]
 pub fn write_archive(
     dest: &Path,
     seal: &Seal,
-    manifest: &Manifest,
-    dump: DumpPiece<'_>,
-    blobs: &[BlobFile<'_>],
-    level: u32,
-    mtime: u64,
+    contents: Contents<'_>,
+    packing: Packing,
     progress: &mut dyn Progress,
 ) -> Result<Written> {
     let file = File::options()
@@ -95,48 +106,19 @@ pub fn write_archive(
         .at(format!("creating {}", dest.display()))?;
     let hashed = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
     let mut out = Sealed::new(seal, hashed).at("encrypting the archive")?;
-    out.write_all(&gzip_header(mtime, level))?;
+    out.write_all(&gzip_header(packing.mtime, packing.level))?;
 
     // Piece 1: manifest.json and the header of dump.jsonl.
-    let manifest_json =
-        serde_json::to_vec_pretty(manifest).map_err(|e| Error::internal(e.to_string()))?;
-    let mut head = RawDeflate::new(&mut out, level);
-    append_bytes(&mut head, MANIFEST_NAME, &manifest_json, mtime)?;
-    ustar::write_header(&mut head, DUMP_NAME, manifest.dump.size, mtime)?;
-    let (_, mut crc, mut len) = head.finish(false)?;
+    let (mut crc, mut len) = write_head(&mut out, contents.manifest, packing)?;
 
     // Piece 2: the dump, compressed while it was written.
-    let mut piece = dump.spool.open()?;
+    let mut piece = contents.dump.spool.open()?;
     std::io::copy(&mut piece, &mut out).at("writing the archive")?;
-    crc.combine(&dump.deflated.crc);
-    len += dump.deflated.size;
+    crc.combine(&contents.dump.deflated.crc);
+    len += contents.dump.deflated.size;
 
     // Piece 3: the dump's padding, the blobs, the end marker.
-    let mut tail = RawDeflate::new(&mut out, level);
-    ustar::write_padding(&mut tail, manifest.dump.size)?;
-    for (done, blob) in blobs.iter().enumerate() {
-        progress.check_interrupt()?;
-        let name = format!("{BLOB_PREFIX}{}", blob.entry.key);
-        let file = File::open(blob.path).at(format!("reading blob {}", blob.entry.key))?;
-        append_file(
-            &mut tail,
-            &name,
-            file,
-            blob.entry.size,
-            &blob.entry.sha256,
-            (mtime, level),
-            progress,
-        )?;
-        if (done + 1) % 100 == 0 || done + 1 == blobs.len() {
-            progress.emit(
-                Event::new(Step::ArchiveProgress)
-                    .with("blobs", (done + 1) as u64)
-                    .with("total", blobs.len() as u64),
-            )?;
-        }
-    }
-    ustar::write_end(&mut tail)?;
-    let (_, tail_crc, tail_len) = tail.finish(true).at("finishing gzip stream")?;
+    let (tail_crc, tail_len) = write_tail(&mut out, &contents, packing, progress)?;
     crc.combine(&tail_crc);
     len += tail_len;
 
@@ -151,6 +133,55 @@ pub fn write_archive(
         .map_err(|e| Error::from(e.into_error()))?;
     file.sync_all().at("syncing archive to disk")?;
     Ok(Written { bytes, sha256 })
+}
+
+/// The first deflate piece: manifest.json and the dump's tar header. Its
+/// CRC and uncompressed length.
+fn write_head<W: Write>(out: &mut W, manifest: &Manifest, packing: Packing) -> Result<(Crc, u64)> {
+    let manifest_json =
+        serde_json::to_vec_pretty(manifest).map_err(|e| Error::internal(e.to_string()))?;
+    let mut head = RawDeflate::new(out, packing.level);
+    append_bytes(&mut head, MANIFEST_NAME, &manifest_json, packing.mtime)?;
+    ustar::write_header(&mut head, DUMP_NAME, manifest.dump.size, packing.mtime)?;
+    let (_, crc, len) = head.finish(false)?;
+    Ok((crc, len))
+}
+
+/// The last deflate piece: the dump's padding, the blob files, the end
+/// marker. Its CRC and uncompressed length.
+fn write_tail<W: Write>(
+    out: &mut W,
+    contents: &Contents<'_>,
+    packing: Packing,
+    progress: &mut dyn Progress,
+) -> Result<(Crc, u64)> {
+    let blobs = contents.blobs;
+    let mut tail = RawDeflate::new(out, packing.level);
+    ustar::write_padding(&mut tail, contents.manifest.dump.size)?;
+    for (done, blob) in blobs.iter().enumerate() {
+        progress.check_interrupt()?;
+        let name = format!("{BLOB_PREFIX}{}", blob.entry.key);
+        let file = File::open(blob.path).at(format!("reading blob {}", blob.entry.key))?;
+        append_file(
+            &mut tail,
+            &name,
+            file,
+            blob.entry.size,
+            &blob.entry.sha256,
+            (packing.mtime, packing.level),
+            progress,
+        )?;
+        if (done + 1) % 100 == 0 || done + 1 == blobs.len() {
+            progress.emit(
+                Event::new(Step::ArchiveProgress)
+                    .with("blobs", (done + 1) as u64)
+                    .with("total", blobs.len() as u64),
+            )?;
+        }
+    }
+    ustar::write_end(&mut tail)?;
+    let (_, crc, len) = tail.finish(true).at("finishing gzip stream")?;
+    Ok((crc, len))
 }
 
 fn append_bytes<W: Write>(out: &mut W, name: &str, bytes: &[u8], mtime: u64) -> Result<()> {

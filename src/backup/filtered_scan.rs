@@ -84,24 +84,8 @@ impl FilteredScans {
         shared: &BTreeSet<String>,
     ) -> Result<FilteredScans> {
         let mut plan = FilteredScans::default();
-        let position = |name: &str| scope.tables.iter().position(|t| t.name == name);
-        // Tables some other table's membership depends on need their sets.
-        let depended_on: BTreeSet<&str> = scope
-            .tables
-            .iter()
-            .flat_map(|t| match &t.membership {
-                Membership::Derived {
-                    owners,
-                    owned_by_children,
-                } => owners
-                    .iter()
-                    .map(|r| r.parent.as_str())
-                    .chain(owned_by_children.iter().map(|r| r.table.as_str()))
-                    .collect(),
-                _ => Vec::new(),
-            })
-            .collect();
-        'tables: for (i, t) in scope.tables.iter().enumerate() {
+        let depended_on = depended_on(scope);
+        for (i, t) in scope.tables.iter().enumerate() {
             let Membership::Derived {
                 owners,
                 owned_by_children,
@@ -119,59 +103,43 @@ impl FilteredScans {
             {
                 continue;
             }
-            let mut large_share = false;
-            let mut parents = Vec::with_capacity(owners.len());
-            for r in owners {
-                let Some(p) = position(&r.parent).filter(|&p| p < i) else {
-                    continue 'tables;
-                };
-                let (Some(parent), Some(Some(tenant_rows))) =
-                    (schema.table(&r.parent), counts.get(p))
-                else {
-                    continue 'tables;
-                };
-                let [column] = r.columns.as_slice() else {
-                    continue 'tables;
-                };
-                // An INTEGER PRIMARY KEY holds integers only, and a column
-                // of integer affinity stores every value that could equal
-                // one as an integer: comparing integers is the fill's `=`.
-                let integer_link = table
-                    .column(column)
-                    .is_some_and(|c| !c.generated && c.has_integer_affinity());
-                if r.parent_columns.first().map(String::as_str) != parent.rowid_alias()
-                    || !integer_link
-                    || r.polymorphic.is_some()
-                {
-                    continue 'tables;
-                }
-                let Some(parent_rows) = estimated_rows(conn, parent)? else {
-                    continue 'tables;
-                };
-                if parent_rows / 8 > MOST_BITMAP_BYTES || has_negative_rowids(conn, parent)? {
-                    continue 'tables;
-                }
-                large_share |= tenant_rows.saturating_mul(SCAN_WHEN_SHARE_AT_LEAST) >= parent_rows;
-                parents.push((&r.parent, parent_rows));
-            }
-            if !large_share {
+            let place = Place {
+                scope,
+                counts,
+                at: i,
+            };
+            let Some(parents) = scan_parents(conn, schema, place, table, owners)? else {
                 continue;
-            }
-            for (parent, rows) in parents {
-                plan.ids
-                    .entry(parent.clone())
-                    .or_insert_with(|| IdSet::with_max(rows));
-            }
-            if shared.contains(&t.name) {
-                plan.shared.insert(t.name.clone());
-                for r in owners {
-                    let sql = their_row(scope, schema, r)?;
-                    plan.theirs.insert(r.parent.clone(), sql);
-                }
-            }
-            plan.tables.insert(t.name.clone(), owners.clone());
+            };
+            plan.add(scope, schema, &t.name, owners, parents, shared)?;
         }
         Ok(plan)
+    }
+
+    /// Read `table` by a filtered scan over the ids of `parents`.
+    fn add(
+        &mut self,
+        scope: &TenantScope,
+        schema: &Schema,
+        table: &str,
+        owners: &[Reference],
+        parents: Vec<(&String, u64)>,
+        shared: &BTreeSet<String>,
+    ) -> Result<()> {
+        for (parent, rows) in parents {
+            self.ids
+                .entry(parent.clone())
+                .or_insert_with(|| IdSet::with_max(rows));
+        }
+        if shared.contains(table) {
+            self.shared.insert(table.to_string());
+            for r in owners {
+                let sql = their_row(scope, schema, r)?;
+                self.theirs.insert(r.parent.clone(), sql);
+            }
+        }
+        self.tables.insert(table.to_string(), owners.to_vec());
+        Ok(())
     }
 
     /// The tables whose member sets are not needed.
@@ -243,13 +211,92 @@ impl FilteredScans {
     }
 }
 
+/// Tables some other table's membership depends on: they need their sets.
+fn depended_on(scope: &TenantScope) -> BTreeSet<&str> {
+    scope
+        .tables
+        .iter()
+        .flat_map(|t| match &t.membership {
+            Membership::Derived {
+                owners,
+                owned_by_children,
+            } => owners
+                .iter()
+                .map(|r| r.parent.as_str())
+                .chain(owned_by_children.iter().map(|r| r.table.as_str()))
+                .collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+/// Where a join table stands in the dump: its position in the scope's
+/// order, and the tenant's row counts of the tables before it.
+#[derive(Clone, Copy)]
+struct Place<'a> {
+    scope: &'a TenantScope,
+    counts: &'a [Option<u64>],
+    at: usize,
+}
+
+/// The parents of join table `table` and their estimated rows, when a
+/// filtered scan reads it exactly and pays off: every owner a single
+/// integer column referencing the INTEGER PRIMARY KEY of a table dumped
+/// before it and chosen by a condition on its rows, whose ids fit a bitmap,
+/// and of at least one of which the tenant owns a large share.
+fn scan_parents<'r>(
+    conn: &Connection,
+    schema: &Schema,
+    place: Place<'_>,
+    table: &Table,
+    owners: &'r [Reference],
+) -> Result<Option<Vec<(&'r String, u64)>>> {
+    let position = |name: &str| place.scope.tables.iter().position(|t| t.name == name);
+    let mut large_share = false;
+    let mut parents = Vec::with_capacity(owners.len());
+    for r in owners {
+        let Some(p) = position(&r.parent).filter(|&p| p < place.at) else {
+            return Ok(None);
+        };
+        let (Some(parent), Some(Some(tenant_rows))) =
+            (schema.table(&r.parent), place.counts.get(p))
+        else {
+            return Ok(None);
+        };
+        let [column] = r.columns.as_slice() else {
+            return Ok(None);
+        };
+        // An INTEGER PRIMARY KEY holds integers only, and a column
+        // of integer affinity stores every value that could equal
+        // one as an integer: comparing integers is the fill's `=`.
+        let integer_link = table
+            .column(column)
+            .is_some_and(|c| !c.generated && c.has_integer_affinity());
+        if r.parent_columns.first().map(String::as_str) != parent.rowid_alias()
+            || !integer_link
+            || r.polymorphic.is_some()
+        {
+            return Ok(None);
+        }
+        let Some(parent_rows) = estimated_rows(conn, parent)? else {
+            return Ok(None);
+        };
+        if parent_rows / 8 > MOST_BITMAP_BYTES || has_negative_rowids(conn, parent)? {
+            return Ok(None);
+        }
+        large_share |= tenant_rows.saturating_mul(SCAN_WHEN_SHARE_AT_LEAST) >= parent_rows;
+        parents.push((&r.parent, parent_rows));
+    }
+    Ok(large_share.then_some(parents))
+}
+
 /// `SELECT 1 FROM parent WHERE key = ?2 AND <another tenant's row>`.
 fn their_row(scope: &TenantScope, schema: &Schema, r: &Reference) -> Result<String> {
     let theirs = MemberSets::unmaterialized(scope, schema, Side::OtherTenants);
     Ok(format!(
-        "SELECT 1 FROM {} AS p WHERE p.{} = ?2 AND {}",
+        "SELECT 1 FROM {} AS p WHERE {} = ?2 AND {}",
         sql::main_table(&r.parent),
-        sql::ident(&r.parent_columns[0]),
+        sql::Col::Named(&r.parent_columns[0]).of("p"),
         theirs.member_probe(&r.parent, "p")?
     ))
 }

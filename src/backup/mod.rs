@@ -3,9 +3,10 @@
 //! manifest into `tenant_<id>_<UTC stamp>.tar.gz` (mode 0600), which appears
 //! under its final name only when complete. Failure or cancel leaves nothing.
 
-use crate::archive::write::{write_archive, BlobFile, DumpPiece};
+use crate::archive::deflate::DeflatedDump;
+use crate::archive::write::{write_archive, BlobFile, Contents, DumpPiece, Packing, Written};
 use crate::archive::{
-    self, BlobEntry, ColumnInfo, Manifest, ManifestError, SkippedTable, SourceInfo, TenantInfo,
+    self, ColumnInfo, Manifest, ManifestError, SkippedTable, SourceInfo, TenantInfo,
 };
 use crate::clock::UtcTime;
 use crate::crypt::keys::Seal;
@@ -14,18 +15,19 @@ use crate::crypt::Secret;
 use crate::db;
 use crate::error::{Error, Result};
 use crate::progress::{Event, LockState, Progress, Step};
+use crate::schema::Schema;
 use crate::TenantId;
-use snapshot::{BlobRow, Snapshot};
+use blobs::{hash_blobs, HashedBlob};
+use snapshot::Snapshot;
 
+mod blobs;
 mod filtered_scan;
+mod helper;
 mod shared_rows;
 mod snapshot;
-use md5::Md5;
+mod table_dump;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -110,21 +112,14 @@ pub fn backup(options: &BackupOptions, progress: &mut dyn Progress) -> Result<Ba
     })
 }
 
+/// One backup: the snapshot's rows into the compressed dump, the blob files
+/// hashed, the manifest, the archive packed and published.
 fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupReport> {
     let started = Instant::now();
     let created = UtcTime::now();
     check_options(options)?;
     let seal = Seal::from_options(&options.recipients, options.passphrase.as_ref())?;
-    progress.emit(
-        Event::new(Step::Start)
-            .with("operation", "backup")
-            .with(
-                "tenant_id",
-                serde_json::to_value(&options.tenant_id).unwrap_or_default(),
-            )
-            .with("database", options.database.display().to_string()),
-    )?;
-
+    announce_start(options, progress)?;
     // Everything we write goes to a private temp dir next to the archive;
     // dropping it (error, cancel, panic) removes every trace.
     // (A killed run's leftovers older than a day are removed first.)
@@ -135,134 +130,19 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
                 options.output_dir.display()
             ))
         })?;
-
-    let conn = db::open_read_only(&options.database, options.busy_timeout_ms)?;
-    let journal_mode = db::journal_mode(&conn)?;
-    // A second connection computes the member sets while the first one
-    // dumps (see snapshot.rs).
-    let helper = snapshot::open_helper(options, &journal_mode);
     // The dump, deflate-compressed as it is written (see archive/deflate.rs).
     // Encrypted too when the archive will be (see crypt/spool.rs).
     let spool = Spool::new(work.path().join("dump.jsonl.deflate"), &seal);
-
-    // ---- the read snapshot: as short as we can make it ----
-    progress.emit(Event::lock(LockState::Read))?;
-    let snapshot_started = Instant::now();
-    conn.execute_batch("BEGIN")?;
-    let snapshot = snapshot::read_snapshot(&conn, helper, options, &spool, progress);
-    let snapshot_ms = snapshot_started.elapsed().as_millis() as u64;
-    // A read transaction has nothing to commit; ending it frees the writers.
-    let _ = conn.execute_batch("ROLLBACK");
-    let released = progress.emit(Event::lock(LockState::None));
-    let snapshot = snapshot.and_then(|s| released.map(|()| s));
-    let Snapshot {
-        schema,
-        scope,
-        tables,
-        dump,
-        deflated,
-        blob_rows,
-        parallel,
-    } = snapshot?;
-    drop(conn);
-    progress.emit(
-        Event::new(Step::Snapshot)
-            .with("journal_mode", journal_mode.clone())
-            .with("held_ms", snapshot_ms)
-            .with("writers_blocked", journal_mode != "wal")
-            .with("parallel", parallel),
-    )?;
-
-    // ---- blob files: hash and check against ActiveStorage's checksum ----
-    let mut errors = Vec::new();
-    let mut blobs: Vec<(BlobEntry, PathBuf)> = Vec::new();
-    if let Some(root) = &options.storage_root {
-        let total = blob_rows.len() as u64;
-        for (done, row) in blob_rows.iter().enumerate() {
-            progress.check_interrupt()?;
-            match hash_blob(root, row) {
-                Ok(found) => blobs.push(found),
-                Err(problem) => errors.push(problem),
-            }
-            if (done as u64 + 1) % 100 == 0 || done as u64 + 1 == total {
-                progress.emit(
-                    Event::new(Step::BlobProgress)
-                        .with("processed", done as u64 + 1)
-                        .with("total", total),
-                )?;
-            }
-        }
-    }
-
-    let manifest = Manifest {
-        format: archive::FORMAT_NAME.into(),
-        format_version: archive::FORMAT_VERSION.into(),
-        tool_version: crate::VERSION.into(),
-        created_at: created.iso8601(),
-        tenant: TenantInfo {
-            id: options.tenant_id.clone(),
-            column: options.tenant_column.clone(),
-            table: scope.tenant_table().map(|t| t.name.clone()),
-        },
-        source: SourceInfo {
-            sqlite_version: crate::sqlite_version(),
-            schema_version: schema.migration_version.clone(),
-            schema: schema
-                .tables
-                .iter()
-                .filter(|t| t.skip.is_none())
-                .map(|t| {
-                    let cols = t
-                        .columns
-                        .iter()
-                        .map(|c| ColumnInfo {
-                            name: c.name.clone(),
-                            decl_type: c.decl_type.clone(),
-                            not_null: c.not_null,
-                            primary_key: c.pk_position > 0,
-                        })
-                        .collect();
-                    (t.name.clone(), cols)
-                })
-                .collect(),
-        },
-        tables,
-        skipped: scope
-            .skipped
-            .iter()
-            .map(|(name, reason)| SkippedTable {
-                name: name.clone(),
-                reason: reason.clone(),
-            })
-            .collect(),
-        dump,
-        blobs: blobs.iter().map(|(entry, _)| entry.clone()).collect(),
-        errors: errors.clone(),
-        guesses: scope.guesses.clone(),
-    };
-
-    // ---- pack ----
+    let taken = take_snapshot(options, &spool, progress)?;
+    let (blobs, errors) = hash_blobs(options, &taken.snapshot.blob_rows, progress)?;
+    let manifest = build_manifest(options, &created, &taken.snapshot, &blobs, errors);
     let temp_archive = work.path().join("archive");
-    let files: Vec<BlobFile<'_>> = blobs
-        .iter()
-        .map(|(entry, path)| BlobFile { entry, path })
-        .collect();
-    progress.emit(
-        Event::new(Step::ArchiveProgress)
-            .with("blobs", 0u64)
-            .with("total", files.len() as u64),
-    )?;
-    let written = write_archive(
+    let written = pack(
         &temp_archive,
         &seal,
         &manifest,
-        DumpPiece {
-            spool: &spool,
-            deflated: &deflated,
-        },
-        &files,
+        (&spool, &taken.snapshot.deflated, &blobs),
         options.compression_level,
-        (started_unix_secs()).max(0) as u64,
         progress,
     )?;
     progress.check_interrupt()?;
@@ -276,28 +156,191 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
     // Best effort: the archive is complete either way.
     let _ = crate::work_dir::sync_dir(&options.output_dir);
     drop(work);
-
     let report = BackupReport {
-        path: final_path.clone(),
-        tables: manifest
+        duration_ms: started.elapsed().as_millis() as u64,
+        encrypted: seal.is_encrypted(),
+        recipients: seal.recipients(),
+        ..report_of(&manifest, final_path, &written, taken)
+    };
+    announce_done(report, written, progress)
+}
+
+/// The `start` event.
+fn announce_start(options: &BackupOptions, progress: &mut dyn Progress) -> Result<()> {
+    progress.emit(
+        Event::new(Step::Start)
+            .with("operation", "backup")
+            .with(
+                "tenant_id",
+                serde_json::to_value(&options.tenant_id).unwrap_or_default(),
+            )
+            .with("database", options.database.display().to_string()),
+    )
+}
+
+/// The snapshot's rows, and how long the snapshot held its read lock.
+struct Taken {
+    snapshot: Snapshot,
+    journal_mode: String,
+    snapshot_ms: u64,
+}
+
+/// Read everything from one read transaction, kept as short as we can make
+/// it: in rollback-journal mode the app's writers wait for its end.
+fn take_snapshot(
+    options: &BackupOptions,
+    spool: &Spool,
+    progress: &mut dyn Progress,
+) -> Result<Taken> {
+    let conn = db::open_read_only(&options.database, options.busy_timeout_ms)?;
+    let journal_mode = db::journal_mode(&conn)?;
+    // A second connection computes the member sets while the first one
+    // dumps (see snapshot.rs).
+    let helper = snapshot::open_helper(options, &journal_mode);
+
+    progress.emit(Event::lock(LockState::Read))?;
+    let snapshot_started = Instant::now();
+    conn.execute_batch("BEGIN")?;
+    let snapshot = snapshot::read_snapshot(&conn, helper, options, spool, progress);
+    let snapshot_ms = snapshot_started.elapsed().as_millis() as u64;
+    // A read transaction has nothing to commit; ending it frees the writers.
+    let _ = conn.execute_batch("ROLLBACK");
+    let released = progress.emit(Event::lock(LockState::None));
+    let snapshot = snapshot.and_then(|s| released.map(|()| s))?;
+    drop(conn);
+    progress.emit(
+        Event::new(Step::Snapshot)
+            .with("journal_mode", journal_mode.clone())
+            .with("held_ms", snapshot_ms)
+            .with("writers_blocked", journal_mode != "wal")
+            .with("parallel", snapshot.parallel),
+    )?;
+    Ok(Taken {
+        snapshot,
+        journal_mode,
+        snapshot_ms,
+    })
+}
+
+fn build_manifest(
+    options: &BackupOptions,
+    created: &UtcTime,
+    snapshot: &Snapshot,
+    blobs: &[HashedBlob],
+    errors: Vec<ManifestError>,
+) -> Manifest {
+    let Snapshot {
+        schema,
+        scope,
+        tables,
+        dump,
+        ..
+    } = snapshot;
+    Manifest {
+        format: archive::FORMAT_NAME.into(),
+        format_version: archive::FORMAT_VERSION.into(),
+        tool_version: crate::VERSION.into(),
+        created_at: created.iso8601(),
+        tenant: TenantInfo {
+            id: options.tenant_id.clone(),
+            column: options.tenant_column.clone(),
+            table: scope.tenant_table().map(|t| t.name.clone()),
+        },
+        source: SourceInfo {
+            sqlite_version: crate::sqlite_version(),
+            schema_version: schema.migration_version.clone(),
+            schema: schema_columns(schema),
+        },
+        tables: tables.clone(),
+        skipped: scope
+            .skipped
+            .iter()
+            .map(|(name, reason)| SkippedTable {
+                name: name.clone(),
+                reason: reason.clone(),
+            })
+            .collect(),
+        dump: dump.clone(),
+        blobs: blobs.iter().map(|(entry, _)| entry.clone()).collect(),
+        errors,
+        guesses: scope.guesses.clone(),
+    }
+}
+
+/// The columns of every table the backup did not skip, for the manifest.
+fn schema_columns(schema: &Schema) -> BTreeMap<String, Vec<ColumnInfo>> {
+    schema
+        .tables
+        .iter()
+        .filter(|t| t.skip.is_none())
+        .map(|t| {
+            let cols = t
+                .columns
+                .iter()
+                .map(|c| ColumnInfo {
+                    name: c.name.clone(),
+                    decl_type: c.decl_type.clone(),
+                    not_null: c.not_null,
+                    primary_key: c.pk_position > 0,
+                })
+                .collect();
+            (t.name.clone(), cols)
+        })
+        .collect()
+}
+
+/// Write the archive to `dest` in the work dir.
+fn pack(
+    dest: &Path,
+    seal: &Seal,
+    manifest: &Manifest,
+    (spool, deflated, blobs): (&Spool, &DeflatedDump, &[HashedBlob]),
+    level: u32,
+    progress: &mut dyn Progress,
+) -> Result<Written> {
+    let files: Vec<BlobFile<'_>> = blobs
+        .iter()
+        .map(|(entry, path)| BlobFile { entry, path })
+        .collect();
+    progress.emit(
+        Event::new(Step::ArchiveProgress)
+            .with("blobs", 0u64)
+            .with("total", files.len() as u64),
+    )?;
+    let contents = Contents {
+        manifest,
+        dump: DumpPiece { spool, deflated },
+        blobs: &files,
+    };
+    let packing = Packing {
+        level,
+        mtime: (started_unix_secs()).max(0) as u64,
+    };
+    write_archive(dest, seal, contents, packing, progress)
+}
+
+/// The report, from the manifest and the archive as written (the timing
+/// and encryption fields are the caller's).
+fn report_of(manifest: &Manifest, path: PathBuf, written: &Written, taken: Taken) -> BackupReport {
+    let tables_where = |shared: bool| -> BTreeMap<String, u64> {
+        manifest
             .tables
             .iter()
-            .filter(|t| !t.is_shared())
+            .filter(|t| t.is_shared() == shared)
             .map(|t| (t.name.clone(), t.rows))
-            .collect(),
-        shared: manifest
-            .tables
-            .iter()
-            .filter(|t| t.is_shared())
-            .map(|t| (t.name.clone(), t.rows))
-            .collect(),
+            .collect()
+    };
+    BackupReport {
+        path,
+        tables: tables_where(false),
+        shared: tables_where(true),
         rows: manifest.total_rows(),
         blobs: manifest.blobs.len() as u64,
         blob_bytes: manifest.blobs.iter().map(|b| b.size).sum(),
         bytes: written.bytes,
         sha256: written.sha256.clone(),
         dump_sha256: manifest.dump.sha256.clone(),
-        errors,
+        errors: manifest.errors.clone(),
         skipped: manifest.skipped.clone(),
         guesses: manifest.guesses.clone(),
         left_out_cross_tenant: manifest
@@ -306,15 +349,23 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
             .filter(|t| t.left_out_cross_tenant > 0)
             .map(|t| (t.name.clone(), t.left_out_cross_tenant))
             .collect(),
-        journal_mode,
-        snapshot_ms,
-        duration_ms: started.elapsed().as_millis() as u64,
-        encrypted: seal.is_encrypted(),
-        recipients: seal.recipients(),
-    };
-    // The archive is complete; a block that raises now still gets it.
+        journal_mode: taken.journal_mode,
+        snapshot_ms: taken.snapshot_ms,
+        duration_ms: 0,
+        encrypted: false,
+        recipients: Vec::new(),
+    }
+}
+
+/// The `archive_created` and `done` events. The archive is complete; a
+/// block that raises now still gets it, a cancel now removes it.
+fn announce_done(
+    report: BackupReport,
+    written: Written,
+    progress: &mut dyn Progress,
+) -> Result<BackupReport> {
     let event = Event::new(Step::ArchiveCreated)
-        .with("path", final_path.display().to_string())
+        .with("path", report.path.display().to_string())
         .with("bytes", written.bytes)
         .with("sha256", written.sha256);
     let done = Event::new(Step::Done)
@@ -324,7 +375,7 @@ fn run(options: &BackupOptions, progress: &mut dyn Progress) -> Result<BackupRep
         .with("duration_ms", report.duration_ms);
     if let Err(e) = progress.emit(event).and_then(|_| progress.emit(done)) {
         // Cancelled after the fact: honour it by removing the archive.
-        let _ = std::fs::remove_file(&final_path);
+        let _ = std::fs::remove_file(&report.path);
         return Err(e);
     }
     Ok(report)
@@ -402,75 +453,4 @@ fn check_options(options: &BackupOptions) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Hash one blob's file; a missing or unreadable file becomes a manifest
-/// error (the backup still completes, as the app's job always did).
-fn hash_blob(
-    root: &Path,
-    row: &BlobRow,
-) -> std::result::Result<(BlobEntry, PathBuf), ManifestError> {
-    let problem = |kind: &str, message: String| ManifestError {
-        kind: kind.into(),
-        table: Some("active_storage_blobs".into()),
-        key: Some(row.key.clone()),
-        message,
-    };
-    archive::check_blob_key(&row.key)
-        .map_err(|e| problem("invalid_blob_key", e.message().to_string()))?;
-    let path = archive::disk_path(root, &row.key);
-    let mut file = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) => {
-            return Err(problem(
-                "missing_blob_file",
-                format!("{}: {e}", path.display()),
-            ))
-        }
-    };
-    let mut sha = Sha256::new();
-    let mut md5 = Md5::new();
-    let mut size = 0u64;
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = file
-            .read(&mut buf)
-            .map_err(|e| problem("unreadable_blob_file", e.to_string()))?;
-        if n == 0 {
-            break;
-        }
-        sha.update(&buf[..n]);
-        md5.update(&buf[..n]);
-        size += n as u64;
-    }
-    use base64::Engine;
-    let md5_b64 = base64::engine::general_purpose::STANDARD.encode(md5.finalize());
-    if let Some(expected) = &row.checksum {
-        if expected != &md5_b64 {
-            return Err(problem(
-                "blob_checksum_mismatch",
-                format!(
-                    "file {} has MD5 {md5_b64}, the blob row says {expected}",
-                    path.display()
-                ),
-            ));
-        }
-    }
-    if let Some(expected) = row.byte_size {
-        if expected != size as i64 {
-            return Err(problem(
-                "blob_size_mismatch",
-                format!("file has {size} bytes, the blob row says {expected}"),
-            ));
-        }
-    }
-    Ok((
-        BlobEntry {
-            key: row.key.clone(),
-            size,
-            checksum: row.checksum.clone(),
-            sha256: archive::hex(&sha.finalize()),
-        },
-        path,
-    ))
 }

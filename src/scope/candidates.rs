@@ -162,7 +162,7 @@ impl<'a> Candidates<'a> {
         x_filter: &str,
     ) -> Result<String> {
         let key = schema_table(self.schema, link.table)?.row_key();
-        let select_key = sql::columns_of("x", key.iter().map(|k| Col::Named(k)));
+        let select_key = sql::column_list_of("x", &key);
         let head = format!(
             "INSERT OR IGNORE INTO {} SELECT {select_key} FROM {} AS x WHERE {x_filter}",
             self.set(j),

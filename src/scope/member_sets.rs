@@ -280,7 +280,7 @@ impl<'a> MemberSets<'a> {
                 key_match(key, "s", alias)
             );
         }
-        let lhs = sql::columns_of(alias, key.iter().map(|k| Col::Named(k)));
+        let lhs = sql::column_list_of(alias, key);
         let ks = sql::key_columns(key.len());
         if key.len() == 1 {
             format!("{lhs} IN (SELECT {ks} FROM {set})")
@@ -310,7 +310,7 @@ impl<'s, 'a> TableFills<'s, 'a> {
         within: Option<&'s Candidates<'s>>,
     ) -> Result<Self> {
         let row_key = sets.schema_table(table)?.row_key();
-        let key = sql::columns_of("c", row_key.iter().map(|k| Col::Named(k)));
+        let key = sql::column_list_of("c", &row_key);
         let set = sets.set(index);
         let head = match within {
             None => format!(
