@@ -161,79 +161,13 @@ impl Schema {
         let entries: Vec<(String, String)> = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
-
-        let virtual_tables: Vec<&str> = entries
-            .iter()
-            .filter(|(_, sql)| is_virtual(sql))
-            .map(|(name, _)| name.as_str())
-            .collect();
-        let shadow_names = shadow_tables(conn)?;
-
+        let kinds = TableKinds::read(conn, &entries)?;
         let mut tables = Vec::with_capacity(entries.len());
         for (name, sql) in &entries {
-            let skip = if name.starts_with("sqlite_") {
-                Some(SkipReason::Internal)
-            } else if name == "schema_migrations" || name == "ar_internal_metadata" {
-                Some(SkipReason::RailsMetadata)
-            } else if is_virtual(sql) {
-                Some(SkipReason::Virtual)
-            } else if shadow_names.contains(name)
-                || virtual_tables.iter().any(|v| is_shadow_name(name, v))
-            {
-                Some(SkipReason::Shadow)
-            } else {
-                None
-            };
-            let columns = if skip == Some(SkipReason::Virtual) {
-                Vec::new()
-            } else {
-                read_columns(conn, name)?
-            };
-            let foreign_keys = if skip.is_some() {
-                Vec::new()
-            } else {
-                read_foreign_keys(conn, name)?
-            };
-            tables.push(Table {
-                name: name.clone(),
-                columns,
-                foreign_keys,
-                without_rowid: is_without_rowid(sql),
-                skip,
-            });
+            tables.push(read_table(conn, name, sql, kinds.skip_reason(name, sql))?);
         }
-        // Resolve `REFERENCES parent` (no column list) to the parent's key.
-        let pks: Vec<(String, Vec<String>)> = tables
-            .iter()
-            .map(|t| {
-                (
-                    t.name.clone(),
-                    t.primary_key().into_iter().map(String::from).collect(),
-                )
-            })
-            .collect();
-        for table in &mut tables {
-            for fk in &mut table.foreign_keys {
-                if fk.to.iter().all(|c| c.is_empty()) {
-                    if let Some((_, pk)) =
-                        pks.iter().find(|(n, _)| n.eq_ignore_ascii_case(&fk.table))
-                    {
-                        fk.to = pk.clone();
-                    }
-                }
-            }
-        }
-
-        let migration_version = if tables.iter().any(|t| t.name == "schema_migrations") {
-            conn.query_row(
-                "SELECT version FROM schema_migrations ORDER BY length(version) DESC, version DESC LIMIT 1",
-                [],
-                |r| r.get::<_, String>(0),
-            )
-            .optional()?
-        } else {
-            None
-        };
+        resolve_implicit_references(&mut tables);
+        let migration_version = read_migration_version(conn, &tables)?;
         Ok(Schema {
             tables,
             migration_version,
@@ -297,6 +231,101 @@ fn shadow_tables(conn: &Connection) -> Result<Vec<String>> {
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     Ok(names)
+}
+
+/// What tells app tables from the rest: the virtual tables and the shadow
+/// tables SQLite keeps for them.
+struct TableKinds<'a> {
+    virtual_tables: Vec<&'a str>,
+    shadow_names: Vec<String>,
+}
+
+impl<'a> TableKinds<'a> {
+    fn read(conn: &Connection, entries: &'a [(String, String)]) -> Result<Self> {
+        Ok(TableKinds {
+            virtual_tables: entries
+                .iter()
+                .filter(|(_, sql)| is_virtual(sql))
+                .map(|(name, _)| name.as_str())
+                .collect(),
+            shadow_names: shadow_tables(conn)?,
+        })
+    }
+
+    /// Why a table is not app data, or None when it is.
+    fn skip_reason(&self, name: &str, sql: &str) -> Option<SkipReason> {
+        if name.starts_with("sqlite_") {
+            Some(SkipReason::Internal)
+        } else if name == "schema_migrations" || name == "ar_internal_metadata" {
+            Some(SkipReason::RailsMetadata)
+        } else if is_virtual(sql) {
+            Some(SkipReason::Virtual)
+        } else if self.shadow_names.iter().any(|s| s == name)
+            || self.virtual_tables.iter().any(|v| is_shadow_name(name, v))
+        {
+            Some(SkipReason::Shadow)
+        } else {
+            None
+        }
+    }
+}
+
+/// One table's columns and foreign keys (none for a virtual table's
+/// columns, none for a skipped table's keys).
+fn read_table(conn: &Connection, name: &str, sql: &str, skip: Option<SkipReason>) -> Result<Table> {
+    let columns = if skip == Some(SkipReason::Virtual) {
+        Vec::new()
+    } else {
+        read_columns(conn, name)?
+    };
+    let foreign_keys = if skip.is_some() {
+        Vec::new()
+    } else {
+        read_foreign_keys(conn, name)?
+    };
+    Ok(Table {
+        name: name.to_string(),
+        columns,
+        foreign_keys,
+        without_rowid: is_without_rowid(sql),
+        skip,
+    })
+}
+
+/// Resolves `REFERENCES parent` (no column list) to the parent's key.
+fn resolve_implicit_references(tables: &mut [Table]) {
+    let pks: Vec<(String, Vec<String>)> = tables
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                t.primary_key().into_iter().map(String::from).collect(),
+            )
+        })
+        .collect();
+    for table in tables.iter_mut() {
+        for fk in &mut table.foreign_keys {
+            if fk.to.iter().all(|c| c.is_empty()) {
+                if let Some((_, pk)) = pks.iter().find(|(n, _)| n.eq_ignore_ascii_case(&fk.table)) {
+                    fk.to = pk.clone();
+                }
+            }
+        }
+    }
+}
+
+/// The newest Rails migration, when the database has `schema_migrations`.
+fn read_migration_version(conn: &Connection, tables: &[Table]) -> Result<Option<String>> {
+    if !tables.iter().any(|t| t.name == "schema_migrations") {
+        return Ok(None);
+    }
+    Ok(conn
+        .query_row(
+            "SELECT version FROM schema_migrations ORDER BY length(version) DESC, version DESC LIMIT 1",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .optional()?)
 }
 
 fn read_columns(conn: &Connection, table: &str) -> Result<Vec<Column>> {

@@ -66,11 +66,7 @@ impl Col<'_> {
 
 /// Quoted names joined by commas: `"a", "b"`.
 pub(crate) fn column_list<S: AsRef<str>>(names: &[S]) -> String {
-    names
-        .iter()
-        .map(|n| ident(n.as_ref()))
-        .collect::<Vec<_>>()
-        .join(", ")
+    bare_columns(names.iter().map(|n| Col::Named(n.as_ref())))
 }
 
 /// App columns by name under an alias joined by commas: `a."x", a."y"`.
@@ -83,21 +79,60 @@ pub(crate) fn staged_columns(alias: &str, positions: impl IntoIterator<Item = us
     columns_of(alias, positions.into_iter().map(Col::Staged))
 }
 
-/// Columns under an alias joined by commas: `c."id", c."k"`.
-pub(crate) fn columns_of<'a>(alias: &str, columns: impl IntoIterator<Item = Col<'a>>) -> String {
-    columns
-        .into_iter()
-        .map(|c| c.of(alias))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// Items of a statement joined by commas: `a, b`.
+pub(crate) fn list(items: impl IntoIterator<Item = String>) -> String {
+    items.into_iter().collect::<Vec<_>>().join(", ")
+}
+
+/// Columns under an alias joined by commas: `m."a", m."b"`.
+pub(crate) fn columns_of<'a>(alias: &str, cols: impl IntoIterator<Item = Col<'a>>) -> String {
+    list(cols.into_iter().map(|c| c.of(alias)))
+}
+
+/// Columns without an alias joined by commas: `k0, k1`.
+pub(crate) fn bare_columns<'a>(cols: impl IntoIterator<Item = Col<'a>>) -> String {
+    list(cols.into_iter().map(Col::bare))
 }
 
 /// The columns of a key table of `n` columns: `k0, k1, …`.
 pub(crate) fn key_columns(n: usize) -> String {
-    (0..n)
-        .map(|i| Col::Key(i).bare())
-        .collect::<Vec<_>>()
-        .join(", ")
+    bare_columns(keys(n))
+}
+
+/// The key columns `k0, …, k<count-1>` of one of our key sets.
+pub(crate) fn keys(count: usize) -> impl Iterator<Item = Col<'static>> {
+    (0..count).map(Col::Key)
+}
+
+/// A row value for `IN`: `a.x` for one column, `(a.x, a.y)` for more.
+pub(crate) fn row_value<'a>(alias: &str, cols: impl IntoIterator<Item = Col<'a>>) -> String {
+    let parts: Vec<String> = cols.into_iter().map(|c| c.of(alias)).collect();
+    if parts.len() == 1 {
+        parts.into_iter().next().unwrap_or_default()
+    } else {
+        format!("({})", parts.join(", "))
+    }
+}
+
+/// `a.x = ?2 AND a.y = ?3`: columns equal to bound parameters, numbered
+/// from `first`; without an alias (`None`) the columns are bare.
+pub(crate) fn params_match<'a>(
+    alias: Option<&str>,
+    cols: impl IntoIterator<Item = Col<'a>>,
+    first: usize,
+) -> String {
+    all_of(cols.into_iter().enumerate().map(|(k, c)| {
+        let col = alias.map_or_else(|| c.bare(), |a| c.of(a));
+        format!("{col} = ?{}", first + k)
+    }))
+}
+
+/// `a.x IS NOT NULL AND a.y IS NOT NULL`.
+pub(crate) fn not_null<'a>(alias: &str, cols: impl IntoIterator<Item = Col<'a>>) -> String {
+    all_of(
+        cols.into_iter()
+            .map(|c| format!("{} IS NOT NULL", c.of(alias))),
+    )
 }
 
 /// Conditions joined by `AND`; `1` (true) when there are none.
@@ -167,6 +202,37 @@ impl TempTable {
     /// `tk_hits_3` beside `tk_stage_3`.
     pub(crate) const fn sibling(self, kind: &'static str) -> Self {
         TempTable::new(kind, self.index)
+    }
+
+    /// A set of rowids of a staged table (`sid`), made empty.
+    pub(crate) fn create_rowid_set(self) -> String {
+        format!(
+            "DROP TABLE IF EXISTS {self}; CREATE TEMP TABLE {}(sid INTEGER PRIMARY KEY);",
+            self.name()
+        )
+    }
+
+    /// A set of row keys `k0, …` (`count` columns, keyed like the member
+    /// sets), made empty.
+    pub(crate) fn create_key_set(self, count: usize) -> String {
+        let k = key_columns(count);
+        format!(
+            "DROP TABLE IF EXISTS {self}; CREATE TEMP TABLE {}({k}, PRIMARY KEY({k})) WITHOUT ROWID;",
+            self.name()
+        )
+    }
+
+    /// An index on staged columns, named after them
+    /// (`tk_stage_3_c0_c2`), so every statement that needs it makes it
+    /// once.
+    pub(crate) fn create_index_on(self, positions: &[usize]) -> String {
+        let name = self.name();
+        let cols = || positions.iter().map(|&p| Col::Staged(p).bare());
+        format!(
+            "CREATE INDEX IF NOT EXISTS temp.{name}_{} ON {name}({});",
+            cols().collect::<Vec<_>>().join("_"),
+            list(cols())
+        )
     }
 
     /// The name without the schema (`tk_stage_3`), for `CREATE INDEX`
@@ -251,5 +317,58 @@ mod tests {
         assert_eq!(stage.to_string(), "temp.tk_stage_3");
         assert_eq!(stage.sibling("hits").to_string(), "temp.tk_hits_3");
         assert_eq!(stage.sibling("hits").name(), "tk_hits_3");
+    }
+
+    #[test]
+    fn lists_rows_keys_and_parameters() {
+        assert_eq!(list(["a".to_string(), "b".to_string()]), "a, b");
+        assert_eq!(
+            columns_of("m", [Col::Named("id"), Col::Named("k")]),
+            r#"m."id", m."k""#
+        );
+        assert_eq!(key_columns(2), "k0, k1");
+        assert_eq!(Col::Key(1).of("x"), "x.k1");
+        assert_eq!(row_value("c", [Col::Staged(2)]), "c.c2");
+        assert_eq!(
+            row_value("p", [Col::Staged(0), Col::Staged(4)]),
+            "(p.c0, p.c4)"
+        );
+        assert_eq!(
+            params_match(Some("m"), [Col::Named("id"), Col::Named("k")], 2),
+            r#"m."id" = ?2 AND m."k" = ?3"#
+        );
+        assert_eq!(params_match(None, [Col::Staged(3)], 1), "c3 = ?1");
+        assert_eq!(
+            not_null("s", [Col::Staged(1), Col::Staged(2)]),
+            "s.c1 IS NOT NULL AND s.c2 IS NOT NULL"
+        );
+    }
+
+    #[test]
+    fn makes_our_temp_tables() {
+        let sel = TempTable::stage(2).sibling("sel");
+        assert_eq!(
+            sel.create_rowid_set(),
+            "DROP TABLE IF EXISTS temp.tk_sel_2; CREATE TEMP TABLE tk_sel_2(sid INTEGER PRIMARY KEY);"
+        );
+        assert_eq!(
+            TempTable::new("selp", 1).create_key_set(2),
+            "DROP TABLE IF EXISTS temp.tk_selp_1; CREATE TEMP TABLE tk_selp_1(k0, k1, PRIMARY KEY(k0, k1)) WITHOUT ROWID;"
+        );
+        assert_eq!(
+            TempTable::stage(3).create_index_on(&[0, 2]),
+            "CREATE INDEX IF NOT EXISTS temp.tk_stage_3_c0_c2 ON tk_stage_3(c0, c2);"
+        );
+        // The statements work as written.
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TEMP TABLE tk_stage_3(c0, c1, c2)")
+            .unwrap();
+        conn.execute_batch(&TempTable::stage(3).create_index_on(&[0, 2]))
+            .unwrap();
+        conn.execute_batch(&sel.create_rowid_set()).unwrap();
+        conn.execute_batch(&TempTable::new("selp", 1).create_key_set(2))
+            .unwrap();
+        conn.execute_batch(&TempTable::new("selp", 1).create_key_set(2))
+            .unwrap();
     }
 }

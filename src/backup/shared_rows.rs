@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::progress::{Event, Progress, Step};
 use crate::schema::Schema;
 use crate::scope::shared::{key_groups, SCOPE_SHARED};
-use crate::scope::{key_names, polymorphic_types_of, Membership, ScopedTable, TenantScope};
+use crate::scope::{polymorphic_types_of, Membership, ScopedTable, TenantScope};
 use crate::sql;
 use crate::value::{write_json, SqlValue};
 use rusqlite::types::ValueRef;
@@ -136,7 +136,7 @@ fn carried(table: &ScopedTable, j: usize) -> String {
                 .join(", ");
             let set = format!(
                 "SELECT {} FROM temp.{}",
-                key_names(cols.len()),
+                sql::key_columns(cols.len()),
                 key_table(j, g)
             );
             if cols.len() == 1 {
@@ -180,7 +180,7 @@ fn create_key_tables(conn: &Connection, scope: &TenantScope, seeds: &SharedSeeds
     for (j, t) in scope.shared.iter().enumerate() {
         for (g, cols) in key_groups(t).iter().enumerate() {
             // No affinity: keys keep the storage class they were read with.
-            let names = key_names(cols.len());
+            let names = sql::key_columns(cols.len());
             conn.execute_batch(&format!(
                 "DROP TABLE IF EXISTS temp.{k}; CREATE TEMP TABLE {k}({names}, PRIMARY KEY({names})) WITHOUT ROWID;",
                 k = key_table(j, g)

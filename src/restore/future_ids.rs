@@ -75,20 +75,16 @@ fn largest_aimed(
     if aims.is_empty() {
         return Ok(Vec::new());
     }
-    let columns = aims
-        .iter()
-        .map(|aim| {
-            let c = aim.column;
-            let typed = match aim.typed {
-                Some((t, class)) => {
-                    format!(" AND {}", sql::class_is("s", sql::Col::Staged(t), class))
-                }
-                None => String::new(),
-            };
-            format!("max(CASE WHEN typeof(s.c{c}) = 'integer'{typed} THEN s.c{c} END)")
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
+    let columns = sql::list(aims.iter().map(|aim| {
+        let c = sql::Col::Staged(aim.column).of("s");
+        let typed = match aim.typed {
+            Some((t, class)) => {
+                format!(" AND {}", sql::class_is("s", sql::Col::Staged(t), class))
+            }
+            None => String::new(),
+        };
+        format!("max(CASE WHEN typeof({c}) = 'integer'{typed} THEN {c} END)")
+    }));
     let sql = format!("SELECT {columns} FROM {} AS s WHERE 1{skip}", table.stage);
     Ok(conn.query_row(&sql, [], |r| (0..aims.len()).map(|i| r.get(i)).collect())?)
 }
@@ -189,10 +185,10 @@ pub(super) fn unreservable(
             if aimed <= held {
                 continue;
             }
-            let c = aim.column;
+            let c = sql::Col::Staged(aim.column).of("s");
             let sids: Vec<i64> = conn
                 .prepare(&format!(
-                    "SELECT s.rowid FROM {} AS s WHERE typeof(s.c{c}) = 'integer' AND s.c{c} > ?1{skip} LIMIT 10",
+                    "SELECT s.rowid FROM {} AS s WHERE typeof({c}) = 'integer' AND {c} > ?1{skip} LIMIT 10",
                     table.stage
                 ))?
                 .query_map([held], |r| r.get(0))?

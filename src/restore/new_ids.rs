@@ -4,7 +4,7 @@
 //!
 //! 1. [`assign`] (in the plan's read transaction): every staged table with
 //!    a one-column primary key (but the tenants table, whose row is the
-//!    target's) gets a map `temp.tk_stage_<i>_ids (old, new)`: integer
+//!    target's) gets a map `temp.tk_ids_<i> (old, new)`: integer
 //!    keys past the table's largest id and its `sqlite_sequence`, UUIDs
 //!    made afresh in the form and version they were stored in (see
 //!    [`fresh_uuid`]). Then every staged key and every staged reference the
@@ -26,7 +26,7 @@
 use super::stage::{Staged, StagedTable};
 use super::Context;
 use crate::error::{Error, Result, ResultExt};
-use crate::sql;
+use crate::sql::{self, Col, TempTable};
 
 use crate::value::SqlValue;
 use rusqlite::{Connection, OptionalExtension};
@@ -45,9 +45,10 @@ enum KeyKind {
     BlobUuid,
 }
 
-/// The staged table's map of old key → new key.
-fn map_table(table: &StagedTable) -> String {
-    format!("{}_ids", table.stage)
+/// The staged table's map of old key → new key: `temp.tk_ids_<i>` beside
+/// its `temp.tk_stage_<i>`.
+fn map_table(table: &StagedTable) -> TempTable {
+    table.stage.sibling("ids")
 }
 
 /// The position of the table's one key column, when it gets new ids.
@@ -80,13 +81,14 @@ pub(super) fn assign(conn: &Connection, ctx: &Context<'_>, staged: &Staged) -> R
                 // Stage rowids are 1..=rows, in archive order.
                 conn.execute(
                     &format!(
-                        "INSERT INTO {map} (old, new) SELECT c{key}, ?1 + rowid FROM {}",
+                        "INSERT INTO {map} (old, new) SELECT {}, ?1 + rowid FROM {}",
+                        Col::Staged(key).bare(),
                         table.stage
                     ),
                     [base],
                 )?;
             }
-            KeyKind::TextUuid | KeyKind::BlobUuid => fill_uuids(conn, table, key, &map)?,
+            KeyKind::TextUuid | KeyKind::BlobUuid => fill_uuids(conn, table, key, map)?,
         }
         maps.insert(table.name.clone(), map);
     }
@@ -96,7 +98,7 @@ pub(super) fn assign(conn: &Connection, ctx: &Context<'_>, staged: &Staged) -> R
 /// What the staged keys are; a key that is neither an integer nor a UUID
 /// cannot be made afresh (its meaning is the app's), and is refused.
 fn key_kind(conn: &Connection, table: &StagedTable, key: usize) -> Result<KeyKind> {
-    let c = format!("c{key}");
+    let c = sql::Col::Staged(key).bare();
     let (rows, integers, texts, blobs): (i64, i64, i64, i64) = conn.query_row(
         &format!(
             "SELECT count(*), total(typeof({c}) = 'integer'), total(typeof({c}) = 'text' AND length({c}) = 36), total(typeof({c}) = 'blob' AND length({c}) = 16) FROM {}",
@@ -185,8 +187,12 @@ fn check_room(table: &StagedTable, base: i64) -> Result<()> {
 }
 
 /// A fresh UUID per staged row, in the form and version of its old one.
-fn fill_uuids(conn: &Connection, table: &StagedTable, key: usize, map: &str) -> Result<()> {
-    let mut read = conn.prepare(&format!("SELECT c{key} FROM {}", table.stage))?;
+fn fill_uuids(conn: &Connection, table: &StagedTable, key: usize, map: TempTable) -> Result<()> {
+    let mut read = conn.prepare(&format!(
+        "SELECT {} FROM {}",
+        Col::Staged(key).bare(),
+        table.stage
+    ))?;
     let mut insert = conn.prepare(&format!("INSERT INTO {map} (old, new) VALUES (?1, ?2)"))?;
     let mut rows = read.query([])?;
     while let Some(row) = rows.next()? {
@@ -252,34 +258,30 @@ fn rewrite(
     conn: &Connection,
     ctx: &Context<'_>,
     staged: &Staged,
-    maps: &BTreeMap<String, String>,
+    maps: &BTreeMap<String, TempTable>,
 ) -> Result<()> {
     for table in &staged.tables {
         let mut sets: Vec<String> = Vec::new();
         if let (Some(key), Some(map)) = (renewed_key(table), maps.get(&table.name)) {
-            sets.push(format!(
-                "c{key} = coalesce({}, s.c{key})",
-                lookup(map, &format!("s.c{key}"))
-            ));
+            let (bare, old) = (Col::Staged(key).bare(), Col::Staged(key).of("s"));
+            sets.push(format!("{bare} = coalesce({}, {old})", lookup(*map, &old)));
         }
         for (column, cases) in reference_cases(ctx, table, maps) {
             if renewed_key(table) == Some(column) && maps.contains_key(&table.name) {
                 continue; // a key that is also a reference keeps its own map
             }
+            let (bare, old) = (Col::Staged(column).bare(), Col::Staged(column).of("s"));
             let whens: String = cases
                 .iter()
                 .map(|(when, map)| {
-                    format!(
-                        " WHEN {when} THEN coalesce({}, s.c{column})",
-                        lookup(map, &format!("s.c{column}"))
-                    )
+                    format!(" WHEN {when} THEN coalesce({}, {old})", lookup(*map, &old))
                 })
                 .collect();
-            sets.push(format!("c{column} = CASE{whens} ELSE s.c{column} END"));
+            sets.push(format!("{bare} = CASE{whens} ELSE {old} END"));
         }
         if !sets.is_empty() {
             conn.execute(
-                &format!("UPDATE {} AS s SET {}", table.stage, sets.join(", ")),
+                &format!("UPDATE {} AS s SET {}", table.stage, sql::list(sets)),
                 [],
             )
             .at(format!("new_ids: rewriting {}", table.name))?;
@@ -292,7 +294,7 @@ fn rewrite(
 /// text (a polymorphic `target_id` of a string column) is looked up as the
 /// integer and comes back as text, as it was stored. Both lookups are by
 /// the map's key, so each costs one index probe.
-fn lookup(map: &str, value: &str) -> String {
+fn lookup(map: TempTable, value: &str) -> String {
     format!(
         "coalesce((SELECT n.new FROM {map} AS n WHERE n.old = {value}), \
          (SELECT CAST(n.new AS TEXT) FROM {map} AS n WHERE typeof({value}) = 'text' \
@@ -307,11 +309,11 @@ fn lookup(map: &str, value: &str) -> String {
 fn reference_cases(
     ctx: &Context<'_>,
     table: &StagedTable,
-    maps: &BTreeMap<String, String>,
-) -> BTreeMap<usize, Vec<(String, String)>> {
+    maps: &BTreeMap<String, TempTable>,
+) -> BTreeMap<usize, Vec<(String, TempTable)>> {
     let position = |name: &str| table.columns.iter().position(|c| c == name);
-    let mut typed: BTreeMap<usize, Vec<(String, String)>> = BTreeMap::new();
-    let mut plain: BTreeMap<usize, (String, String)> = BTreeMap::new();
+    let mut typed: BTreeMap<usize, Vec<(String, TempTable)>> = BTreeMap::new();
+    let mut plain: BTreeMap<usize, (String, TempTable)> = BTreeMap::new();
     for r in ctx
         .scope
         .references
@@ -335,13 +337,13 @@ fn reference_cases(
                 let Some(t) = position(type_column) else {
                     continue;
                 };
-                let when = format!("s.c{t} = {}", sql::string(class));
-                typed.entry(column).or_default().push((when, map.clone()));
+                let when = sql::class_is("s", Col::Staged(t), class);
+                typed.entry(column).or_default().push((when, *map));
             }
             None => {
                 plain
                     .entry(column)
-                    .or_insert_with(|| ("1".to_string(), map.clone()));
+                    .or_insert_with(|| ("1".to_string(), *map));
             }
         }
     }
@@ -377,7 +379,7 @@ pub(super) fn recheck(conn: &Connection, ctx: &Context<'_>, staged: &Staged) -> 
         }
         check_room(table, base)?;
         let delta = base - lowest + 1;
-        let shift = format!("{map}_shift");
+        let shift = table.stage.sibling("idshift");
         conn.execute_batch(&format!(
             "DROP TABLE IF EXISTS {shift}; CREATE TABLE {shift} (old PRIMARY KEY, new NOT NULL);
              INSERT INTO {shift} SELECT new, new + {delta} FROM {map};
@@ -431,7 +433,7 @@ pub(super) fn counts(conn: &Connection, staged: &Staged) -> Result<BTreeMap<Stri
     let mut out = BTreeMap::new();
     for table in staged.tables.iter().filter(|t| renewed_key(t).is_some()) {
         let map = map_table(table);
-        if !map_exists(conn, &map)? {
+        if !map_exists(conn, map)? {
             continue;
         }
         let n: i64 = conn.query_row(&format!("SELECT count(*) FROM {map}"), [], |r| r.get(0))?;
@@ -440,11 +442,10 @@ pub(super) fn counts(conn: &Connection, staged: &Staged) -> Result<BTreeMap<Stri
     Ok(out)
 }
 
-fn map_exists(conn: &Connection, map: &str) -> Result<bool> {
-    let name = map.strip_prefix("temp.").unwrap_or(map);
+fn map_exists(conn: &Connection, map: TempTable) -> Result<bool> {
     Ok(conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM temp.sqlite_schema WHERE type = 'table' AND name = ?1)",
-        [name],
+        [map.name()],
         |r| r.get(0),
     )?)
 }
@@ -458,7 +459,7 @@ pub(super) fn write_map(conn: &Connection, staged: &Staged, path: &Path) -> Resu
     let mut line = Vec::new();
     for table in staged.tables.iter().filter(|t| renewed_key(t).is_some()) {
         let map = map_table(table);
-        if !map_exists(conn, &map)? {
+        if !map_exists(conn, map)? {
             continue;
         }
         let mut stmt = conn.prepare(&format!("SELECT old, new FROM {map} ORDER BY rowid"))?;
@@ -481,4 +482,50 @@ pub(super) fn write_map(conn: &Connection, staged: &Staged, path: &Path) -> Resu
         .and_then(|f| f.sync_all())
         .at(format!("writing id_map {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// New integer ids start after the largest the table holds or its
+    /// AUTOINCREMENT sequence handed out (a deleted row's id is never
+    /// given again); text and real keys, and negative ones, do not count.
+    #[test]
+    fn new_ids_start_after_the_largest_held_or_handed_out() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE projects (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT);
+             INSERT INTO projects (id, name) VALUES (5, 'kept'), (9, 'deleted');
+             DELETE FROM projects WHERE id = 9;
+             CREATE TABLE notes (k PRIMARY KEY);
+             INSERT INTO notes VALUES (4), ('99'), (120.5);
+             CREATE TABLE tags (id INTEGER PRIMARY KEY);
+             INSERT INTO tags VALUES (7);
+             CREATE TABLE empty (id INTEGER PRIMARY KEY);
+             CREATE TABLE below (id INTEGER PRIMARY KEY);
+             INSERT INTO below VALUES (-5);",
+        )
+        .unwrap();
+        assert_eq!(largest_id(&conn, "projects", "id").unwrap(), 9);
+        assert_eq!(largest_id(&conn, "notes", "k").unwrap(), 4);
+        assert_eq!(largest_id(&conn, "tags", "id").unwrap(), 7);
+        assert_eq!(largest_id(&conn, "empty", "id").unwrap(), 0);
+        assert_eq!(largest_id(&conn, "below", "id").unwrap(), 0);
+    }
+
+    /// A table's own sequence counts, not another table's.
+    #[test]
+    fn only_the_tables_own_sequence_counts() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE a (id INTEGER PRIMARY KEY AUTOINCREMENT);
+             CREATE TABLE b (id INTEGER PRIMARY KEY AUTOINCREMENT);
+             INSERT INTO a VALUES (50); DELETE FROM a;
+             INSERT INTO b VALUES (2);",
+        )
+        .unwrap();
+        assert_eq!(largest_id(&conn, "a", "id").unwrap(), 50);
+        assert_eq!(largest_id(&conn, "b", "id").unwrap(), 2);
+    }
 }

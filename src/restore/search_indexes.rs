@@ -56,9 +56,13 @@ pub(super) fn refresh(
             out.insert(fts.name, IndexAction::KeptByTriggers);
             continue;
         }
-        let name = sql::ident(&fts.name);
+        // FTS5's command column is named after the table.
         conn.execute(
-            &format!("INSERT INTO main.{name}({name}) VALUES ('rebuild')"),
+            &format!(
+                "INSERT INTO {}({}) VALUES ('rebuild')",
+                sql::main_table(&fts.name),
+                sql::ident(&fts.name)
+            ),
             [],
         )?;
         out.insert(fts.name, IndexAction::Rebuilt);

@@ -22,7 +22,7 @@ use super::stage::{Staged, StagedTable};
 use super::Context;
 use crate::error::{Error, Result};
 use crate::scope::{Membership, Reference, TenantScope};
-use crate::sql;
+use crate::sql::{self, Col, TempTable};
 use crate::value::SqlValue;
 use rusqlite::Connection;
 use serde::Serialize;
@@ -142,12 +142,8 @@ impl Selection {
         ctx: &Context<'_>,
         staged: &mut Staged,
     ) -> Result<()> {
-        let sel = |i: usize| format!("tk_sel_{i}");
-        for (i, _) in staged.tables.iter().enumerate() {
-            conn.execute_batch(&format!(
-                "DROP TABLE IF EXISTS temp.{s}; CREATE TEMP TABLE {s}(sid INTEGER PRIMARY KEY);",
-                s = sel(i)
-            ))?;
+        for table in &staged.tables {
+            conn.execute_batch(&selected(table).create_rowid_set())?;
         }
         self.seed_stage(conn, staged)?;
         // Rows follow selected rows to a fixpoint. In table mode a derived
@@ -176,13 +172,14 @@ impl Selection {
     /// of which must be in the archive). The tenants row is always in play:
     /// it is created only when missing.
     fn seed_stage(&self, conn: &Connection, staged: &Staged) -> Result<()> {
-        for (i, table) in staged.tables.iter().enumerate() {
+        for table in &staged.tables {
             let whole = table.tenant_row
                 || matches!(&self.mode, Mode::Tables(chosen) if chosen.contains(&table.name));
             if whole {
                 conn.execute(
                     &format!(
-                        "INSERT INTO temp.tk_sel_{i} SELECT rowid FROM {}",
+                        "INSERT INTO {} SELECT rowid FROM {}",
+                        selected(table),
                         table.stage
                     ),
                     [],
@@ -196,22 +193,17 @@ impl Selection {
         if staged.tables.is_empty() {
             return Ok(());
         }
-        let found = staged
-            .tables
-            .iter()
-            .enumerate()
-            .find(|(_, t)| &t.name == table);
+        let found = staged.tables.iter().find(|t| &t.name == table);
         for root in roots {
             let added = match found {
-                Some((i, t)) if t.has_pk() => {
-                    let matches =
-                        t.pk.iter()
-                            .enumerate()
-                            .map(|(k, c)| format!("c{c} = ?{}", k + 1))
-                            .collect::<Vec<_>>()
-                            .join(" AND ");
+                Some(t) if t.has_pk() => {
+                    let matches = sql::params_match(None, t.pk.iter().map(|&c| Col::Staged(c)), 1);
                     conn.execute(
-                        &format!("INSERT OR IGNORE INTO temp.tk_sel_{i} SELECT rowid FROM {} WHERE {matches}", t.stage),
+                        &format!(
+                            "INSERT OR IGNORE INTO {} SELECT rowid FROM {} WHERE {matches}",
+                            selected(t),
+                            t.stage
+                        ),
                         rusqlite::params_from_iter(root.iter()),
                     )?
                 }
@@ -230,13 +222,16 @@ impl Selection {
     /// Rebuild each stage table from its selected rows, in archive order,
     /// so rowids are `1..=rows` again; record what was kept and left out.
     fn compact(&mut self, conn: &Connection, ctx: &Context<'_>, staged: &mut Staged) -> Result<()> {
-        for (i, table) in staged.tables.iter_mut().enumerate() {
-            let name = table.stage.name();
+        for table in staged.tables.iter_mut() {
+            let kept = table.stage.sibling("kept");
             conn.execute_batch(&format!(
-                "CREATE TEMP TABLE {name}_sel AS SELECT * FROM {stage} WHERE rowid IN (SELECT sid FROM temp.tk_sel_{i}) ORDER BY rowid;
+                "CREATE TEMP TABLE {kept_name} AS SELECT * FROM {stage} WHERE rowid IN (SELECT sid FROM {sel}) ORDER BY rowid;
                  DROP TABLE {stage};
-                 ALTER TABLE temp.{name}_sel RENAME TO {name};",
-                stage = table.stage
+                 ALTER TABLE {kept} RENAME TO {name};",
+                kept_name = kept.name(),
+                stage = table.stage,
+                sel = selected(table),
+                name = table.stage.name(),
             ))?;
             let kept: i64 =
                 conn.query_row(&format!("SELECT count(*) FROM {}", table.stage), [], |r| {
@@ -256,8 +251,14 @@ impl Selection {
     }
 }
 
+/// The selected stage rowids of a staged table: `temp.tk_sel_<i>` beside
+/// its `temp.tk_stage_<i>`.
+pub(super) fn selected(table: &StagedTable) -> TempTable {
+    table.stage.sibling("sel")
+}
+
 /// One step of the selection along `link`, over the staged rows
-/// (`temp.tk_sel_<i>` holds the selected stage rowids of staged table i).
+/// ([`selected`] holds the selected stage rowids of each staged table).
 /// None when the archive does not carry both tables and the link's columns.
 fn stage_fill(staged: &Staged, link: &Link) -> Option<String> {
     let index = |name: &str| staged.tables.iter().position(|t| t.name == name);
@@ -276,33 +277,28 @@ fn stage_fill(staged: &Staged, link: &Link) -> Option<String> {
         .collect::<Option<_>>()?;
     let typed = match &link.polymorphic {
         Some((type_col, class)) => {
-            format!("c.c{} = {} AND ", pos(child, type_col)?, sql::string(class))
+            format!(
+                "{} AND ",
+                sql::class_is("c", Col::Staged(pos(child, type_col)?), class)
+            )
         }
         None => String::new(),
     };
-    let tuple = |alias: &str, cols: &[usize]| {
-        let list = cols
-            .iter()
-            .map(|i| format!("{alias}.c{i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        if cols.len() == 1 {
-            list
-        } else {
-            format!("({list})")
-        }
-    };
-    let (ct, pt) = (tuple("c", &cc), tuple("p", &pc));
+    let staged_cols = |cols: &[usize]| cols.iter().map(|&i| Col::Staged(i)).collect::<Vec<_>>();
+    let (ct, pt) = (
+        sql::row_value("c", staged_cols(&cc)),
+        sql::row_value("p", staged_cols(&pc)),
+    );
+    let (ps, cs) = (parent.stage, child.stage);
+    let (psel, csel) = (selected(parent), selected(child));
     Some(if link.up {
         // The parent row (a blob) follows a selected child (its attachment).
         format!(
-            "INSERT OR IGNORE INTO temp.tk_sel_{p} SELECT p.rowid FROM {ps} AS p WHERE {pt} IN (SELECT {ct} FROM temp.tk_sel_{c} AS x JOIN {cs} AS c ON c.rowid = x.sid WHERE {typed}1)",
-            ps = parent.stage, cs = child.stage
+            "INSERT OR IGNORE INTO {psel} SELECT p.rowid FROM {ps} AS p WHERE {pt} IN (SELECT {ct} FROM {csel} AS x JOIN {cs} AS c ON c.rowid = x.sid WHERE {typed}1)"
         )
     } else {
         format!(
-            "INSERT OR IGNORE INTO temp.tk_sel_{c} SELECT c.rowid FROM {cs} AS c WHERE {typed}{ct} IN (SELECT {pt} FROM temp.tk_sel_{p} AS x JOIN {ps} AS p ON p.rowid = x.sid)",
-            ps = parent.stage, cs = child.stage
+            "INSERT OR IGNORE INTO {csel} SELECT c.rowid FROM {cs} AS c WHERE {typed}{ct} IN (SELECT {pt} FROM {psel} AS x JOIN {ps} AS p ON p.rowid = x.sid)"
         )
     })
 }

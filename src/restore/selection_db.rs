@@ -9,52 +9,36 @@
 
 use super::plan::MAX_LISTED_CONFLICTS;
 use super::selection::{fixpoint, links, Link, Mode, Selection};
-use super::stage::{Staged, StagedTable};
+use super::stage::Staged;
 use super::{Conflict, Context};
 use crate::error::Result;
-use crate::sql;
+use crate::sql::{self, Col, TempTable};
 
 use crate::scope::{MemberSets, Membership};
 use crate::value::SqlValue;
 use rusqlite::Connection;
 
-fn set_name(index: usize) -> String {
-    format!("tk_selp_{index}")
+/// The purge's scope in scope table `index`: `temp.tk_selp_<index>`.
+fn purge_set(index: usize) -> TempTable {
+    TempTable::new("selp", index)
 }
 
-/// `(alias.k1, alias.k2)` (or `alias.k1`) over `table`'s row key.
-fn row_key_tuple(ctx: &Context<'_>, table: &str, alias: &str) -> String {
-    tuple(alias, &ctx.table(table).row_key())
-}
-
-fn tuple(alias: &str, columns: &[String]) -> String {
-    let list = columns
-        .iter()
-        .map(|c| format!("{alias}.{}", sql::ident(c)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    if columns.len() == 1 {
-        list
-    } else {
-        format!("({list})")
-    }
+fn named(columns: &[String]) -> impl Iterator<Item = Col<'_>> {
+    columns.iter().map(|c| Col::Named(c))
 }
 
 /// `k0, k1, …` of a set over `table`.
 fn set_columns(ctx: &Context<'_>, table: &str) -> String {
-    (0..ctx.table(table).row_key().len())
-        .map(|k| format!("k{k}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    sql::key_columns(ctx.table(table).row_key().len())
 }
 
 /// SQL condition: the row `alias` of `table` is in the purge's scope.
 fn in_set(ctx: &Context<'_>, index: usize, table: &str, alias: &str) -> String {
     format!(
-        "{} IN (SELECT {} FROM temp.{})",
-        row_key_tuple(ctx, table, alias),
+        "{} IN (SELECT {} FROM {})",
+        sql::row_value(alias, named(&ctx.table(table).row_key())),
         set_columns(ctx, table),
-        set_name(index)
+        purge_set(index)
     )
 }
 
@@ -73,22 +57,12 @@ pub(super) fn mark_purge_scope(
     let target = ctx.target();
     for (i, t) in ctx.scope.tables.iter().enumerate() {
         let key = ctx.table(&t.name).row_key();
-        let columns = (0..key.len())
-            .map(|k| format!("k{k}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        conn.execute_batch(&format!(
-            "DROP TABLE IF EXISTS temp.{s}; CREATE TEMP TABLE {s}({columns}, PRIMARY KEY({columns})) WITHOUT ROWID;",
-            s = set_name(i)
-        ))?;
+        conn.execute_batch(&purge_set(i).create_key_set(key.len()))?;
         let tenant_row = matches!(t.membership, Membership::TenantRow { .. });
         let head = format!(
-            "INSERT OR IGNORE INTO temp.{} SELECT {} FROM {} AS m WHERE {}",
-            set_name(i),
-            key.iter()
-                .map(|c| format!("m.{}", sql::ident(c)))
-                .collect::<Vec<_>>()
-                .join(", "),
+            "INSERT OR IGNORE INTO {} SELECT {} FROM {} AS m WHERE {}",
+            purge_set(i),
+            sql::columns_of("m", named(&key)),
             sql::main_table(&t.name),
             ours.member_predicate(&t.name, "m")?
         );
@@ -100,12 +74,9 @@ pub(super) fn mark_purge_scope(
             }
             Mode::Subtree { table, roots } if table == &t.name => {
                 let pk = ctx.table(table).primary_key();
-                let matches = pk
-                    .iter()
-                    .enumerate()
-                    .map(|(k, c)| format!(" AND m.{} = ?{}", sql::ident(c), k + 2))
-                    .collect::<String>();
-                let mut stmt = conn.prepare(&format!("{head}{matches}"))?;
+                // ?1 is the tenant, the root's key follows.
+                let matches = sql::params_match(Some("m"), pk.iter().map(|c| Col::Named(c)), 2);
+                let mut stmt = conn.prepare(&format!("{head} AND {matches}"))?;
                 for root in roots {
                     let mut params: Vec<&dyn rusqlite::ToSql> = vec![&target];
                     params.extend(root.iter().map(|v| v as &dyn rusqlite::ToSql));
@@ -130,17 +101,15 @@ fn fill(ctx: &Context<'_>, link: &Link) -> Option<String> {
         scope_index(ctx, &link.child)?,
         scope_index(ctx, &link.parent)?,
     );
-    let typed = match &link.polymorphic {
-        Some((type_col, class)) => {
-            format!("c.{} = {} AND ", sql::ident(type_col), sql::string(class))
-        }
-        None => String::new(),
-    };
-    let (ct, pt) = (tuple("c", &link.columns), tuple("p", &link.parent_columns));
+    let typed = typed(link);
+    let (ct, pt) = (
+        sql::row_value("c", named(&link.columns)),
+        sql::row_value("p", named(&link.parent_columns)),
+    );
     Some(if link.up {
         format!(
-            "INSERT OR IGNORE INTO temp.{} SELECT {} FROM {} AS p WHERE {pt} IN (SELECT {ct} FROM {} AS c WHERE {typed}{})",
-            set_name(p),
+            "INSERT OR IGNORE INTO {} SELECT {} FROM {} AS p WHERE {pt} IN (SELECT {ct} FROM {} AS c WHERE {typed}{})",
+            purge_set(p),
             key_list(ctx, &link.parent, "p"),
             sql::main_table(&link.parent),
             sql::main_table(&link.child),
@@ -148,8 +117,8 @@ fn fill(ctx: &Context<'_>, link: &Link) -> Option<String> {
         )
     } else {
         format!(
-            "INSERT OR IGNORE INTO temp.{} SELECT {} FROM {} AS c WHERE {typed}{ct} IN (SELECT {pt} FROM {} AS p WHERE {})",
-            set_name(c),
+            "INSERT OR IGNORE INTO {} SELECT {} FROM {} AS c WHERE {typed}{ct} IN (SELECT {pt} FROM {} AS p WHERE {})",
+            purge_set(c),
             key_list(ctx, &link.child, "c"),
             sql::main_table(&link.child),
             sql::main_table(&link.parent),
@@ -159,12 +128,18 @@ fn fill(ctx: &Context<'_>, link: &Link) -> Option<String> {
 }
 
 fn key_list(ctx: &Context<'_>, table: &str, alias: &str) -> String {
-    ctx.table(table)
-        .row_key()
-        .iter()
-        .map(|c| format!("{alias}.{}", sql::ident(c)))
-        .collect::<Vec<_>>()
-        .join(", ")
+    sql::columns_of(alias, named(&ctx.table(table).row_key()))
+}
+
+/// `c."type" = 'Class' AND ` for a polymorphic link's child row `c`;
+/// nothing for a plain one.
+fn typed(link: &Link) -> String {
+    match &link.polymorphic {
+        Some((type_col, class)) => {
+            format!("{} AND ", sql::class_is("c", Col::Named(type_col), class))
+        }
+        None => String::new(),
+    }
 }
 
 /// SQL condition narrowing a purge of `table` (row `alias`) to the
@@ -184,17 +159,12 @@ pub(super) fn purge_filter(ctx: &Context<'_>, table: &str, alias: &str) -> Strin
         let Some(c) = scope_index(ctx, &link.child) else {
             continue;
         };
-        let typed = match &link.polymorphic {
-            Some((type_col, class)) => {
-                format!("c.{} = {} AND ", sql::ident(type_col), sql::string(class))
-            }
-            None => String::new(),
-        };
         out.push_str(&format!(
-            " AND NOT EXISTS (SELECT 1 FROM {} AS c WHERE {typed}{} = {} AND NOT {})",
+            " AND NOT EXISTS (SELECT 1 FROM {} AS c WHERE {}{} = {} AND NOT {})",
             sql::main_table(&link.child),
-            tuple("c", &link.columns),
-            tuple(alias, &link.parent_columns),
+            typed(link),
+            sql::row_value("c", named(&link.columns)),
+            sql::row_value(alias, named(&link.parent_columns)),
             in_set(ctx, c, &link.child, "c")
         ));
     }
@@ -210,13 +180,13 @@ pub(super) fn hit_in_purge_scope(ctx: &Context<'_>, table: &str, alias: &str) ->
     let (Some(_), Some(i)) = (ctx.selection, scope_index(ctx, table)) else {
         return "1".into();
     };
-    let columns = set_columns(ctx, table);
-    let keys = columns
-        .split(", ")
-        .map(|k| format!("{alias}.{k}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!("({keys}) IN (SELECT {columns} FROM temp.{})", set_name(i))
+    let count = ctx.table(table).row_key().len();
+    format!(
+        "({}) IN (SELECT {} FROM {})",
+        sql::columns_of(alias, sql::keys(count)),
+        sql::key_columns(count),
+        purge_set(i)
+    )
 }
 
 /// References out of the selection that find no row: a restored row
@@ -247,27 +217,23 @@ pub(super) fn dangling_references(
             };
             let typed = match &r.polymorphic {
                 Some((type_col, class)) => match pos(type_col) {
-                    Some(t) => format!("s.c{t} = {} AND ", sql::string(class)),
+                    Some(t) => format!("{} AND ", sql::class_is("s", Col::Staged(t), class)),
                     None => continue,
                 },
                 None => String::new(),
             };
-            let not_null = cols
-                .iter()
-                .map(|c| format!("s.c{c} IS NOT NULL"))
-                .collect::<Vec<_>>()
-                .join(" AND ");
-            let present = r
-                .parent_columns
-                .iter()
-                .zip(&cols)
-                .map(|(pc, c)| format!("m.{} = s.c{c}", sql::ident(pc)))
-                .collect::<Vec<_>>()
-                .join(" AND ");
+            let staged_cols = || cols.iter().map(|&c| Col::Staged(c));
+            let not_null = sql::not_null("s", staged_cols());
+            let present = sql::key_match(
+                "m",
+                "s",
+                named(&r.parent_columns).zip(staged_cols()),
+                sql::Match::Equal,
+            );
             let selected = selected_parent(conn, staged, &r.parent, &r.parent_columns, &cols)?;
             let sql = format!(
                 "SELECT s.rowid, {values} FROM {stage} AS s WHERE {typed}{not_null}{selected} AND NOT EXISTS (SELECT 1 FROM {parent} AS m WHERE {present})",
-                values = cols.iter().map(|c| format!("s.c{c}")).collect::<Vec<_>>().join(", "),
+                values = sql::columns_of("s", staged_cols()),
                 stage = table.stage,
                 parent = sql::main_table(&r.parent),
             );
@@ -317,27 +283,20 @@ fn selected_parent(
     else {
         return Ok(String::new());
     };
-    index_stage(conn, p, &positions)?;
-    let join = positions
-        .iter()
-        .zip(cols)
-        .map(|(pc, c)| format!("p.c{pc} = s.c{c}"))
-        .collect::<Vec<_>>()
-        .join(" AND ");
+    // One lookup per referring row: the staged parent needs an index (named
+    // as the plan names its own, so it is made once).
+    conn.execute_batch(&p.stage.create_index_on(&positions))?;
+    let join = sql::key_match(
+        "p",
+        "s",
+        positions
+            .iter()
+            .zip(cols)
+            .map(|(&pc, &c)| (Col::Staged(pc), Col::Staged(c))),
+        sql::Match::Equal,
+    );
     Ok(format!(
         " AND NOT EXISTS (SELECT 1 FROM {} AS p WHERE {join})",
         p.stage
     ))
-}
-
-/// An index on stage columns, named as the plan names its own.
-fn index_stage(conn: &Connection, table: &StagedTable, positions: &[usize]) -> Result<()> {
-    let name = table.stage.name();
-    let cols: Vec<String> = positions.iter().map(|p| format!("c{p}")).collect();
-    conn.execute_batch(&format!(
-        "CREATE INDEX IF NOT EXISTS temp.{name}_{} ON {name}({});",
-        cols.join("_"),
-        cols.join(", ")
-    ))?;
-    Ok(())
 }

@@ -11,11 +11,11 @@
 //! link n that staged rows use) in one read snapshot. The plan checks the
 //! rows again, and the post-condition watches the write.
 
-use super::selection::Link;
+use super::selection::{selected, Link};
 use super::stage::{Staged, StagedTable};
 use super::Context;
 use crate::error::Result;
-use crate::sql;
+use crate::sql::{self, Col, TempTable};
 
 use crate::scope::{tenant_params, MemberSets, Membership, Side};
 use rusqlite::Connection;
@@ -30,7 +30,7 @@ struct Owner<'l> {
     type_col: Option<(usize, String)>,
     /// `temp.tk_selo_<n>`, when the parent's membership is a condition on
     /// its row (tenant column): the tenant's present owner tuples.
-    present: Option<String>,
+    present: Option<TempTable>,
 }
 
 /// The fixpoint statements that put derived rows in play in table mode,
@@ -80,14 +80,16 @@ pub(super) fn derived_fills(
             let Some(this) = reached(staged, owner) else {
                 continue;
             };
+            let child = &staged.tables[*c];
             let mut sql = format!(
-                "INSERT OR IGNORE INTO temp.tk_sel_{c} SELECT c.rowid FROM {} AS c WHERE {}{this}",
-                staged.tables[*c].stage,
+                "INSERT OR IGNORE INTO {} SELECT c.rowid FROM {} AS c WHERE {} AND {this}",
+                selected(child),
+                child.stage,
                 applies(owner)
             );
             for (_, other) in owners.iter().enumerate().filter(|(j, _)| *j != k) {
                 let satisfied = reached(staged, other).unwrap_or_else(|| "0".into());
-                sql.push_str(&format!(" AND (NOT ({}1) OR {satisfied})", applies(other)));
+                sql.push_str(&format!(" AND (NOT ({}) OR {satisfied})", applies(other)));
             }
             fills.push(sql);
         }
@@ -95,23 +97,28 @@ pub(super) fn derived_fills(
     Ok(fills)
 }
 
-/// `c.type = 'Class' AND c.col IS NOT NULL AND `: the row uses this owner.
+/// `c.type = 'Class' AND c.col IS NOT NULL`: the row uses this owner.
 fn applies(owner: &Owner<'_>) -> String {
-    let mut out = String::new();
-    if let Some((t, class)) = &owner.type_col {
-        out.push_str(&format!("c.c{t} = {} AND ", sql::string(class)));
-    }
-    for c in &owner.cols {
-        out.push_str(&format!("c.c{c} IS NOT NULL AND "));
-    }
-    out
+    let typed = owner
+        .type_col
+        .as_ref()
+        .map(|(t, class)| sql::class_is("c", Col::Staged(*t), class));
+    sql::all_of(
+        typed
+            .into_iter()
+            .chain([sql::not_null("c", stage_cols(&owner.cols))]),
+    )
+}
+
+fn stage_cols(positions: &[usize]) -> impl Iterator<Item = Col<'static>> + '_ {
+    positions.iter().map(|&i| Col::Staged(i))
 }
 
 /// `(…)`: the row's owner along this link is in play or present; None
 /// when neither can be told (the parent is neither staged nor a table
 /// with a tenant column).
 fn reached(staged: &Staged, owner: &Owner<'_>) -> Option<String> {
-    let ct = tuple("c", owner.cols.iter().map(|c| format!("c{c}")));
+    let ct = sql::row_value("c", stage_cols(&owner.cols));
     let mut parts = Vec::new();
     if let Some(p) = owner.parent {
         let parent = &staged.tables[p];
@@ -122,19 +129,17 @@ fn reached(staged: &Staged, owner: &Owner<'_>) -> Option<String> {
             .map(|x| parent.columns.iter().position(|y| y == x))
             .collect::<Option<Vec<_>>>();
         if let Some(pcs) = pcs {
-            let pt = tuple("p", pcs.iter().map(|c| format!("c{c}")));
+            let pt = sql::row_value("p", stage_cols(&pcs));
             parts.push(format!(
-                "{ct} IN (SELECT {pt} FROM temp.tk_sel_{p} AS x JOIN {} AS p ON p.rowid = x.sid)",
+                "{ct} IN (SELECT {pt} FROM {} AS x JOIN {} AS p ON p.rowid = x.sid)",
+                selected(parent),
                 parent.stage
             ));
         }
     }
     if let Some(set) = &owner.present {
-        let keys = (0..owner.cols.len()).map(|k| format!("k{k}"));
-        parts.push(format!(
-            "{ct} IN (SELECT {} FROM {set})",
-            keys.collect::<Vec<_>>().join(", ")
-        ));
+        let keys = sql::key_columns(owner.cols.len());
+        parts.push(format!("{ct} IN (SELECT {keys} FROM {set})"));
     }
     (!parts.is_empty()).then(|| format!("({})", parts.join(" OR ")))
 }
@@ -148,7 +153,7 @@ fn present_set(
     child: &StagedTable,
     owner: &Owner<'_>,
     n: usize,
-) -> Result<Option<String>> {
+) -> Result<Option<TempTable>> {
     let link = owner.link;
     let Some(parent) = ctx.scope.table(&link.parent) else {
         return Ok(None);
@@ -156,29 +161,21 @@ fn present_set(
     if !matches!(parent.membership, Membership::TenantColumn) {
         return Ok(None);
     }
-    let set = format!("temp.tk_selo_{n}");
-    let keys: Vec<String> = (0..link.parent_columns.len())
-        .map(|k| format!("k{k}"))
-        .collect();
-    conn.execute_batch(&format!(
-        "DROP TABLE IF EXISTS {set}; CREATE TEMP TABLE tk_selo_{n}({k}, PRIMARY KEY({k})) WITHOUT ROWID;",
-        k = keys.join(", ")
-    ))?;
+    // Counted per owner link: a table can own several derived tables.
+    let set = TempTable::new("selo", n);
+    conn.execute_batch(&set.create_key_set(link.parent_columns.len()))?;
     let ours = MemberSets::unmaterialized(ctx.scope, ctx.schema, Side::Ours);
-    let mt = tuple("m", link.parent_columns.iter().map(|c| sql::ident(c)));
-    let ct = tuple("c", owner.cols.iter().map(|c| format!("c{c}")));
+    let parent_cols = || link.parent_columns.iter().map(|c| Col::Named(c));
+    let mt = sql::row_value("m", parent_cols());
+    let ct = sql::row_value("c", stage_cols(&owner.cols));
     let used = format!(
-        "SELECT {ct} FROM {} AS c WHERE {}1",
+        "SELECT {ct} FROM {} AS c WHERE {}",
         child.stage,
         applies(owner)
     );
     let sql = format!(
         "INSERT OR IGNORE INTO {set} SELECT {} FROM {} AS m WHERE {} AND {mt} IN ({used})",
-        link.parent_columns
-            .iter()
-            .map(|c| format!("m.{}", sql::ident(c)))
-            .collect::<Vec<_>>()
-            .join(", "),
+        sql::columns_of("m", parent_cols()),
         sql::main_table(&link.parent),
         ours.member_predicate(&link.parent, "m")?
     );
@@ -187,14 +184,4 @@ fn present_set(
     let params = tenant_params(&stmt, &target);
     stmt.execute(&*params)?;
     Ok(Some(set))
-}
-
-/// `alias.a` or `(alias.a, alias.b)`.
-fn tuple(alias: &str, columns: impl Iterator<Item = String>) -> String {
-    let list: Vec<String> = columns.map(|c| format!("{alias}.{c}")).collect();
-    if list.len() == 1 {
-        list[0].clone()
-    } else {
-        format!("({})", list.join(", "))
-    }
 }

@@ -38,7 +38,6 @@ mod references;
 pub mod shared;
 
 /// `k0, k1, …`: the columns of member sets and other key tables.
-pub(crate) use crate::sql::key_columns as key_names;
 pub use candidates::Candidates;
 pub use classes::{BackupTypes, TypesToLearn};
 pub(crate) use fill::estimated_rows;

@@ -8,7 +8,7 @@ use super::{scratch_table, Planning};
 use crate::error::Result;
 use crate::restore::stage::{Staged, StagedTable};
 use crate::restore::Context;
-use crate::scope::{key_names, tenant_params, Candidates, MemberSets, Membership, Side};
+use crate::scope::{tenant_params, Candidates, MemberSets, Membership, Side};
 use crate::sql::{self, Col};
 use crate::value::SqlValue;
 use rusqlite::Connection;
@@ -62,7 +62,10 @@ impl Planning<'_, '_> {
         }
         if let Some(insert) = candidates.insert_into(&table.name) {
             conn.execute(
-                &format!("{insert}SELECT {} FROM temp.{hits}", key_names(key.len())),
+                &format!(
+                    "{insert}SELECT {} FROM temp.{hits}",
+                    sql::key_columns(key.len())
+                ),
                 [],
             )?;
         }
@@ -172,7 +175,7 @@ pub(super) fn index_kept(
         } else {
             format!(
                 "CREATE UNIQUE INDEX temp.{hits}_key ON {hits}({});",
-                key_names(key.len())
+                sql::key_columns(key.len())
             )
         };
         match conn.execute_batch(&format!("{sid_index} {key_index}")) {
