@@ -852,10 +852,7 @@ mod tests {
     /// Settings over an in-memory database holding `rows` (tenant,
     /// target_type, target_id, key, JSON value), with `color` and `size`
     /// defaults for `User`.
-    fn settings(
-        lookup: Lookup,
-        rows: &[(i64, Option<&str>, Option<&str>, &str, &str)],
-    ) -> Settings {
+    fn settings(lookup: Lookup, rows: &[SettingRow]) -> Settings {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(TABLE).unwrap();
         for row in rows {
@@ -888,7 +885,16 @@ mod tests {
         (color.value, color.source)
     }
 
-    const EVERY_LEVEL: &[(i64, Option<&str>, Option<&str>, &str, &str)] = &[
+    /// tenant, target_type, target_id, key, JSON value.
+    type SettingRow = (
+        i64,
+        Option<&'static str>,
+        Option<&'static str>,
+        &'static str,
+        &'static str,
+    );
+
+    const EVERY_LEVEL: &[SettingRow] = &[
         (1, None, None, "color", "\"tenant\""),
         (1, Some("User"), None, "color", "\"class\""),
         (1, Some("User"), Some("7"), "color", "\"instance\""),
