@@ -1,8 +1,7 @@
 # frozen_string_literal: true
 
 require_relative "spec_helper"
-require_relative "support/sample_app"
-require "tmpdir"
+require_relative "support/tmpdir"
 require "zlib"
 require "rubygems/package"
 require "set"
@@ -12,20 +11,10 @@ require "timeout"
 # a real SQLite file and a real Disk-service storage tree, checked against
 # the sample app's independent oracle (spec/support/sample_app.rb).
 RSpec.describe "TenantKit backup and restore" do
-  around do |example|
-    Dir.mktmpdir("tenant_kit_spec") do |dir|
-      @dir = dir
-      example.run
-    end
-  end
-
-  let(:db) { File.join(@dir, "app.sqlite3") }
-  let(:storage) { File.join(@dir, "storage") }
-  let(:out) { File.join(@dir, "out").tap { |d| FileUtils.mkdir_p(d) } }
+  include_context "tmpdir"
 
   def create_app(**opts)
-    TenantKitSample.create(path: db, storage_root: storage, tenants: 3, rows_per_tenant: 2_000,
-                           blob_bytes: 64 * 1024, seed: 7, extra_types: true, **opts)
+    create_sample_app(tenants: 3, rows_per_tenant: 2_000, blob_bytes: 64 * 1024, seed: 7, extra_types: true, **opts)
   end
 
   def backup(tenant_id = 1, &block)

@@ -1,22 +1,14 @@
 # frozen_string_literal: true
 
 require_relative "spec_helper"
+require_relative "support/tmpdir"
 require "sqlite3"
-require "tmpdir"
 
 # Tenant ids kept as 16-byte BLOBs (UUIDv7), as 37signals' apps keep them
 # on SQLite: a binary String is such an id, a UUID in text is converted to
 # it, and nothing hands raw bytes to JSON.
 RSpec.describe "BLOB tenant ids" do
-  around do |example|
-    Dir.mktmpdir("tenant_kit_blob_ids") do |dir|
-      @dir = dir
-      example.run
-    end
-  end
-
-  let(:db) { File.join(@dir, "app.sqlite3") }
-  let(:out) { File.join(@dir, "out").tap { |d| FileUtils.mkdir_p(d) } }
+  include_context "tmpdir"
 
   # 16 bytes per id: the account and the kind of row up front, so two
   # accounts never share one.

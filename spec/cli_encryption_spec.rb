@@ -1,35 +1,21 @@
 # frozen_string_literal: true
 
 require_relative "spec_helper"
-require_relative "support/sample_app"
+require_relative "support/tmpdir"
 require "open3"
-require "tmpdir"
 require "json"
 
 # Encrypted archives from the command line, run as an operator would: the
 # real executable, a key made by TenantKit.generate_key, the age CLI's
 # format; a passphrase only through the environment.
 RSpec.describe "tenant_kit with age keys" do
-  around do |example|
-    Dir.mktmpdir("tenant_kit_cli_age") do |dir|
-      @dir = dir
-      example.run
-    end
-  end
+  include_context "cli"
 
-  let(:exe) { File.join(REPO_ROOT, "exe", "tenant_kit") }
-  let(:db) { File.join(@dir, "app.sqlite3") }
-  let(:storage) { File.join(@dir, "storage") }
-  let(:out) { File.join(@dir, "out") }
   let(:key) { TenantKit.generate_key }
 
   before do
-    TenantKitSample.create(path: db, storage_root: storage, tenants: 2, rows_per_tenant: 60, blob_bytes: 512, seed: 4)
+    create_sample_app(tenants: 2, rows_per_tenant: 60, blob_bytes: 512, seed: 4)
     FileUtils.mkdir_p(out)
-  end
-
-  def run_cli(*args, env: {})
-    Open3.capture3(env, RbConfig.ruby, exe, *args.map(&:to_s))
   end
 
   def key_file(identity)

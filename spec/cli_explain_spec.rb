@@ -1,31 +1,17 @@
 # frozen_string_literal: true
 
 require_relative "spec_helper"
-require_relative "support/sample_app"
+require_relative "support/tmpdir"
 require "open3"
-require "tmpdir"
 require "json"
 
 # `tenant_kit explain`, run as an operator would: the real executable on a
 # real SQLite file, with flags or a config file, as text or JSON.
 RSpec.describe "tenant_kit explain" do
-  around do |example|
-    Dir.mktmpdir("tenant_kit_cli_explain") do |dir|
-      @dir = dir
-      example.run
-    end
-  end
-
-  let(:exe) { File.join(REPO_ROOT, "exe", "tenant_kit") }
-  let(:db) { File.join(@dir, "app.sqlite3") }
+  include_context "cli"
 
   before do
-    TenantKitSample.create(path: db, storage_root: File.join(@dir, "storage"), tenants: 2, rows_per_tenant: 100,
-                           blob_bytes: 1024, seed: 9)
-  end
-
-  def run_cli(*args)
-    Open3.capture3(RbConfig.ruby, exe, *args.map(&:to_s))
+    create_sample_app(tenants: 2, rows_per_tenant: 100, blob_bytes: 1024, seed: 9)
   end
 
   it "prints tables, references and unconfirmed guesses as text" do

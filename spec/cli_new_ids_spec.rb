@@ -1,32 +1,17 @@
 # frozen_string_literal: true
 
 require_relative "spec_helper"
-require_relative "support/sample_app"
+require_relative "support/tmpdir"
 require "open3"
-require "tmpdir"
 require "json"
 
 # `tenant_kit restore --new-ids`: a copy of a tenant made from the command
 # line, into a new tenant when no --tenant-id is given.
 RSpec.describe "tenant_kit restore --new-ids" do
-  around do |example|
-    Dir.mktmpdir("tenant_kit_cli_new_ids") do |dir|
-      @dir = dir
-      example.run
-    end
-  end
-
-  let(:exe) { File.join(REPO_ROOT, "exe", "tenant_kit") }
-  let(:db) { File.join(@dir, "app.sqlite3") }
-  let(:storage) { File.join(@dir, "storage") }
-  let(:out) { File.join(@dir, "out").tap { |d| FileUtils.mkdir_p(d) } }
-
-  def run_cli(*args)
-    Open3.capture3(RbConfig.ruby, exe, *args.map(&:to_s))
-  end
+  include_context "cli"
 
   it "copies a tenant into a new tenant, writes the id map and leaves the original as it was" do
-    TenantKitSample.create(path: db, storage_root: storage, tenants: 2, rows_per_tenant: 50, blob_bytes: 1024, seed: 3)
+    create_sample_app(tenants: 2, rows_per_tenant: 50, blob_bytes: 1024, seed: 3)
     original = TenantKitSample.tenant_digest(db, 1)
     _, stderr, status = run_cli("backup", "--database", db, "--tenant-id", 1, "--output-dir", out,
                                 "--storage-root", storage)

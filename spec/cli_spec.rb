@@ -1,10 +1,9 @@
 # frozen_string_literal: true
 
 require_relative "spec_helper"
-require_relative "support/sample_app"
+require_relative "support/tmpdir"
 require "open3"
 require "pty"
-require "tmpdir"
 require "json"
 require "zlib"
 
@@ -12,26 +11,10 @@ require "zlib"
 # real SQLite file and storage tree, exit statuses, a terminal for the
 # progress bar, and Ctrl-C (SIGINT) in the middle of the work.
 RSpec.describe "tenant_kit command line" do
-  EXE = File.join(REPO_ROOT, "exe", "tenant_kit")
-
-  around do |example|
-    Dir.mktmpdir("tenant_kit_cli") do |dir|
-      @dir = dir
-      example.run
-    end
-  end
-
-  let(:db) { File.join(@dir, "app.sqlite3") }
-  let(:storage) { File.join(@dir, "storage") }
-  let(:out) { File.join(@dir, "out").tap { |d| FileUtils.mkdir_p(d) } }
+  include_context "cli"
 
   def create_app(rows: 500)
-    TenantKitSample.create(path: db, storage_root: storage, tenants: 2, rows_per_tenant: rows,
-                           blob_bytes: 4 * 1024, seed: 3)
-  end
-
-  def run_cli(*args)
-    Open3.capture3(RbConfig.ruby, EXE, *args.map(&:to_s))
+    create_sample_app(tenants: 2, rows_per_tenant: rows, blob_bytes: 4 * 1024, seed: 3)
   end
 
   def backup_args(tenant = 1)
@@ -92,7 +75,7 @@ RSpec.describe "tenant_kit command line" do
   it "draws a progress bar on a terminal" do
     create_app
     output = +""
-    PTY.spawn(RbConfig.ruby, EXE, *backup_args.map(&:to_s)) do |reader, _writer, pid|
+    PTY.spawn(RbConfig.ruby, exe, *backup_args.map(&:to_s)) do |reader, _writer, pid|
       begin
         reader.each_char { |c| output << c }
       rescue Errno::EIO
@@ -109,7 +92,7 @@ RSpec.describe "tenant_kit command line" do
   # unblock function cancels the native work.
   def interrupt_after(args, step)
     stdout_r, stdout_w = IO.pipe
-    pid = Process.spawn(RbConfig.ruby, EXE, *args.map(&:to_s), "--json", out: stdout_w, err: File::NULL)
+    pid = Process.spawn(RbConfig.ruby, exe, *args.map(&:to_s), "--json", out: stdout_w, err: File::NULL)
     stdout_w.close
     seen = []
     stdout_r.each_line do |line|

@@ -1,26 +1,15 @@
 # frozen_string_literal: true
 
 require_relative "spec_helper"
-require_relative "support/sample_app"
-require "tmpdir"
+require_relative "support/tmpdir"
 
 # TenantKit::Config: the scope rules checked once, shared by backup,
 # restore, verify and explain; and TenantKit.explain's report.
 RSpec.describe TenantKit::Config do
-  around do |example|
-    Dir.mktmpdir("tenant_kit_config") do |dir|
-      @dir = dir
-      example.run
-    end
-  end
-
-  let(:db) { File.join(@dir, "app.sqlite3") }
-  let(:storage) { File.join(@dir, "storage") }
-  let(:out) { File.join(@dir, "out").tap { |d| FileUtils.mkdir_p(d) } }
+  include_context "tmpdir"
 
   def create_app
-    TenantKitSample.create(path: db, storage_root: storage, tenants: 2, rows_per_tenant: 100,
-                           blob_bytes: 2 * 1024, seed: 5)
+    create_sample_app(tenants: 2, rows_per_tenant: 100, blob_bytes: 2 * 1024, seed: 5)
   end
 
   describe "validation at construction" do

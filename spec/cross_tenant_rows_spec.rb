@@ -1,20 +1,13 @@
 # frozen_string_literal: true
 
 require_relative "spec_helper"
+require_relative "support/tmpdir"
 require "sqlite3"
-require "tmpdir"
 
 # A join row between two tenants' rows is no one tenant's: the backup
 # leaves it out and says so in its result.
 RSpec.describe "TenantKit.backup and rows two tenants reach" do
-  around do |example|
-    Dir.mktmpdir("tenant_kit_shared") do |dir|
-      @dir = dir
-      example.run
-    end
-  end
-
-  let(:db) { File.join(@dir, "app.sqlite3") }
+  include_context "tmpdir"
 
   before do
     SQLite3::Database.new(db).execute_batch(<<~SQL)

@@ -1,26 +1,16 @@
 # frozen_string_literal: true
 
 require_relative "spec_helper"
-require_relative "support/sample_app"
-require "tmpdir"
+require_relative "support/tmpdir"
 
 # TenantKit::DatabaseError carries SQLite's result code, so a caller tells a
 # busy database (retry later) from a damaged file without reading the
 # message. Real locks and real damaged files.
 RSpec.describe TenantKit::DatabaseError do
-  around do |example|
-    Dir.mktmpdir("tenant_kit_codes") do |dir|
-      @dir = dir
-      example.run
-    end
-  end
-
-  let(:db) { File.join(@dir, "app.sqlite3") }
-  let(:out) { File.join(@dir, "out").tap { |d| FileUtils.mkdir_p(d) } }
+  include_context "tmpdir"
 
   before do
-    TenantKitSample.create(path: db, storage_root: File.join(@dir, "storage"), tenants: 2, rows_per_tenant: 50,
-                           blob_bytes: 1024, seed: 3)
+    create_sample_app(tenants: 2, rows_per_tenant: 50, blob_bytes: 1024, seed: 3)
   end
 
   def backup_error(**options)

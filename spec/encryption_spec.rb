@@ -1,7 +1,7 @@
 # frozen_string_literal: true
 
 require_relative "spec_helper"
-require "tmpdir"
+require_relative "support/tmpdir"
 require "sqlite3"
 require "fileutils"
 
@@ -10,15 +10,7 @@ require "fileutils"
 RSpec.describe "TenantKit encrypted archives" do
   PASSPHRASE = "spec passphrase 8815"
 
-  around do |example|
-    Dir.mktmpdir("tenant_kit_encryption") do |dir|
-      @dir = dir
-      example.run
-    end
-  end
-
-  let(:db) { File.join(@dir, "app.sqlite3") }
-  let(:out) { File.join(@dir, "out").tap { |d| FileUtils.mkdir_p(d) } }
+  include_context "tmpdir"
 
   before do
     SQLite3::Database.new(db) do |conn|

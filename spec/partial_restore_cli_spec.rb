@@ -1,30 +1,17 @@
 # frozen_string_literal: true
 
 require_relative "spec_helper"
-require_relative "support/sample_app"
-require "open3"
-require "tmpdir"
+require_relative "support/tmpdir"
 require "json"
 require "sqlite3"
 
 # `tenant_kit restore --only / --except` and TenantKit.restore(only:, except:)
 # on the sample app: a subtree (one project), and every table but one.
 RSpec.describe "partial restore from Ruby and the command line" do
-  exe = File.join(REPO_ROOT, "exe", "tenant_kit")
-
-  around do |example|
-    Dir.mktmpdir("tenant_kit_partial") do |dir|
-      @dir = dir
-      example.run
-    end
-  end
-
-  let(:db) { File.join(@dir, "app.sqlite3") }
-  let(:storage) { File.join(@dir, "storage") }
-  let(:out) { File.join(@dir, "out").tap { |d| FileUtils.mkdir_p(d) } }
+  include_context "cli"
 
   before do
-    TenantKitSample.create(path: db, storage_root: storage, tenants: 2, rows_per_tenant: 300, blob_bytes: 1024, seed: 5)
+    create_sample_app(tenants: 2, rows_per_tenant: 300, blob_bytes: 1024, seed: 5)
   end
 
   def sql(statement)
@@ -39,7 +26,7 @@ RSpec.describe "partial restore from Ruby and the command line" do
     sql("UPDATE tasks SET title = 'edited' WHERE project_id = #{project}")
     sql("UPDATE users SET name = 'renamed later' WHERE tenant_id = 1")
 
-    stdout, stderr, status = Open3.capture3(RbConfig.ruby, exe, "restore", "--database", db, "--archive", archive,
+    stdout, stderr, status = run_cli("restore", "--database", db, "--archive", archive,
                                             "--tenant-id", "1", "--storage-root", storage,
                                             "--only", "projects=#{project}", "--dry-run", "--json")
     expect(status.exitstatus).to eq(0), stderr
@@ -59,7 +46,7 @@ RSpec.describe "partial restore from Ruby and the command line" do
     archive = TenantKit.backup(database: db, tenant_id: 1, output_dir: out, storage_root: storage).path
     sql("UPDATE users SET name = 'renamed later' WHERE tenant_id = 1")
     sql("UPDATE tags SET name = 'renamed later' WHERE tenant_id = 1")
-    _, stderr, status = Open3.capture3(RbConfig.ruby, exe, "restore", "--database", db, "--archive", archive,
+    _, stderr, status = run_cli("restore", "--database", db, "--archive", archive,
                                        "--tenant-id", "1", "--storage-root", storage, "--except", "users")
     expect(status.exitstatus).to eq(0), stderr
     expect(sql("SELECT DISTINCT name FROM users WHERE tenant_id = 1")).to eq([["renamed later"]])

@@ -2,21 +2,13 @@
 
 require "digest"
 require "sqlite3"
-require "tmpdir"
 require "timeout"
 
 # Issue 19: a job timeout stops a restore while one of its statements runs
 # (here the app's trigger makes a project's delete last for minutes), rolls
 # it back and leaves the database as it was.
 RSpec.describe "TenantKit.restore cancelled inside a statement" do
-  around do |example|
-    Dir.mktmpdir("tenant_kit_speed") do |dir|
-      @dir = dir
-      example.run
-    end
-  end
-
-  let(:db) { File.join(@dir, "app.sqlite3") }
+  include_context "tmpdir"
 
   before do
     SQLite3::Database.new(db) do |conn|

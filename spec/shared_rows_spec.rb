@@ -1,21 +1,14 @@
 # frozen_string_literal: true
 
 require_relative "spec_helper"
+require_relative "support/tmpdir"
 require "sqlite3"
-require "tmpdir"
 
 # Shared reference rows from Ruby: users joined to accounts through
 # account_users travel in the archive (result.shared), a restore into a new
 # database inserts them, and tables: rules :shared / :owned reach the core.
 RSpec.describe "shared reference rows" do
-  around do |example|
-    Dir.mktmpdir("tenant_kit_shared_rows") do |dir|
-      @dir = dir
-      example.run
-    end
-  end
-
-  let(:out) { File.join(@dir, "out").tap { |d| FileUtils.mkdir_p(d) } }
+  include_context "tmpdir"
 
   let(:schema) do
     <<~SQL

@@ -1,23 +1,15 @@
 # frozen_string_literal: true
 
 require_relative "spec_helper"
-require_relative "support/sample_app"
-require "tmpdir"
+require_relative "support/tmpdir"
 
 # The progress vocabulary comes from the extension (defined once in the
 # core): the steps real work emits are the ones TenantKit::STEPS names.
 RSpec.describe "TenantKit::STEPS" do
-  around do |example|
-    Dir.mktmpdir("tenant_kit_steps") do |dir|
-      @dir = dir
-      example.run
-    end
-  end
+  include_context "tmpdir"
 
   it "names every step a backup and a restore emit, with their phases in order" do
-    db = File.join(@dir, "app.sqlite3")
-    storage = File.join(@dir, "storage")
-    TenantKitSample.create(path: db, storage_root: storage, tenants: 2, rows_per_tenant: 50, blob_bytes: 1024, seed: 5)
+    create_sample_app(tenants: 2, rows_per_tenant: 50, blob_bytes: 1024, seed: 5)
     events = []
     archive = TenantKit.backup(database: db, tenant_id: 1, output_dir: @dir, storage_root: storage) { |e| events << e }.path
     TenantKit.restore(database: db, archive: archive, tenant_id: 1, storage_root: storage, purge: true) { |e| events << e }

@@ -113,30 +113,32 @@ impl SettingsConfig {
 
     /// From the config keys of a JSON request (see
     /// [`resolve_json`](super::resolve_json)); other keys are ignored here.
+    /// Phases: the database path, the table's names, the busy timeout, the
+    /// lookup strategy, the defaults.
     pub fn from_json(obj: &Map<String, Value>) -> Result<Self> {
-        let database = match obj.get("database") {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(Value::Null) | None => {
-                return Err(Error::argument(
-                    "database: the path of the SQLite file is required",
-                ))
-            }
-            Some(other) => {
-                return Err(Error::argument(format!(
-                    "database must be a path String (got {other})"
-                )))
-            }
-        };
-        let mut config = SettingsConfig::new(database);
+        let mut config = SettingsConfig::new(database_from_json(obj.get("database"))?);
+        config.names_from_json(obj)?;
+        if let Some(timeout) = busy_timeout_from_json(obj.get("busy_timeout_ms"))? {
+            config.busy_timeout = timeout;
+        }
+        if let Some(lookup) = lookup_from_json(obj.get("lookup"))? {
+            config.lookup = lookup;
+        }
+        config.defaults = defaults_from_json(obj.get("defaults"))?;
+        Ok(config)
+    }
+
+    /// The table's name and its column names, each optional.
+    fn names_from_json(&mut self, obj: &Map<String, Value>) -> Result<()> {
         let names: [(&str, &mut String); 8] = [
-            ("table", &mut config.table),
-            ("tenant_column", &mut config.tenant_column),
-            ("target_type_column", &mut config.target_type_column),
-            ("target_id_column", &mut config.target_id_column),
-            ("key_column", &mut config.key_column),
-            ("value_column", &mut config.value_column),
-            ("created_at_column", &mut config.created_at_column),
-            ("updated_at_column", &mut config.updated_at_column),
+            ("table", &mut self.table),
+            ("tenant_column", &mut self.tenant_column),
+            ("target_type_column", &mut self.target_type_column),
+            ("target_id_column", &mut self.target_id_column),
+            ("key_column", &mut self.key_column),
+            ("value_column", &mut self.value_column),
+            ("created_at_column", &mut self.created_at_column),
+            ("updated_at_column", &mut self.updated_at_column),
         ];
         for (name, slot) in names {
             match obj.get(name) {
@@ -149,54 +151,77 @@ impl SettingsConfig {
                 }
             }
         }
-        match obj.get("busy_timeout_ms") {
-            None | Some(Value::Null) => {}
-            Some(Value::Number(n))
-                if n.as_u64()
-                    .is_some_and(|ms| ms <= crate::db::MAX_BUSY_TIMEOUT_MS) =>
-            {
-                config.busy_timeout = Duration::from_millis(n.as_u64().unwrap_or_default())
-            }
-            Some(other) => {
-                return Err(Error::argument(format!(
-                    "busy_timeout_ms must be an Integer from 0 to {} (got {other})",
-                    crate::db::MAX_BUSY_TIMEOUT_MS
-                )))
-            }
-        }
-        match obj.get("lookup") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(s)) => config.lookup = Lookup::parse(s)?,
-            Some(other) => {
-                return Err(Error::argument(format!(
-                    "lookup must be a String (got {other})"
-                )))
-            }
-        }
-        match obj.get("defaults") {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(classes)) => {
-                for (klass, keys) in classes {
-                    let keys = match keys {
-                        Value::Object(keys) => keys.clone(),
-                        Value::Null => Map::new(),
-                        other => {
-                            return Err(Error::argument(format!(
-                                "defaults[{klass:?}] must be a Hash of key => default value (got {other})"
-                            )))
-                        }
-                    };
-                    config.defaults.insert(klass.clone(), keys);
-                }
-            }
-            Some(other) => {
-                return Err(Error::argument(format!(
-                    "defaults must be a Hash of class name => {{ key => value }} (got {other})"
-                )))
-            }
-        }
-        Ok(config)
+        Ok(())
     }
+}
+
+/// `database`: required, a non-empty path.
+fn database_from_json(value: Option<&Value>) -> Result<String> {
+    match value {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(Value::Null) | None => Err(Error::argument(
+            "database: the path of the SQLite file is required",
+        )),
+        Some(other) => Err(Error::argument(format!(
+            "database must be a path String (got {other})"
+        ))),
+    }
+}
+
+/// `busy_timeout_ms`: optional, an Integer within the crate's bound.
+fn busy_timeout_from_json(value: Option<&Value>) -> Result<Option<Duration>> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n))
+            if n.as_u64()
+                .is_some_and(|ms| ms <= crate::db::MAX_BUSY_TIMEOUT_MS) =>
+        {
+            Ok(Some(Duration::from_millis(n.as_u64().unwrap_or_default())))
+        }
+        Some(other) => Err(Error::argument(format!(
+            "busy_timeout_ms must be an Integer from 0 to {} (got {other})",
+            crate::db::MAX_BUSY_TIMEOUT_MS
+        ))),
+    }
+}
+
+/// `lookup`: optional, one of [`Lookup`]'s names.
+fn lookup_from_json(value: Option<&Value>) -> Result<Option<Lookup>> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Lookup::parse(s).map(Some),
+        Some(other) => Err(Error::argument(format!(
+            "lookup must be a String (got {other})"
+        ))),
+    }
+}
+
+/// `defaults`: optional, class name => { key => default value }; a class
+/// given `null` has no keys.
+fn defaults_from_json(value: Option<&Value>) -> Result<HashMap<String, Map<String, Value>>> {
+    let classes = match value {
+        None | Some(Value::Null) => return Ok(HashMap::new()),
+        Some(Value::Object(classes)) => classes,
+        Some(other) => {
+            return Err(Error::argument(format!(
+                "defaults must be a Hash of class name => {{ key => value }} (got {other})"
+            )))
+        }
+    };
+    let mut defaults = HashMap::with_capacity(classes.len());
+    for (klass, keys) in classes {
+        let keys = match keys {
+            Value::Object(keys) => keys.clone(),
+            Value::Null => Map::new(),
+            other => {
+                return Err(Error::argument(format!(
+                    "defaults[{klass:?}] must be a Hash of key => default value (got {other})"
+                )))
+            }
+        };
+        defaults.insert(klass.clone(), keys);
+    }
+    Ok(defaults)
 }
 
 /// The tenant id of a settings request: the crate's one [`TenantId`]

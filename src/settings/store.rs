@@ -1,6 +1,7 @@
-//! [`Settings`]: one connection to the app's database, the settings table's
-//! shape, prepared statements and (without a suitable index) per-tenant
-//! snapshots of the rows.
+//! [`Settings`]: one connection to the app's database, the settings table
+//! as found there ([`SettingsTable`]: its quoted names and statement texts),
+//! and (without a suitable index) the [`TenantCache`] of per-tenant row
+//! snapshots.
 
 use super::cascade::{
     self, Base, Explained, FastHash, Interner, Level, Levels, Row, Scratch, Target,
@@ -33,15 +34,64 @@ pub struct Settings {
     /// The process that opened `conn`; another one (after `fork`) must not
     /// use it.
     pid: u32,
-    schema: Schema,
+    table: SettingsTable,
     snapshot: bool,
-    cache: Vec<Snapshot>,
+    cache: TenantCache,
 }
 
-struct Snapshot {
+/// Snapshot lookup's memory: the rows of the [`SNAPSHOT_TENANTS`] tenants
+/// used last, each valid for the `PRAGMA data_version` it was read at
+/// (another connection's commit changes it; our own commits do not, so
+/// [`Settings::build_settings_for`] forgets the tenant it wrote).
+#[derive(Default)]
+struct TenantCache {
+    /// Least recently used first.
+    entries: Vec<CachedTenant>,
+}
+
+struct CachedTenant {
     tenant: TenantId,
     data_version: i64,
     rows: TenantRows,
+}
+
+impl TenantCache {
+    /// The tenant's rows as of `data_version`: kept ones if they were read
+    /// at that version, otherwise `load`ed (evicting the least recently
+    /// used tenant when full).
+    fn rows(
+        &mut self,
+        tenant: &TenantId,
+        data_version: i64,
+        load: impl FnOnce() -> Result<TenantRows>,
+    ) -> Result<&TenantRows> {
+        if let Some(pos) = self.entries.iter().position(|e| &e.tenant == tenant) {
+            let entry = self.entries.remove(pos);
+            if entry.data_version == data_version {
+                self.entries.push(entry);
+            }
+        }
+        if self.entries.last().is_none_or(|e| &e.tenant != tenant) {
+            let rows = load()?;
+            if self.entries.len() >= SNAPSHOT_TENANTS {
+                self.entries.remove(0);
+            }
+            self.entries.push(CachedTenant {
+                tenant: tenant.clone(),
+                data_version,
+                rows,
+            });
+        }
+        Ok(&self.entries.last().expect("pushed above").rows)
+    }
+
+    fn forget(&mut self, tenant: &TenantId) {
+        self.entries.retain(|e| &e.tenant != tenant);
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+    }
 }
 
 /// Rows of one tenant by level: the tenant level, and per class its class
@@ -100,9 +150,10 @@ enum Ids<'a> {
     Many(&'a HashSet<&'a str, FastHash>, &'a [&'a str]),
 }
 
-/// The settings table as found in the database: quoted names, and whether
-/// an index serves (tenant, target_type, target_id) lookups.
-struct Schema {
+/// The settings table as found in the database: the statement texts built
+/// from its quoted names, and whether an index serves (tenant,
+/// target_type, target_id) lookups.
+struct SettingsTable {
     levels_class: String,
     levels_one: String,
     levels_list: String,
@@ -113,8 +164,8 @@ struct Schema {
     indexed: bool,
 }
 
-impl Schema {
-    fn inspect(conn: &Connection, config: &SettingsConfig) -> Result<Schema> {
+impl SettingsTable {
+    fn inspect(conn: &Connection, config: &SettingsConfig) -> Result<SettingsTable> {
         let db = config.database.display();
         let columns: Vec<String> = {
             let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
@@ -181,7 +232,7 @@ impl Schema {
             (Some(c), None) | (None, Some(c)) => (format!(", {c}"), ", ?6"),
             (None, None) => (String::new(), ""),
         };
-        Ok(Schema {
+        Ok(SettingsTable {
             levels_class: levels(None),
             levels_one: levels(Some(&format!("{tid} = ?3"))),
             levels_list: levels(Some(&format!("{tid} IN (SELECT value FROM json_each(?3))"))),
@@ -262,20 +313,20 @@ fn id_text(raw: ValueRef<'_>) -> Option<std::borrow::Cow<'_, str>> {
 /// One query for the tenant and class levels and the requested instances.
 fn query_levels(
     conn: &Connection,
-    schema: &Schema,
+    table: &SettingsTable,
     tenant: &TenantId,
     klass: &str,
     ids: Ids,
 ) -> Result<TenantRows> {
     let list_json;
     let (sql, third): (&str, Option<&str>) = match ids {
-        Ids::Class => (&schema.levels_class, None),
-        Ids::One(id) => (&schema.levels_one, Some(id)),
+        Ids::Class => (&table.levels_class, None),
+        Ids::One(id) => (&table.levels_one, Some(id)),
         Ids::Many(_, list) if list.len() <= ID_LIST_MAX => {
             list_json = serde_json::to_string(list).map_err(|e| Error::internal(e.to_string()))?;
-            (&schema.levels_list, Some(list_json.as_str()))
+            (&table.levels_list, Some(list_json.as_str()))
         }
-        Ids::Many(..) => (&schema.levels_all, None),
+        Ids::Many(..) => (&table.levels_all, None),
     };
     let filter = match ids {
         Ids::Many(wanted, list) if list.len() > ID_LIST_MAX => Some(wanted),
@@ -317,10 +368,10 @@ fn query_levels(
 }
 
 /// All rows of one tenant (snapshot mode).
-fn load_tenant(conn: &Connection, schema: &Schema, tenant: &TenantId) -> Result<TenantRows> {
+fn load_tenant(conn: &Connection, table: &SettingsTable, tenant: &TenantId) -> Result<TenantRows> {
     let mut out = TenantRows::default();
     let mut interner = Interner::new(true);
-    let mut stmt = conn.prepare_cached(&schema.tenant_rows)?;
+    let mut stmt = conn.prepare_cached(&table.tenant_rows)?;
     let mut rows = stmt.query([tenant.to_sql_value()])?;
     while let Some(r) = rows.next()? {
         let Some(key) = id_text(r.get_ref(3)?) else {
@@ -357,15 +408,15 @@ impl std::ops::Deref for Fetched<'_> {
 
 fn fetch<'a>(
     conn: &Connection,
-    schema: &Schema,
-    cache: Option<&'a mut Vec<Snapshot>>,
+    table: &SettingsTable,
+    cache: Option<&'a mut TenantCache>,
     tenant: &TenantId,
     klass: &str,
     ids: Ids,
 ) -> Result<Fetched<'a>> {
     let Some(cache) = cache else {
         return Ok(Fetched::Owned(query_levels(
-            conn, schema, tenant, klass, ids,
+            conn, table, tenant, klass, ids,
         )?));
     };
     // Read the version before the rows: a commit in between makes the
@@ -373,24 +424,8 @@ fn fetch<'a>(
     let data_version: i64 = conn
         .prepare_cached("PRAGMA data_version")?
         .query_row([], |r| r.get(0))?;
-    if let Some(pos) = cache.iter().position(|s| &s.tenant == tenant) {
-        let snapshot = cache.remove(pos);
-        if snapshot.data_version == data_version {
-            cache.push(snapshot);
-        }
-    }
-    if cache.last().is_none_or(|s| &s.tenant != tenant) {
-        let rows = load_tenant(conn, schema, tenant)?;
-        if cache.len() >= SNAPSHOT_TENANTS {
-            cache.remove(0);
-        }
-        cache.push(Snapshot {
-            tenant: tenant.clone(),
-            data_version,
-            rows,
-        });
-    }
-    Ok(Fetched::Kept(&cache.last().expect("pushed above").rows))
+    let rows = cache.rows(tenant, data_version, || load_tenant(conn, table, tenant))?;
+    Ok(Fetched::Kept(rows))
 }
 
 thread_local! {
@@ -423,9 +458,14 @@ impl Settings {
     /// Open the database (it must exist) and check the settings table.
     pub fn open(config: SettingsConfig) -> Result<Self> {
         let conn = connect(&config)?;
-        let schema = Schema::inspect(&conn, &config)?;
+        Self::over(config, conn)
+    }
+
+    /// Settings over an open connection: the table is inspected here.
+    fn over(config: SettingsConfig, conn: Connection) -> Result<Self> {
+        let table = SettingsTable::inspect(&conn, &config)?;
         let snapshot = match config.lookup {
-            Lookup::Auto => !schema.indexed,
+            Lookup::Auto => !table.indexed,
             Lookup::Query => false,
             Lookup::Snapshot => true,
         };
@@ -433,9 +473,9 @@ impl Settings {
             config,
             conn: Some(conn),
             pid: std::process::id(),
-            schema,
+            table,
             snapshot,
-            cache: Vec::new(),
+            cache: TenantCache::default(),
         })
     }
 
@@ -454,7 +494,7 @@ impl Settings {
 
     /// Whether the table has the (tenant, target_type, target_id) index.
     pub fn indexed(&self) -> bool {
-        self.schema.indexed
+        self.table.indexed
     }
 
     /// Close the connection now; the next call opens a new one.
@@ -498,7 +538,7 @@ impl Settings {
         let Settings {
             config,
             conn,
-            schema,
+            table,
             snapshot,
             cache,
             ..
@@ -507,7 +547,7 @@ impl Settings {
             .as_ref()
             .ok_or_else(|| Error::internal("settings: no connection"))?;
         let cache = if *snapshot { Some(cache) } else { None };
-        let rows = fetch(conn, schema, cache, tenant, klass, ids)?;
+        let rows = fetch(conn, table, cache, tenant, klass, ids)?;
         Ok((rows, config.defaults.get(klass)))
     }
 
@@ -660,80 +700,84 @@ impl Settings {
     /// instance level with it) for the keys of `defaults[klass]`, exactly
     /// once even under concurrent callers; returns how many were created.
     /// The values written are the ones in effect (see the module docs).
+    /// Phases: a plain read without lock (nothing missing: done), then under
+    /// the write lock a second look and the inserts.
     pub fn build_settings_for(
         &mut self,
         tenant: &TenantId,
         klass: &str,
         id: Option<&TargetId>,
     ) -> Result<usize> {
-        let Some(defaults) = self.config.defaults.get(klass) else {
+        if self.class_defaults(klass)?.is_empty() {
+            return Ok(0);
+        }
+        let build = BuildLevel::new(tenant, klass, id);
+        if self.level_is_complete(&build)? {
+            return Ok(0);
+        }
+        let created = self.insert_missing(&build)?;
+        // Our own commits do not change our `data_version`: forget the
+        // snapshot of this tenant ourselves.
+        self.cache.forget(tenant);
+        Ok(created)
+    }
+
+    /// `defaults[klass]`, which `build_settings_for` requires.
+    fn class_defaults(&self, klass: &str) -> Result<&Map<String, Value>> {
+        self.config.defaults.get(klass).ok_or_else(|| {
             let mut known: Vec<&str> = self.config.defaults.keys().map(String::as_str).collect();
             known.sort_unstable();
-            return Err(Error::argument(format!(
+            Error::argument(format!(
                 "build_settings_for: no defaults for klass {klass:?} (defaults name: {})",
                 if known.is_empty() {
                     "nothing".to_string()
                 } else {
                     known.join(", ")
                 }
-            )));
-        };
-        if defaults.is_empty() {
-            return Ok(0);
-        }
-        let canonical = id.map(TargetId::canonical);
-        let ids = canonical.as_deref().map_or(Ids::Class, Ids::One);
-        let level = if id.is_some() {
-            Level::Instance
-        } else {
-            Level::Class
-        };
-        let complete = |rows: &TenantRows, defaults: &Map<String, Value>| {
-            let levels = rows.levels(klass, canonical.as_deref());
-            let present = if level == Level::Instance {
-                levels.instance
-            } else {
-                levels.class
-            };
-            defaults
-                .keys()
-                .all(|key| present.iter().any(|row| *row.key == **key))
-        };
+            ))
+        })
+    }
 
-        // Fast path: a plain read, no lock held.
-        {
-            let (rows, defaults) = self.fetch(tenant, klass, ids)?;
-            if complete(&rows, defaults.expect("checked above")) {
-                return Ok(0);
-            }
-        }
+    /// The fast path: does the level already have a row for every default
+    /// key? A plain read, no lock held.
+    fn level_is_complete(&mut self, build: &BuildLevel) -> Result<bool> {
+        let (rows, defaults) = self.fetch(build.tenant, build.klass, build.ids())?;
+        let present = build.present(&rows);
+        Ok(defaults
+            .into_iter()
+            .flat_map(Map::keys)
+            .all(|key| present.iter().any(|row| *row.key == **key)))
+    }
 
-        // Slow path: take the write lock, look again, insert what is missing.
+    /// The slow path: take the write lock, look again, insert the rows
+    /// still missing with the value in effect below the level.
+    fn insert_missing(&self, build: &BuildLevel) -> Result<usize> {
         let conn = self
             .conn
             .as_ref()
             .ok_or_else(|| Error::internal("settings: no connection"))?;
-        let defaults = self.config.defaults.get(klass).expect("checked above");
+        let defaults = self.class_defaults(build.klass)?;
         let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
             .at("build_settings_for: taking the write lock")?;
-        let rows = query_levels(&tx, &self.schema, tenant, klass, ids)?;
-        let levels = rows.levels(klass, canonical.as_deref());
-        let present: HashSet<&str> = match level {
-            Level::Instance => levels.instance.iter().map(|r| &*r.key).collect(),
-            _ => levels.class.iter().map(|r| &*r.key).collect(),
-        };
+        let rows = query_levels(&tx, &self.table, build.tenant, build.klass, build.ids())?;
+        let present: HashSet<&str> = build.present(&rows).iter().map(|r| &*r.key).collect();
+        let levels = rows.levels(build.klass, build.canonical.as_deref());
         // What is in effect below the level being built.
-        let target = Target { tenant, klass, id };
-        let class_rows = if level == Level::Instance {
-            levels.class
-        } else {
-            &[]
+        let target = Target {
+            tenant: build.tenant,
+            klass: build.klass,
+            id: build.id,
+        };
+        let class_rows = match build.level {
+            Level::Instance => levels.class,
+            _ => &[],
         };
         let below = Base::new(Some(defaults), levels.tenant, class_rows, &target);
         let now = rails_timestamp();
+        let tenant_value = build.tenant.to_sql_value();
         let mut created = 0;
         {
-            let mut insert = tx.prepare_cached(&self.schema.insert)?;
+            let mut insert = tx.prepare_cached(&self.table.insert)?;
             for (key, default) in defaults {
                 if present.contains(key.as_str()) {
                     continue;
@@ -741,8 +785,8 @@ impl Settings {
                 let value = below.value_of(key).unwrap_or(Ok(default))?;
                 let json =
                     serde_json::to_string(value).map_err(|e| Error::internal(e.to_string()))?;
-                let tenant_value = tenant.to_sql_value();
-                if self.schema.has_timestamps {
+                let (klass, canonical) = (build.klass, &build.canonical);
+                if self.table.has_timestamps {
                     insert.execute(params![tenant_value, klass, canonical, key, json, now])?;
                 } else {
                     insert.execute(params![tenant_value, klass, canonical, key, json])?;
@@ -751,9 +795,241 @@ impl Settings {
             }
         }
         tx.commit().at("build_settings_for: commit")?;
-        // Our own commits do not change our `data_version`: forget the
-        // snapshot of this tenant ourselves.
-        self.cache.retain(|s| &s.tenant != tenant);
         Ok(created)
+    }
+}
+
+/// The level `build_settings_for` builds: the class level of `klass`, or
+/// the instance level of `id`.
+struct BuildLevel<'a> {
+    tenant: &'a TenantId,
+    klass: &'a str,
+    id: Option<&'a TargetId>,
+    canonical: Option<String>,
+    level: Level,
+}
+
+impl<'a> BuildLevel<'a> {
+    fn new(tenant: &'a TenantId, klass: &'a str, id: Option<&'a TargetId>) -> Self {
+        BuildLevel {
+            tenant,
+            klass,
+            id,
+            canonical: id.map(TargetId::canonical),
+            level: if id.is_some() {
+                Level::Instance
+            } else {
+                Level::Class
+            },
+        }
+    }
+
+    fn ids(&self) -> Ids<'_> {
+        self.canonical.as_deref().map_or(Ids::Class, Ids::One)
+    }
+
+    /// The rows the level already has.
+    fn present<'r>(&self, rows: &'r TenantRows) -> &'r [Row] {
+        let levels = rows.levels(self.klass, self.canonical.as_deref());
+        match self.level {
+            Level::Instance => levels.instance,
+            _ => levels.class,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The store's rules on in-memory databases: which level wins, that a
+    //! missing level falls through to the next weaker one, and when kept
+    //! rows are read again.
+    use super::*;
+    use serde_json::json;
+
+    const TABLE: &str = "CREATE TABLE settings (id integer PRIMARY KEY, tenant_id integer,
+        target_type varchar, target_id varchar, key varchar, value text)";
+
+    /// Settings over an in-memory database holding `rows` (tenant,
+    /// target_type, target_id, key, JSON value), with `color` and `size`
+    /// defaults for `User`.
+    fn settings(lookup: Lookup, rows: &[SettingRow]) -> Settings {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(TABLE).unwrap();
+        for row in rows {
+            conn.execute(
+                "INSERT INTO settings (tenant_id, target_type, target_id, key, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![row.0, row.1, row.2, row.3, row.4],
+            )
+            .unwrap();
+        }
+        let defaults = json!({"color": "default", "size": 1});
+        let config = SettingsConfig::new(":memory:")
+            .with_lookup(lookup)
+            .with_defaults("User", defaults.as_object().unwrap().clone());
+        Settings::over(config, conn).unwrap()
+    }
+
+    fn tenant(id: i64) -> TenantId {
+        TenantId::Integer(id)
+    }
+
+    fn color(settings: &mut Settings, id: Option<i64>) -> (Value, Option<Level>) {
+        let id = id.map(TargetId::Int);
+        let explained = settings.explain(&tenant(1), "User", id.as_ref()).unwrap();
+        let (_, color) = explained.into_iter().find(|(k, _)| k == "color").unwrap();
+        let resolved = settings.resolve(&tenant(1), "User", id.as_ref()).unwrap();
+        assert_eq!(
+            resolved["color"], color.value,
+            "resolve agrees with explain"
+        );
+        (color.value, color.source)
+    }
+
+    /// tenant, target_type, target_id, key, JSON value.
+    type SettingRow = (
+        i64,
+        Option<&'static str>,
+        Option<&'static str>,
+        &'static str,
+        &'static str,
+    );
+
+    const EVERY_LEVEL: &[SettingRow] = &[
+        (1, None, None, "color", "\"tenant\""),
+        (1, Some("User"), None, "color", "\"class\""),
+        (1, Some("User"), Some("7"), "color", "\"instance\""),
+        // Another tenant's and another class's rows never count.
+        (2, Some("User"), Some("8"), "color", "\"tenant 2\""),
+        (1, Some("Project"), Some("8"), "color", "\"project\""),
+    ];
+
+    #[test]
+    fn the_strongest_level_with_a_row_wins_instance_over_class_over_tenant() {
+        for lookup in [Lookup::Query, Lookup::Snapshot] {
+            let mut s = settings(lookup, EVERY_LEVEL);
+            assert_eq!(
+                color(&mut s, Some(7)),
+                (json!("instance"), Some(Level::Instance))
+            );
+            assert_eq!(color(&mut s, None), (json!("class"), Some(Level::Class)));
+        }
+    }
+
+    #[test]
+    fn a_missing_level_falls_through_to_the_next_weaker_one() {
+        for lookup in [Lookup::Query, Lookup::Snapshot] {
+            // No instance row for 8: the class row.
+            let mut s = settings(lookup, EVERY_LEVEL);
+            assert_eq!(color(&mut s, Some(8)), (json!("class"), Some(Level::Class)));
+            // No class row either: the tenant row.
+            let mut s = settings(lookup, &[EVERY_LEVEL[0], EVERY_LEVEL[3], EVERY_LEVEL[4]]);
+            assert_eq!(
+                color(&mut s, Some(8)),
+                (json!("tenant"), Some(Level::Tenant))
+            );
+            assert_eq!(color(&mut s, None), (json!("tenant"), Some(Level::Tenant)));
+            // No row of the tenant at all: the default.
+            let mut s = settings(lookup, &EVERY_LEVEL[3..]);
+            assert_eq!(
+                color(&mut s, Some(8)),
+                (json!("default"), Some(Level::Default))
+            );
+            // An instance row with no class row between it and the tenant's.
+            let mut s = settings(lookup, &[EVERY_LEVEL[0], EVERY_LEVEL[2]]);
+            assert_eq!(
+                color(&mut s, Some(7)),
+                (json!("instance"), Some(Level::Instance))
+            );
+            assert_eq!(color(&mut s, None), (json!("tenant"), Some(Level::Tenant)));
+        }
+    }
+
+    /// Our own commits leave `PRAGMA data_version` as it is, so the rows
+    /// `build_settings_for` wrote are only seen because it forgets the
+    /// tenant's kept rows.
+    #[test]
+    fn building_a_level_forgets_the_kept_rows_of_that_tenant() {
+        let mut s = settings(Lookup::Snapshot, &EVERY_LEVEL[..1]);
+        assert_eq!(
+            color(&mut s, Some(9)),
+            (json!("tenant"), Some(Level::Tenant))
+        );
+        assert_eq!(
+            s.build_settings_for(&tenant(1), "User", Some(&TargetId::Int(9)))
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            color(&mut s, Some(9)),
+            (json!("tenant"), Some(Level::Instance))
+        );
+        assert_eq!(
+            s.build_settings_for(&tenant(1), "User", Some(&TargetId::Int(9)))
+                .unwrap(),
+            0
+        );
+    }
+
+    /// A loader that counts its calls and returns rows with one tenant row
+    /// whose id is the call number.
+    fn counting(calls: &std::cell::Cell<i64>) -> impl FnOnce() -> Result<TenantRows> + '_ {
+        move || {
+            calls.set(calls.get() + 1);
+            let mut interner = Interner::new(false);
+            let row = interner.row(calls.get(), "color", ValueRef::Text(b"1"));
+            Ok(TenantRows {
+                tenant: vec![row],
+                ..TenantRows::default()
+            })
+        }
+    }
+
+    fn first_row_id(rows: &TenantRows) -> i64 {
+        rows.tenant[0].id
+    }
+
+    #[test]
+    fn kept_rows_are_read_again_when_the_data_version_changes() {
+        let mut cache = TenantCache::default();
+        let calls = std::cell::Cell::new(0);
+        let t = tenant(1);
+        assert_eq!(
+            first_row_id(cache.rows(&t, 5, counting(&calls)).unwrap()),
+            1
+        );
+        assert_eq!(
+            first_row_id(cache.rows(&t, 5, counting(&calls)).unwrap()),
+            1
+        );
+        assert_eq!(calls.get(), 1, "same version: kept");
+        assert_eq!(
+            first_row_id(cache.rows(&t, 6, counting(&calls)).unwrap()),
+            2
+        );
+        cache.forget(&t);
+        assert_eq!(
+            first_row_id(cache.rows(&t, 6, counting(&calls)).unwrap()),
+            3
+        );
+        assert_eq!(cache.entries.len(), 1);
+    }
+
+    #[test]
+    fn the_cache_keeps_the_tenants_used_last() {
+        let mut cache = TenantCache::default();
+        let calls = std::cell::Cell::new(0);
+        for id in 1..=SNAPSHOT_TENANTS as i64 {
+            cache.rows(&tenant(id), 1, counting(&calls)).unwrap();
+        }
+        // Tenant 1 used again, so tenant 2 is the least recently used.
+        cache.rows(&tenant(1), 1, counting(&calls)).unwrap();
+        cache.rows(&tenant(99), 1, counting(&calls)).unwrap();
+        let kept: Vec<&TenantId> = cache.entries.iter().map(|e| &e.tenant).collect();
+        assert_eq!(kept.len(), SNAPSHOT_TENANTS);
+        assert!(!kept.contains(&&tenant(2)), "{kept:?}");
+        assert!(kept.contains(&&tenant(1)), "{kept:?}");
+        let before = calls.get();
+        cache.rows(&tenant(1), 1, counting(&calls)).unwrap();
+        assert_eq!(calls.get(), before, "tenant 1 still kept");
     }
 }

@@ -168,6 +168,16 @@ pub fn blob_path(root: &Path, key: &str) -> PathBuf {
     root.join(&key[0..2]).join(&key[2..4]).join(key)
 }
 
+/// The column names of `table`, in order.
+pub fn column_names(conn: &Connection, table: &str) -> Vec<String> {
+    conn.prepare("SELECT name FROM pragma_table_info(?1)")
+        .unwrap()
+        .query_map([table], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
 pub fn snapshot(conn: &Connection) -> BTreeMap<String, Vec<String>> {
     let tables: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
@@ -179,13 +189,7 @@ pub fn snapshot(conn: &Connection) -> BTreeMap<String, Vec<String>> {
     tables
         .into_iter()
         .map(|t| {
-            let cols: Vec<String> = conn
-                .prepare(&format!("SELECT name FROM pragma_table_info('{t}')"))
-                .unwrap()
-                .query_map([], |r| r.get(0))
-                .unwrap()
-                .collect::<rusqlite::Result<_>>()
-                .unwrap();
+            let cols = column_names(conn, &t);
             let expr = cols
                 .iter()
                 .map(|c| {
@@ -477,13 +481,7 @@ pub fn snapshot_rows(conn: &Connection) -> BTreeMap<String, Vec<serde_json::Valu
     snapshot(conn)
         .into_keys()
         .map(|t| {
-            let cols: Vec<String> = conn
-                .prepare(&format!("SELECT name FROM pragma_table_info('{t}')"))
-                .unwrap()
-                .query_map([], |r| r.get(0))
-                .unwrap()
-                .collect::<rusqlite::Result<_>>()
-                .unwrap();
+            let cols = column_names(conn, &t);
             let pairs = cols
                 .iter()
                 .map(|c| format!("'{c}', \"{c}\""))
@@ -500,3 +498,6 @@ pub fn snapshot_rows(conn: &Connection) -> BTreeMap<String, Vec<serde_json::Valu
         })
         .collect()
 }
+
+pub mod hostile;
+pub mod hostile_cases;
