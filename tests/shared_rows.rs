@@ -472,7 +472,7 @@ fn an_archived_shared_row_never_overwrites_the_row_present() {
 }
 
 #[test]
-fn a_shared_row_that_would_replace_another_row_is_refused_by_the_post_condition() {
+fn a_shared_row_that_would_replace_another_row_is_refused_by_the_plan() {
     let schema = SCHEMA.replace(
         "tags (id INTEGER PRIMARY KEY, name TEXT NOT NULL,",
         "tags (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE ON CONFLICT REPLACE,",
@@ -487,26 +487,25 @@ fn a_shared_row_that_would_replace_another_row_is_refused_by_the_post_condition(
             json!({"id": 50, "name": "blue", "taggings_count": 0}),
         );
     });
+    // The plan sees the clash on the UNIQUE column first (see
+    // tests/shared_row_edges.rs): the new tag is refused before the write
+    // could delete tag 3.
     let before = snapshot(&shop.conn());
+    let reason = "a shared row to insert whose name is already another tags row's (UNIQUE index sqlite_autoindex_tags_1): it cannot be inserted, and the rows that refer to it would dangle";
     let dry = shop.restore(&path, 1, json!({"dry_run": true})).unwrap();
     assert_eq!(dry.conflicts.len(), 1, "{:?}", dry.conflicts);
     assert_eq!(
         (
             dry.conflicts[0].table.as_str(),
-            dry.conflicts[0].key.as_str()
+            dry.conflicts[0].key.as_str(),
+            dry.conflicts[0].reason.as_str()
         ),
-        ("tags", "id=3")
-    );
-    assert_eq!(
-        dry.conflicts[0].reason,
-        "a shared row the restore only inserts when missing, would be deleted"
+        ("tags", "id=50", reason)
     );
     let err = shop.restore(&path, 1, json!({})).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict);
     assert!(
-        err.message().contains(
-            "tags id=3 (a shared row the restore only inserts when missing, would be deleted)"
-        ),
+        err.message().contains(&format!("tags id=50 ({reason})")),
         "{}",
         err.message()
     );

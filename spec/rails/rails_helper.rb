@@ -47,7 +47,7 @@ load_dummy_schema! unless ActiveRecord::Base.connection.data_source_exists?("bac
 module DummyAppHelpers
   APP_TABLES = %w[tenants users projects project_documents tasks checklist_items tags tags_tasks comments
                   settings background_jobs app_background_jobs active_storage_blobs active_storage_attachments
-                  active_storage_variant_records boards labels cards].freeze
+                  active_storage_variant_records boards labels cards stickers].freeze
 
   def storage_root
     ENV.fetch("TENANT_KIT_DUMMY_STORAGE")

@@ -37,6 +37,7 @@ mod selection_db;
 mod selection_present;
 pub use selection::SelectionReport;
 mod shared_rows;
+mod shared_unique;
 pub use shared_rows::SharedCounts;
 mod stage;
 mod storage_journal;

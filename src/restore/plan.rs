@@ -24,7 +24,7 @@ mod hits;
 mod other_tenants;
 mod outcomes;
 
-pub(super) use other_tenants::{other_tenants_row, references_of};
+pub(super) use other_tenants::{carried, is_derived, other_tenants_row, references_of};
 
 use super::stage::{Staged, StagedTable};
 use super::{Conflict, Context, PlannedCounts};

@@ -6,9 +6,19 @@
 //! archive's `scope: "shared"` must agree (checked in `mod.rs`).
 //!
 //! A row to insert must not point at another tenant's rows: that would
-//! make the restore write a reference into someone else's data.
+//! make the restore write a reference into someone else's data. Rows of
+//! derived tables (blobs, join rows) are whoever's refers to them, so a
+//! row to insert may point at one only if the archive carries it too (as
+//! for the tenant's rows, `plan::carried`). A row to insert that a UNIQUE
+//! index would refuse is a conflict too (`shared_unique.rs`).
+//!
+//! Shared rows are never re-keyed: `new_ids:` and `remap:` give the
+//! tenant's rows fresh ids, but a shared row keeps the archive's key, so
+//! a row of that key here (a different user with the archive's user's id)
+//! is taken as present, counted `differing` when its values differ, and the
+//! copy's rows refer to it.
 
-use super::plan::{other_tenants_row, references_of, MAX_LISTED_CONFLICTS};
+use super::plan::{carried, is_derived, other_tenants_row, references_of, MAX_LISTED_CONFLICTS};
 use super::postcondition::{Intent, Watcher};
 use super::stage::{Staged, StagedTable};
 use super::{Conflict, Context};
@@ -39,13 +49,19 @@ pub(super) struct SharedPlan {
     pub conflict_count: u64,
 }
 
-/// `NOT EXISTS` a database row with the staged row's key.
-fn missing(table: &StagedTable) -> String {
+/// `NOT EXISTS` a database row with the key of staged row `s` (the
+/// alias).
+fn missing_as(table: &StagedTable, s: &str) -> String {
     format!(
-        "NOT EXISTS (SELECT 1 FROM main.{} AS m WHERE {})",
-        sql::ident(&table.name),
-        table.identity("m", "s")
+        "NOT EXISTS (SELECT 1 FROM {} AS m WHERE {})",
+        sql::main_table(&table.name),
+        table.identity("m", s)
     )
+}
+
+/// [`missing_as`] for alias `s`.
+fn missing(table: &StagedTable) -> String {
+    missing_as(table, "s")
 }
 
 /// Count outcomes and find the rows to insert that point at other tenants.
@@ -79,23 +95,37 @@ pub(super) fn plan(conn: &Connection, ctx: &Context<'_>, staged: &Staged) -> Res
             },
         );
         if inserted > 0 {
-            pointing_at_other_tenants(conn, ctx, table, &mut out)?;
+            pointing_at_other_tenants(conn, ctx, staged, table, &mut out)?;
+            let room = MAX_LISTED_CONFLICTS.saturating_sub(out.conflicts.len());
+            let (count, listed) =
+                super::shared_unique::clashes(conn, table, |s| missing_as(table, s), room)?;
+            out.conflict_count += count;
+            out.conflicts.extend(listed);
         }
     }
     Ok(out)
 }
 
-/// Rows to insert whose references name a row of another tenant.
+/// Rows to insert whose references name a row of another tenant, or a
+/// row of a derived table the archive does not carry.
 fn pointing_at_other_tenants(
     conn: &Connection,
     ctx: &Context<'_>,
+    staged: &Staged,
     table: &StagedTable,
     out: &mut SharedPlan,
 ) -> Result<()> {
     let target = ctx.target();
     let (references, _) = references_of(conn, ctx, table)?;
     for r in references {
-        let Some(owner) = other_tenants_row(ctx, &r.parent, "p") else {
+        let (owner, why) = if let Some(owner) = other_tenants_row(ctx, &r.parent, "p") {
+            (owner, "belongs to another tenant")
+        } else if is_derived(ctx, &r.parent) {
+            (
+                format!("NOT {}", carried(conn, staged, &r, "s")?),
+                "the archive does not carry",
+            )
+        } else {
             continue;
         };
         let class = r
@@ -137,7 +167,7 @@ fn pointing_at_other_tenants(
                 table: table.name.clone(),
                 key,
                 reason: format!(
-                    "a shared row to insert whose {column} refers to a row of {} that belongs to another tenant",
+                    "a shared row to insert whose {column} refers to a row of {} that {why}",
                     r.parent
                 ),
             });

@@ -47,13 +47,13 @@ module TenantKit
           raise ::ArgumentError, "archive_path: is required" if archive_path.nil?
 
           options = app_options(tenant_kit_setting(:restore_options)).merge(encryption_options(:restore))
-          counters = counter_caches(tenant_id) unless dry_run || new_tenant
+          counters = counter_caches(tenant_id, options) unless dry_run || new_tenant
           TenantKit.restore(**options, archive: archive_path.to_s, tenant_id: tenant_id, dry_run: dry_run,
                                        purge: purge, restore: restore, remap: remap, new_ids: new_ids,
                                        id_map: id_map, only: tenant_kit_selection(only),
                                        except: tenant_kit_selection(except), &on_event).tap do |done|
             # A new tenant's shared parents are known once it is made.
-            counters = counter_caches(done.tenant_id) if new_tenant && !dry_run
+            counters = counter_caches(done.tenant_id, options) if new_tenant && !dry_run
             reset_counter_caches(counters)
           end
         end
@@ -100,10 +100,13 @@ module TenantKit
 
       # The counter caches to recount after the restore, with the shared
       # parents the tenant's rows point at before it (nil: setting off).
-      def counter_caches(tenant_id)
+      # Whose rows they are is decided by the tenant column the restore
+      # itself uses: a `config:` in restore_options overrides the setting.
+      def counter_caches(tenant_id, options)
         return nil unless tenant_kit_setting(:reset_counter_caches)
 
-        CounterCaches.new(App.models, tenant_column: tenant_kit_setting(:tenant_column), tenant_id: tenant_id).remember
+        tenant_column = options[:config]&.tenant_column || options[:tenant_column]
+        CounterCaches.new(App.models, tenant_column: tenant_column, tenant_id: tenant_id).remember
       end
 
       def reset_counter_caches(counters)

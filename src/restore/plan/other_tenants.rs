@@ -421,7 +421,7 @@ pub(in crate::restore) fn other_tenants_row(
 
 /// Whether `table`'s rows belong to whoever refers to them (join tables,
 /// ActiveStorage blobs and variant records).
-fn is_derived(ctx: &Context<'_>, table: &str) -> bool {
+pub(in crate::restore) fn is_derived(ctx: &Context<'_>, table: &str) -> bool {
     ctx.scope.table(table).is_some_and(|t| t.is_derived())
 }
 
@@ -432,7 +432,7 @@ fn is_derived(ctx: &Context<'_>, table: &str) -> bool {
 /// the archive never had to know). With the row carried, the plan matches
 /// it against the database like any other: a blob another tenant attaches
 /// is shared only when the archive holds every value of it.
-fn carried(
+pub(in crate::restore) fn carried(
     conn: &Connection,
     staged: &Staged,
     r: &OutgoingReference,

@@ -89,11 +89,21 @@ ActiveRecord::Schema.define(version: 2026_11_01_000000) do
     t.integer :tenant_id, null: false, index: true
     t.string :name, null: false
     t.integer :cards_count, null: false, default: 0
+    t.integer :stickers_count, null: false, default: 0
   end
 
   create_table :labels do |t|
     t.string :name, null: false
     t.integer :cards_count, null: false, default: 0
+    t.integer :stickers_count, null: false, default: 0
+  end
+
+  # A polymorphic counter cache: stickers count into boards (the tenant's)
+  # and labels (shared) alike, per stickable_type.
+  create_table :stickers do |t|
+    t.integer :tenant_id, null: false, index: true
+    t.string :stickable_type, null: false
+    t.integer :stickable_id, null: false
   end
 
   create_table :cards do |t|
