@@ -66,18 +66,30 @@ pub(super) struct Staged {
 
 /// What the parsing side hands the SQLite side while staging.
 enum ToWriter {
-    /// A new table: create it, then insert the rows that follow into it.
+    /// A new table: create it, then insert the rows that follow into it,
+    /// `width` values a row.
     Table {
         create: String,
         insert: String,
+        width: usize,
     },
-    Rows(Vec<Vec<SqlValue>>),
+    /// Rows of the current table, flat: row `i` is
+    /// `values[i * width..(i + 1) * width]` (one allocation a batch, not
+    /// one a row).
+    Rows(Vec<SqlValue>),
     /// Every row was parsed and checked: commit.
     Done,
 }
 
 /// Rows per message: large enough that the channel costs nothing per row.
 const BATCH_ROWS: usize = 512;
+
+/// The temp schema's page cache while staging and planning, in KiB.
+/// SQLite's default (2 MiB) makes the staged tables spill to the temp
+/// file page by page as they are written and read back by the plan; a
+/// larger cache keeps most of them in memory, filled only as far as the
+/// tenant needs.
+const TEMP_CACHE_KIB: i64 = 24 << 10;
 
 impl Staged {
     /// Parse, check and stage the whole dump (`restore: false` stages
@@ -136,48 +148,53 @@ impl Staged {
         writer: &std::sync::mpsc::SyncSender<ToWriter>,
     ) -> Result<()> {
         // A closed channel means the writer failed: its error is reported.
-        let gone = || Error::internal("the staging writer stopped");
-        let mut batch: Vec<Vec<SqlValue>> = Vec::with_capacity(BATCH_ROWS);
+        let send = |message| writer.send(message).map_err(|_| gone());
+        let tenant = Remap {
+            source: ctx.source.to_sql_value(),
+            target: ctx.target(),
+        };
+        let mut batch: Vec<SqlValue> = Vec::new();
         check_dump(ctx.manifest, dump, progress, |entry, line| {
-            if self
-                .tables
-                .last()
-                .map(|t| t.name != entry.name)
-                .unwrap_or(true)
-            {
+            if self.tables.last().is_none_or(|t| t.name != entry.name) {
                 if !batch.is_empty() {
-                    writer
-                        .send(ToWriter::Rows(std::mem::take(&mut batch)))
-                        .map_err(|_| gone())?;
+                    send(ToWriter::Rows(std::mem::take(&mut batch)))?;
                 }
                 let table = StagedTable::describe(ctx, entry, self.tables.len());
-                writer
-                    .send(ToWriter::Table {
-                        create: table.create_sql(),
-                        insert: table.insert_sql(),
-                    })
-                    .map_err(|_| gone())?;
+                send(ToWriter::Table {
+                    create: table.create_sql(),
+                    insert: table.insert_sql(),
+                    width: table.columns.len(),
+                })?;
                 self.tables.push(table);
             }
             let table = self.tables.last_mut().expect("just pushed");
             table.check_references(ctx, &line)?;
-            batch.push(table.values(ctx, line)?);
+            if batch.is_empty() {
+                batch.reserve_exact(BATCH_ROWS * table.columns.len().max(1));
+            }
+            table.push_values(ctx, &tenant, line, &mut batch)?;
             table.rows += 1;
-            if batch.len() == BATCH_ROWS {
-                writer
-                    .send(ToWriter::Rows(std::mem::replace(
-                        &mut batch,
-                        Vec::with_capacity(BATCH_ROWS),
-                    )))
-                    .map_err(|_| gone())?;
+            if batch.len() >= BATCH_ROWS * table.columns.len().max(1) {
+                send(ToWriter::Rows(std::mem::take(&mut batch)))?;
             }
             Ok(())
         })?;
         if !batch.is_empty() {
-            writer.send(ToWriter::Rows(batch)).map_err(|_| gone())?;
+            send(ToWriter::Rows(batch))?;
         }
-        writer.send(ToWriter::Done).map_err(|_| gone())
+        send(ToWriter::Done)
     }
+}
+
+fn gone() -> Error {
+    Error::internal("the staging writer stopped")
+}
+
+/// The archive's tenant and the target tenant, as values: computed once,
+/// compared with every row's tenant references.
+struct Remap {
+    source: SqlValue,
+    target: SqlValue,
 }
 
 impl Staged {
@@ -223,26 +240,26 @@ impl Staged {
 /// so no lock on the app's database is taken meanwhile; committed only
 /// after `Done`.
 fn write_staged_rows(conn: &Connection, rows: std::sync::mpsc::Receiver<ToWriter>) -> Result<()> {
-    conn.execute_batch("BEGIN")?;
+    conn.execute_batch(&format!(
+        "PRAGMA temp.cache_size = -{TEMP_CACHE_KIB}; BEGIN"
+    ))?;
     let written = (|| -> Result<bool> {
-        let mut insert: Option<rusqlite::Statement<'_>> = None;
+        let mut insert: Option<(rusqlite::Statement<'_>, usize)> = None;
         for message in rows {
             match message {
                 ToWriter::Table {
                     create,
                     insert: sql,
+                    width,
                 } => {
                     conn.execute_batch(&create)?;
-                    insert = Some(conn.prepare(&sql)?);
+                    insert = Some((conn.prepare(&sql)?, width));
                 }
                 ToWriter::Rows(batch) => {
-                    let stmt = insert
+                    let (stmt, width) = insert
                         .as_mut()
                         .ok_or_else(|| Error::internal("rows before their table"))?;
-                    for values in &batch {
-                        stmt.execute(rusqlite::params_from_iter(values.iter()))
-                            .at("staging the archive's rows")?;
-                    }
+                    insert_rows(stmt, *width, &batch).at("staging the archive's rows")?;
                 }
                 ToWriter::Done => return Ok(true),
             }
@@ -264,6 +281,24 @@ fn write_staged_rows(conn: &Connection, rows: std::sync::mpsc::Receiver<ToWriter
             Err(e)
         }
     }
+}
+
+/// One prepared INSERT, its positional parameters bound anew for every row.
+fn insert_rows(
+    stmt: &mut rusqlite::Statement<'_>,
+    width: usize,
+    batch: &[SqlValue],
+) -> rusqlite::Result<()> {
+    if width == 0 {
+        return Ok(());
+    }
+    for row in batch.chunks_exact(width) {
+        for (i, value) in row.iter().enumerate() {
+            stmt.raw_bind_parameter(i + 1, value)?;
+        }
+        stmt.raw_execute()?;
+    }
+    Ok(())
 }
 
 impl StagedTable {
@@ -369,8 +404,15 @@ impl StagedTable {
         !self.pk.is_empty()
     }
 
-    /// The row's values in column order, with the tenant remapped.
-    fn values(&self, ctx: &Context<'_>, line: RowLine) -> Result<Vec<SqlValue>> {
+    /// Append the row's values in column order to `out`, with the tenant
+    /// remapped.
+    fn push_values(
+        &self,
+        ctx: &Context<'_>,
+        tenant: &Remap,
+        line: RowLine,
+        out: &mut Vec<SqlValue>,
+    ) -> Result<()> {
         // check_dump let through only rows with the manifest's columns; in
         // the manifest's order (our backups) they are taken as they are.
         let in_order = line
@@ -379,16 +421,21 @@ impl StagedTable {
             .iter()
             .map(|(c, _)| &**c)
             .eq(self.columns.iter().map(String::as_str));
-        let mut values: Vec<SqlValue> = if in_order {
-            line.row.0.into_iter().map(|(_, v)| v).collect()
+        let start = out.len();
+        if in_order {
+            out.extend(line.row.0.into_iter().map(|(_, v)| v));
         } else {
-            self.columns
-                .iter()
-                .map(|c| line.row.get(c).cloned().unwrap_or(SqlValue::Null))
-                .collect()
-        };
-        let source = ctx.source.to_sql_value();
-        let target = ctx.target();
+            out.extend(
+                self.columns
+                    .iter()
+                    .map(|c| line.row.get(c).cloned().unwrap_or(SqlValue::Null)),
+            );
+        }
+        self.remap(ctx, tenant, &mut out[start..])
+    }
+
+    /// The archive's tenant becomes the target tenant in `values`.
+    fn remap(&self, ctx: &Context<'_>, tenant: &Remap, values: &mut [SqlValue]) -> Result<()> {
         if self.tenant_row {
             // The archive's own tenant row becomes the target's.
             if let Some(&p) = self.pk.first() {
@@ -400,7 +447,7 @@ impl StagedTable {
                         ctx.source
                     )));
                 }
-                values[p] = target.clone();
+                values[p] = tenant.target.clone();
             }
         }
         for (p, typed) in &self.tenant_refs {
@@ -408,11 +455,11 @@ impl StagedTable {
                 Some((tp, class)) => values[*tp].as_text() == Some(class.as_str()),
                 None => true,
             };
-            if applies && values[*p] == source {
-                values[*p] = target.clone();
+            if applies && values[*p] == tenant.source {
+                values[*p] = tenant.target.clone();
             }
         }
-        Ok(values)
+        Ok(())
     }
 
     /// In tables whose rows belong to the tenant through a polymorphic
