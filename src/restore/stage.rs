@@ -9,14 +9,13 @@
 //! opens it, gone with the connection.
 
 use super::Context;
-use crate::archive::dump::{DumpReader, RowLine};
+use crate::archive::dump::{check_dump, DumpReader, RowLine};
 use crate::archive::{self, TableEntry};
 use crate::error::{Error, Result, ResultExt};
 use crate::progress::Progress;
 use crate::scope::{is_blob_table, Membership};
 use crate::sql;
 use crate::value::SqlValue;
-use crate::verify::check_dump;
 use rusqlite::Connection;
 
 /// One archive table, staged: where its rows are and how they map onto
@@ -149,10 +148,7 @@ impl Staged {
     ) -> Result<()> {
         // A closed channel means the writer failed: its error is reported.
         let send = |message| writer.send(message).map_err(|_| gone());
-        let tenant = Remap {
-            source: ctx.source.to_sql_value(),
-            target: ctx.target(),
-        };
+        let tenant = Remap::new(&ctx.source, ctx.target());
         let mut batch: Vec<SqlValue> = Vec::new();
         check_dump(ctx.manifest, dump, progress, |entry, line| {
             if self.tables.last().is_none_or(|t| t.name != entry.name) {
@@ -172,7 +168,7 @@ impl Staged {
             if batch.is_empty() {
                 batch.reserve_exact(BATCH_ROWS * table.columns.len().max(1));
             }
-            table.push_values(ctx, &tenant, line, &mut batch)?;
+            table.push_values(&tenant, line, &mut batch)?;
             table.rows += 1;
             if batch.len() >= BATCH_ROWS * table.columns.len().max(1) {
                 send(ToWriter::Rows(std::mem::take(&mut batch)))?;
@@ -193,8 +189,19 @@ fn gone() -> Error {
 /// The archive's tenant and the target tenant, as values: computed once,
 /// compared with every row's tenant references.
 struct Remap {
+    source_id: crate::TenantId,
     source: SqlValue,
     target: SqlValue,
+}
+
+impl Remap {
+    fn new(source: &crate::TenantId, target: SqlValue) -> Remap {
+        Remap {
+            source_id: source.clone(),
+            source: source.to_sql_value(),
+            target,
+        }
+    }
 }
 
 impl Staged {
@@ -406,13 +413,7 @@ impl StagedTable {
 
     /// Append the row's values in column order to `out`, with the tenant
     /// remapped.
-    fn push_values(
-        &self,
-        ctx: &Context<'_>,
-        tenant: &Remap,
-        line: RowLine,
-        out: &mut Vec<SqlValue>,
-    ) -> Result<()> {
+    fn push_values(&self, tenant: &Remap, line: RowLine, out: &mut Vec<SqlValue>) -> Result<()> {
         // check_dump let through only rows with the manifest's columns; in
         // the manifest's order (our backups) they are taken as they are.
         let in_order = line
@@ -431,20 +432,20 @@ impl StagedTable {
                     .map(|c| line.row.get(c).cloned().unwrap_or(SqlValue::Null)),
             );
         }
-        self.remap(ctx, tenant, &mut out[start..])
+        self.remap(tenant, &mut out[start..])
     }
 
     /// The archive's tenant becomes the target tenant in `values`.
-    fn remap(&self, ctx: &Context<'_>, tenant: &Remap, values: &mut [SqlValue]) -> Result<()> {
+    fn remap(&self, tenant: &Remap, values: &mut [SqlValue]) -> Result<()> {
         if self.tenant_row {
             // The archive's own tenant row becomes the target's.
             if let Some(&p) = self.pk.first() {
-                if !ctx.source.matches(&values[p]) {
+                if !tenant.source_id.matches(&values[p]) {
                     return Err(Error::archive(format!(
                         "{}: the tenant row has key {}, not the archive's tenant {}",
                         self.name,
                         values[p].describe(),
-                        ctx.source
+                        tenant.source_id
                     )));
                 }
                 values[p] = tenant.target.clone();
@@ -490,6 +491,12 @@ impl StagedTable {
                 }
             }
         }
+        self.check_blob_key(line)
+    }
+
+    /// A blob row's key names a file in the storage root: only keys of
+    /// ActiveStorage's alphabet (no `/`, no `..`) get that far.
+    fn check_blob_key(&self, line: &RowLine) -> Result<()> {
         if is_blob_table(&self.name) {
             let key = line
                 .row
@@ -567,5 +574,171 @@ impl StagedTable {
                 .collect::<Vec<_>>()
                 .join(", ")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::dump::{Name, Row};
+    use crate::TenantId;
+
+    fn table(name: &str, columns: &[&str]) -> StagedTable {
+        StagedTable {
+            name: name.into(),
+            stage: sql::TempTable::stage(0),
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            pk: vec![0],
+            tenant_refs: Vec::new(),
+            tenant_row: false,
+            derived: false,
+            shared: false,
+            owner_type_columns: Vec::new(),
+            rows: 0,
+            keeps_class: vec![false; columns.len()],
+        }
+    }
+
+    fn line(table: &str, cells: Vec<(&str, SqlValue)>) -> RowLine {
+        RowLine {
+            table: Name::from(table),
+            row: Row(cells.into_iter().map(|(c, v)| (Name::from(c), v)).collect()),
+        }
+    }
+
+    fn text(s: &str) -> SqlValue {
+        SqlValue::Text(s.as_bytes().to_vec())
+    }
+
+    /// Archive tenant 1 restored as tenant 7.
+    fn one_to_seven() -> Remap {
+        Remap::new(&TenantId::Integer(1), SqlValue::Integer(7))
+    }
+
+    #[test]
+    fn values_follow_the_manifest_columns_whatever_the_line_order() {
+        let mut tasks = table("tasks", &["id", "tenant_id", "title"]);
+        tasks.tenant_refs = vec![(1, None)];
+        let mut out = Vec::new();
+        let row = vec![
+            ("title", text("a")),
+            ("tenant_id", SqlValue::Integer(1)),
+            ("id", SqlValue::Integer(5)),
+        ];
+        tasks
+            .push_values(&one_to_seven(), line("tasks", row), &mut out)
+            .unwrap();
+        let in_order = vec![
+            ("id", SqlValue::Integer(6)),
+            ("tenant_id", SqlValue::Integer(1)),
+            ("title", text("b")),
+        ];
+        tasks
+            .push_values(&one_to_seven(), line("tasks", in_order), &mut out)
+            .unwrap();
+        assert_eq!(
+            out,
+            vec![
+                SqlValue::Integer(5),
+                SqlValue::Integer(7),
+                text("a"),
+                SqlValue::Integer(6),
+                SqlValue::Integer(7),
+                text("b"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_polymorphic_reference_is_remapped_only_when_it_names_the_tenant_class() {
+        let mut notes = table("notes", &["id", "owner_type", "owner_id"]);
+        notes.tenant_refs = vec![(2, Some((1, "Account".into())))];
+        let mut out = Vec::new();
+        for class in ["Account", "User"] {
+            let row = vec![
+                ("id", SqlValue::Integer(1)),
+                ("owner_type", text(class)),
+                ("owner_id", SqlValue::Integer(1)),
+            ];
+            notes
+                .push_values(&one_to_seven(), line("notes", row), &mut out)
+                .unwrap();
+        }
+        assert_eq!(out[2], SqlValue::Integer(7), "Account 1 is the tenant");
+        assert_eq!(out[5], SqlValue::Integer(1), "User 1 is another row");
+    }
+
+    #[test]
+    fn a_tenant_row_of_another_tenant_is_refused() {
+        let mut accounts = table("accounts", &["id", "name"]);
+        accounts.tenant_row = true;
+        let mut out = Vec::new();
+        let own = vec![("id", SqlValue::Integer(1)), ("name", text("a"))];
+        accounts
+            .push_values(&one_to_seven(), line("accounts", own), &mut out)
+            .unwrap();
+        assert_eq!(out[0], SqlValue::Integer(7));
+        let other = vec![("id", SqlValue::Integer(2)), ("name", text("b"))];
+        let err = accounts
+            .push_values(&one_to_seven(), line("accounts", other), &mut out)
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::error::ErrorKind::Archive);
+        assert!(
+            err.to_string()
+                .contains("accounts: the tenant row has key 2, not the archive's tenant 1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_blob_key_outside_activestorage_alphabet_is_refused() {
+        let blobs = table("active_storage_blobs", &["id", "key"]);
+        let good = line(
+            "active_storage_blobs",
+            vec![("id", SqlValue::Integer(1)), ("key", text("abc123"))],
+        );
+        blobs.check_blob_key(&good).unwrap();
+        let bad = line(
+            "active_storage_blobs",
+            vec![("id", SqlValue::Integer(1)), ("key", text("../etc/passwd"))],
+        );
+        let err = blobs.check_blob_key(&bad).unwrap_err();
+        assert_eq!(err.kind(), crate::error::ErrorKind::Archive);
+        assert!(
+            err.to_string().contains("active_storage_blobs row"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn staged_columns_keep_every_storage_class() {
+        let conn = Connection::open_in_memory().unwrap();
+        let t = table("t", &["a", "b", "c", "d", "e"]);
+        conn.execute_batch(&t.create_sql()).unwrap();
+        let mut stmt = conn.prepare(&t.insert_sql()).unwrap();
+        let row = vec![
+            SqlValue::Integer(1),
+            SqlValue::Real(1.0),
+            text("1"),
+            SqlValue::Blob(vec![1]),
+            SqlValue::Null,
+        ];
+        let rows: Vec<SqlValue> = row.iter().chain(row.iter()).cloned().collect();
+        insert_rows(&mut stmt, 5, &rows).unwrap();
+        drop(stmt);
+        let sql = format!(
+            "SELECT typeof(c0), typeof(c1), typeof(c2), typeof(c3), typeof(c4) FROM {}",
+            t.stage
+        );
+        let mut stmt = conn.prepare(&sql).unwrap();
+        let classes: Vec<[String; 5]> = stmt
+            .query_map([], |r| {
+                Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?])
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let expected = ["integer", "real", "text", "blob", "null"].map(String::from);
+        assert_eq!(classes, vec![expected.clone(), expected]);
     }
 }
