@@ -716,7 +716,7 @@ mod tests {
         let t = table("t", &["a", "b", "c", "d", "e"]);
         conn.execute_batch(&t.create_sql()).unwrap();
         let mut stmt = conn.prepare(&t.insert_sql()).unwrap();
-        let row = vec![
+        let row = [
             SqlValue::Integer(1),
             SqlValue::Real(1.0),
             text("1"),
