@@ -10,13 +10,12 @@
 //!   (a leftover file is reported as an `Internal` error, so it trips the
 //!   same check).
 
-use crate::archive::dump::{parse_line, DumpReader};
+use crate::archive::dump::{check_dump, parse_line, DumpReader};
 use crate::archive::read::{extract_feeding, DumpFeed, Limits};
 use crate::archive::Manifest;
 use crate::crypt::keys::Unseal;
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::NoProgress;
-use crate::verify::check_dump;
 use std::io::Write;
 use std::path::Path;
 

@@ -1,9 +1,13 @@
 //! `dump.jsonl`: one `{"table": ..., "row": {...}}` object a line, lines
 //! capped in length, keys never duplicated, values exact (see value.rs).
 //! The backup writes lines with [`LineWriter`]; verify and restore read
-//! them with [`DumpReader`] / [`parse_line`].
+//! them with [`DumpReader`] / [`parse_line`] and check them against the
+//! manifest with [`check_dump`].
 
+use super::{Manifest, TableEntry};
 use crate::error::{Error, Result};
+use crate::progress::{Event, Progress, Step, Throttle};
+use crate::scope::is_blob_table;
 use crate::value::{write_json, write_json_string, SqlValue};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
@@ -163,6 +167,187 @@ pub fn parse_line_with_serde(bytes: &[u8], line_no: u64) -> Result<RowLine> {
             row: line.row,
         })
         .map_err(|e| Error::archive(format!("dump.jsonl line {line_no}: {e}")))
+}
+
+/// Walk dump.jsonl checking it against the manifest: tables grouped in the
+/// manifest's order, each row with exactly the listed columns, the tenant
+/// column (wherever a table has it) equal to the archive's tenant, the
+/// per-table counts, and every file of the manifest named by a blob row.
+/// `each_row` sees every row once it passed. `verify` and restore's
+/// staging both read the dump through here.
+pub fn check_dump<R: Read>(
+    manifest: &Manifest,
+    mut reader: DumpReader<R>,
+    progress: &mut dyn Progress,
+    mut each_row: impl FnMut(&TableEntry, RowLine) -> Result<()>,
+) -> Result<()> {
+    let mut check = DumpCheck::new(manifest);
+    while let Some(line) = reader.next_row()? {
+        let at = reader.line_no();
+        let entry = check.enter_table(&line, at)?;
+        check.check_row(entry, &line, at)?;
+        each_row(entry, line)?;
+        check.count_row(progress)?;
+    }
+    check.finish(progress)
+}
+
+/// Where [`check_dump`] is in the manifest, and what it still expects.
+struct DumpCheck<'m> {
+    manifest: &'m Manifest,
+    /// The manifest's table the current line belongs to.
+    table_index: usize,
+    /// Rows of that table seen so far.
+    in_table: u64,
+    /// Its columns, for rows written in another order.
+    columns: HashSet<&'m str>,
+    throttle: Throttle,
+    total: u64,
+    /// The manifest's files no blob row has named yet: a file that none
+    /// names would be written into the storage root owned by nothing, and
+    /// no purge would ever remove it.
+    unnamed: HashSet<&'m str>,
+}
+
+impl<'m> DumpCheck<'m> {
+    fn new(manifest: &'m Manifest) -> Self {
+        DumpCheck {
+            manifest,
+            table_index: 0,
+            in_table: 0,
+            columns: HashSet::new(),
+            throttle: Throttle::new(manifest.total_rows()),
+            total: 0,
+            unnamed: manifest.blobs.iter().map(|b| b.key.as_str()).collect(),
+        }
+    }
+
+    /// Move to the line's table: forward only, never back, each table
+    /// left with its declared count.
+    fn enter_table(&mut self, line: &RowLine, at: u64) -> Result<&'m TableEntry> {
+        let tables = &self.manifest.tables;
+        while self.table_index < tables.len() && *tables[self.table_index].name != *line.table {
+            if self.in_table != tables[self.table_index].rows {
+                return Err(count_mismatch(&tables[self.table_index], self.in_table));
+            }
+            self.table_index += 1;
+            self.in_table = 0;
+            self.columns.clear();
+        }
+        let Some(entry) = tables.get(self.table_index) else {
+            return Err(Error::archive(format!(
+                "dump.jsonl line {at}: table {:?} is not in the manifest, or out of order",
+                line.table
+            )));
+        };
+        if self.columns.is_empty() {
+            self.columns = entry.columns.iter().map(String::as_str).collect();
+        }
+        Ok(entry)
+    }
+
+    /// The row's columns, its tenant, the table's count so far, and the
+    /// blob key it names.
+    fn check_row(&mut self, entry: &TableEntry, line: &RowLine, at: u64) -> Result<()> {
+        // Our own backups write the manifest's column order: compare in
+        // place, and fall back to the set for other orders.
+        let cells = &line.row.0;
+        let same_order = cells
+            .iter()
+            .map(|(c, _)| &**c)
+            .eq(entry.columns.iter().map(String::as_str));
+        if !same_order
+            && (cells.len() != self.columns.len()
+                || !cells.iter().all(|(c, _)| self.columns.contains(&**c)))
+        {
+            return Err(Error::archive(format!(
+                "dump.jsonl line {at}: the columns of {} differ from the manifest",
+                entry.name
+            )));
+        }
+        // Every table, the one the manifest calls the tenants table too:
+        // which table that is, is the archive's word, not a licence.
+        let tenant = &self.manifest.tenant;
+        if let Some(value) = line.row.get(&tenant.column) {
+            if !tenant.id.matches(value) {
+                return Err(Error::archive(format!(
+                    "dump.jsonl line {at}: {}.{} is {}, not the archive's tenant {}",
+                    entry.name,
+                    tenant.column,
+                    value.describe(),
+                    tenant.id
+                )));
+            }
+        }
+        self.in_table += 1;
+        if self.in_table > entry.rows {
+            return Err(count_mismatch(entry, self.in_table));
+        }
+        if !self.unnamed.is_empty() && is_blob_table(&entry.name) {
+            if let Some(key) = line.row.get("key").and_then(|v| v.as_text()) {
+                self.unnamed.remove(key);
+            }
+        }
+        Ok(())
+    }
+
+    /// A row passed: now and then, look for a cancel and report.
+    fn count_row(&mut self, progress: &mut dyn Progress) -> Result<()> {
+        self.total += 1;
+        if self.total % 1024 == 0 {
+            progress.check_interrupt()?;
+        }
+        if self.throttle.due(self.total) {
+            progress.emit(self.rows_event())?;
+        }
+        Ok(())
+    }
+
+    fn rows_event(&self) -> Event {
+        Event::new(Step::Verify)
+            .with("phase", "rows")
+            .with("processed", self.total)
+            .with("total", self.manifest.total_rows())
+    }
+
+    /// The end of the dump: every table complete, every file named.
+    fn finish(self, progress: &mut dyn Progress) -> Result<()> {
+        let tables = self.manifest.tables.iter().enumerate();
+        for (i, entry) in tables.skip(self.table_index) {
+            let seen = if i == self.table_index {
+                self.in_table
+            } else {
+                0
+            };
+            if seen != entry.rows {
+                return Err(count_mismatch(entry, seen));
+            }
+        }
+        if let Some(key) = self.unnamed.iter().min() {
+            return Err(Error::archive(format!(
+                "the manifest lists the file of blob {key:?}{}, but no active_storage_blobs row of the dump has that key: it would belong to nothing",
+                match self.unnamed.len() {
+                    1 => String::new(),
+                    n => format!(" (and {} more)", n - 1),
+                }
+            )));
+        }
+        progress.emit(self.rows_event())
+    }
+}
+
+fn count_mismatch(entry: &TableEntry, found: u64) -> Error {
+    Error::integrity(format!(
+        "table {}: manifest says {} rows, dump.jsonl has {}{}",
+        entry.name,
+        entry.rows,
+        if found > entry.rows {
+            "more than that: "
+        } else {
+            ""
+        },
+        found
+    ))
 }
 
 /// Writes one table's rows as dump.jsonl lines. The constant part of every

@@ -50,7 +50,15 @@ pub fn parse(bytes: &[u8]) -> Option<RowLine> {
 /// [`parse`], sharing the names with the previous line's where they agree.
 pub fn parse_with(bytes: &[u8], names: &mut Names) -> Option<RowLine> {
     let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-    let mut p = Cursor { bytes: body, at: 0 };
+    // One UTF-8 check of the whole line instead of one per string: a line
+    // our parser accepts is ASCII outside its strings, so the line is
+    // valid exactly when every string is (and serde words the error).
+    let body = std::str::from_utf8(body).ok()?;
+    let mut p = Cursor {
+        bytes: body.as_bytes(),
+        text: body,
+        at: 0,
+    };
     p.literal(b"{\"table\":")?;
     let table = names.table(p.string()?);
     p.literal(b",\"row\":{")?;
@@ -81,6 +89,8 @@ pub fn parse_with(bytes: &[u8], names: &mut Names) -> Option<RowLine> {
 
 struct Cursor<'a> {
     bytes: &'a [u8],
+    /// `bytes`, known to be UTF-8.
+    text: &'a str,
     at: usize,
 }
 
@@ -103,19 +113,21 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// A string without escapes or control characters, valid UTF-8.
+    /// A string without escapes or control characters.
     fn string(&mut self) -> Option<&'a str> {
         if !self.eat(b'"') {
             return None;
         }
         let start = self.at;
-        let len = self.bytes[start..].iter().position(|&b| b == b'"')?;
-        let raw = &self.bytes[start..start + len];
-        if raw.iter().any(|&b| b == b'\\' || b < 0x20) {
+        let len = self.bytes[start..]
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        if self.bytes[start + len] != b'"' {
             return None;
         }
         self.at = start + len + 1;
-        std::str::from_utf8(raw).ok()
+        // Both ends sit next to an ASCII quote: a char boundary.
+        self.text.get(start..start + len)
     }
 
     fn value(&mut self) -> Option<SqlValue> {
@@ -155,8 +167,7 @@ impl<'a> Cursor<'a> {
             }
             self.digits();
         }
-        let text = std::str::from_utf8(&self.bytes[start..self.at]).ok()?;
-        number_from_text(text).ok()
+        number_from_text(self.text.get(start..self.at)?).ok()
     }
 
     fn digits(&mut self) {

@@ -273,7 +273,11 @@ fn extract_into(
         .map_err(|e| tampered.explain(archive, e))
 }
 
-/// Read the (decrypted) `.tar.gz` stream of `opened` into `dir`.
+/// The decompressed tar stream, capped (see [`Capped`]).
+type TarStream = Capped<GzDecoder<Box<dyn BufRead + Send>>>;
+
+/// Read the (decrypted) `.tar.gz` stream of `opened` into `dir`: the
+/// manifest first, then every entry it names, then nothing but the end.
 fn unpack(
     archive_bytes: u64,
     opened: Opened,
@@ -283,14 +287,40 @@ fn unpack(
     feed: Option<&DumpFeed>,
 ) -> Result<Extracted> {
     let encrypted = opened.encrypted;
-    let compressed = opened.reader;
     let mut gz = Capped::new(
-        GzDecoder::new(compressed),
+        GzDecoder::new(opened.reader),
         limits.max_manifest_bytes + 2 * ustar::BLOCK as u64,
     );
+    let manifest = read_manifest(&mut gz, limits)?;
+    // From here on the stream may hold exactly what the manifest declares,
+    // plus headers and tar's end padding: a bomb hits this cap.
+    gz.extend_limit(entries_budget(&manifest));
+    progress.emit(manifest_event(&manifest, archive_bytes))?;
+    if let Some(feed) = feed {
+        let found = (manifest.clone(), dir.path().join(DUMP_NAME), archive_bytes);
+        feed.update(|state| state.manifest = Some(found));
+    }
+    let mut entries = Entries::new(&manifest, dir.path(), limits, feed)?;
+    while let Some(header) = ustar::read_header(&mut gz)? {
+        progress.check_interrupt()?;
+        entries.copy(&mut gz, header, &*progress)?;
+    }
+    let (dump_path, blobs) = entries.complete()?;
+    check_end(gz)?;
+    Ok(Extracted {
+        manifest,
+        encrypted,
+        dump_path,
+        blobs,
+        archive_bytes,
+        dir,
+    })
+}
 
-    // 1. The manifest, first and small.
-    let header = ustar::read_header(&mut gz)?.ok_or_else(|| Error::archive("archive is empty"))?;
+/// Phase 1: the manifest, first and small, and the sizes it declares
+/// within the limits.
+fn read_manifest(gz: &mut TarStream, limits: Limits) -> Result<Manifest> {
+    let header = ustar::read_header(gz)?.ok_or_else(|| Error::archive("archive is empty"))?;
     if header.name != MANIFEST_NAME {
         return Err(Error::archive(format!(
             "first entry must be {MANIFEST_NAME}, found {:?}",
@@ -306,7 +336,7 @@ fn unpack(
     let mut manifest_bytes = vec![0u8; header.size as usize];
     gz.read_exact(&mut manifest_bytes)
         .map_err(ustar::truncated)?;
-    skip_padding(&mut gz, header.size)?;
+    skip_padding(gz, header.size)?;
     let manifest = Manifest::parse(&manifest_bytes)?;
     if manifest.dump.size > limits.max_dump_bytes {
         return Err(Error::archive(format!(
@@ -324,111 +354,176 @@ fn unpack(
             b.key, b.size
         )));
     }
+    Ok(manifest)
+}
 
-    // From here on the stream may hold exactly what the manifest declares,
-    // plus headers and tar's end padding: a bomb hits this cap.
+/// How many bytes the entries after the manifest may take: theirs as
+/// declared, their headers and padding, and tar's end blocks.
+fn entries_budget(manifest: &Manifest) -> u64 {
     let entry_cost = |size: u64| ustar::BLOCK as u64 + size + ustar::padding(size) as u64;
-    let budget = entry_cost(manifest.dump.size)
+    entry_cost(manifest.dump.size)
         + manifest
             .blobs
             .iter()
             .map(|b| entry_cost(b.size))
             .sum::<u64>()
-        + 20 * ustar::BLOCK as u64 * 2;
-    gz.extend_limit(budget);
+        + 20 * ustar::BLOCK as u64 * 2
+}
 
-    progress.emit(manifest_event(&manifest, archive_bytes))?;
-    if let Some(feed) = feed {
-        let found = (manifest.clone(), dir.path().join(DUMP_NAME), archive_bytes);
-        feed.update(|state| state.manifest = Some(found));
+/// Phase 2: every entry after the manifest, named by it, once, of its size,
+/// copied into the temp dir while it is hashed.
+struct Entries<'a> {
+    manifest: &'a Manifest,
+    dir: &'a Path,
+    blob_dir: PathBuf,
+    limits: Limits,
+    feed: Option<&'a DumpFeed>,
+    /// Looked up once per entry: an index, so a manifest of many blobs
+    /// costs in proportion to them, not to their square.
+    named: BTreeMap<&'a str, &'a crate::archive::BlobEntry>,
+    seen: BTreeSet<String>,
+    dump_path: Option<PathBuf>,
+    blobs: BTreeMap<String, PathBuf>,
+}
+
+impl<'a> Entries<'a> {
+    fn new(
+        manifest: &'a Manifest,
+        dir: &'a Path,
+        limits: Limits,
+        feed: Option<&'a DumpFeed>,
+    ) -> Result<Self> {
+        let blob_dir = dir.join("blobs");
+        std::fs::create_dir(&blob_dir).at("creating temp dir")?;
+        Ok(Entries {
+            manifest,
+            dir,
+            blob_dir,
+            limits,
+            feed,
+            named: manifest.blobs.iter().map(|b| (b.key.as_str(), b)).collect(),
+            seen: BTreeSet::new(),
+            dump_path: None,
+            blobs: BTreeMap::new(),
+        })
     }
 
-    // 2. Every other entry: named by the manifest, once, of its size.
-    let blob_dir = dir.path().join("blobs");
-    std::fs::create_dir(&blob_dir).at("creating temp dir")?;
-    let mut seen: BTreeSet<String> = BTreeSet::new();
-    let mut blobs = BTreeMap::new();
-    let mut dump_path = None;
-    // Looked up once per entry: an index, so a manifest of many blobs costs
-    // in proportion to them, not to their square.
-    let named: BTreeMap<&str, &crate::archive::BlobEntry> =
-        manifest.blobs.iter().map(|b| (b.key.as_str(), b)).collect();
-    while let Some(header) = ustar::read_header(&mut gz)? {
-        progress.check_interrupt()?;
-        if !seen.insert(header.name.clone()) {
+    fn copy(
+        &mut self,
+        gz: &mut TarStream,
+        header: ustar::EntryHeader,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        if !self.seen.insert(header.name.clone()) {
             return Err(Error::archive(format!(
                 "entry {:?} appears twice",
                 header.name
             )));
         }
         if header.name == DUMP_NAME {
-            expect_size(&header.name, header.size, manifest.dump.size)?;
-            let path = dir.path().join(DUMP_NAME);
-            let mut shape = LineShape::new(limits.max_line_bytes);
-            let watch = Watch {
-                shape: Some(&mut shape),
-                feed,
-                progress: &*progress,
-            };
-            let (sha, _) = copy_entry(&mut gz, &path, header.size, false, watch)?;
-            shape.finish()?;
-            if sha != manifest.dump.sha256 {
-                return Err(Error::integrity(format!(
-                    "{DUMP_NAME}: SHA-256 {sha} does not match the manifest"
-                )));
-            }
-            if let Some(feed) = feed {
-                feed.update(|state| state.dump_verified = true);
-            }
-            dump_path = Some(path);
+            self.copy_dump(gz, &header, progress)?;
         } else if let Some(key) = header.name.strip_prefix(BLOB_PREFIX) {
-            let Some(entry) = named.get(key).copied() else {
-                return Err(Error::archive(format!(
-                    "entry {:?} is not named by the manifest",
-                    header.name
-                )));
-            };
-            expect_size(&header.name, header.size, entry.size)?;
-            let path = blob_dir.join(key); // key alphabet checked by Manifest::parse
-            let watch = Watch {
-                shape: None,
-                feed: None,
-                progress: &*progress,
-            };
-            let (sha, md5) = copy_entry(&mut gz, &path, header.size, true, watch)?;
-            if sha != entry.sha256 {
-                return Err(Error::integrity(format!(
-                    "{}: SHA-256 does not match the manifest",
-                    header.name
-                )));
-            }
-            if let Some(checksum) = &entry.checksum {
-                if md5.as_deref() != Some(checksum.as_str()) {
-                    return Err(Error::integrity(format!(
-                        "{}: MD5 does not match the blob's ActiveStorage checksum",
-                        header.name
-                    )));
-                }
-            }
-            blobs.insert(key.to_string(), path);
+            self.copy_blob(gz, &header, key, progress)?;
         } else {
             return Err(Error::archive(format!(
                 "unexpected entry {:?}",
                 header.name
             )));
         }
-        skip_padding(&mut gz, header.size)?;
-    }
-    let dump_path = dump_path.ok_or_else(|| Error::archive(format!("{DUMP_NAME} is missing")))?;
-    if let Some(missing) = manifest.blobs.iter().find(|b| !blobs.contains_key(&b.key)) {
-        return Err(Error::archive(format!(
-            "blob {} named by the manifest is missing",
-            missing.key
-        )));
+        skip_padding(gz, header.size)
     }
 
-    // 3. After tar's end marker: zero padding only, then the gzip trailer
-    //    (CRC checked by the decoder at EOF), then nothing at all.
+    /// dump.jsonl: its lines' shape checked as it streams, its hash at the
+    /// end, and only then is a reader following it let see its end.
+    fn copy_dump(
+        &mut self,
+        gz: &mut TarStream,
+        header: &ustar::EntryHeader,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let declared = &self.manifest.dump;
+        expect_size(&header.name, header.size, declared.size)?;
+        let path = self.dir.join(DUMP_NAME);
+        let mut shape = LineShape::new(self.limits.max_line_bytes);
+        let watch = Watch {
+            shape: Some(&mut shape),
+            feed: self.feed,
+            progress,
+        };
+        let (sha, _) = copy_entry(gz, &path, header.size, false, watch)?;
+        shape.finish()?;
+        if sha != declared.sha256 {
+            return Err(Error::integrity(format!(
+                "{DUMP_NAME}: SHA-256 {sha} does not match the manifest"
+            )));
+        }
+        if let Some(feed) = self.feed {
+            feed.update(|state| state.dump_verified = true);
+        }
+        self.dump_path = Some(path);
+        Ok(())
+    }
+
+    /// A blob file: named by the manifest, its SHA-256 and (when the blob
+    /// row has one) ActiveStorage's MD5 checked.
+    fn copy_blob(
+        &mut self,
+        gz: &mut TarStream,
+        header: &ustar::EntryHeader,
+        key: &str,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let Some(entry) = self.named.get(key).copied() else {
+            return Err(Error::archive(format!(
+                "entry {:?} is not named by the manifest",
+                header.name
+            )));
+        };
+        expect_size(&header.name, header.size, entry.size)?;
+        let path = self.blob_dir.join(key); // key alphabet checked by Manifest::parse
+        let watch = Watch {
+            shape: None,
+            feed: None,
+            progress,
+        };
+        let (sha, md5) = copy_entry(gz, &path, header.size, true, watch)?;
+        if sha != entry.sha256 {
+            return Err(Error::integrity(format!(
+                "{}: SHA-256 does not match the manifest",
+                header.name
+            )));
+        }
+        if let Some(checksum) = &entry.checksum {
+            if md5.as_deref() != Some(checksum.as_str()) {
+                return Err(Error::integrity(format!(
+                    "{}: MD5 does not match the blob's ActiveStorage checksum",
+                    header.name
+                )));
+            }
+        }
+        self.blobs.insert(key.to_string(), path);
+        Ok(())
+    }
+
+    /// Phase 3: nothing the manifest names is missing.
+    fn complete(self) -> Result<(PathBuf, BTreeMap<String, PathBuf>)> {
+        let dump_path = self
+            .dump_path
+            .ok_or_else(|| Error::archive(format!("{DUMP_NAME} is missing")))?;
+        let mut blobs = self.manifest.blobs.iter();
+        if let Some(missing) = blobs.find(|b| !self.blobs.contains_key(&b.key)) {
+            return Err(Error::archive(format!(
+                "blob {} named by the manifest is missing",
+                missing.key
+            )));
+        }
+        Ok((dump_path, self.blobs))
+    }
+}
+
+/// Phase 4: after tar's end marker, zero padding only, then the gzip
+/// trailer (CRC checked by the decoder at EOF), then nothing at all.
+fn check_end(mut gz: TarStream) -> Result<()> {
     let mut rest = Vec::new();
     (&mut gz)
         .take(64 * 1024)
@@ -445,14 +540,7 @@ fn unpack(
             "trailing bytes after the gzip stream (a second member or garbage)",
         ));
     }
-    Ok(Extracted {
-        manifest,
-        encrypted,
-        dump_path,
-        blobs,
-        archive_bytes,
-        dir,
-    })
+    Ok(())
 }
 
 fn expect_size(name: &str, actual: u64, declared: u64) -> Result<()> {

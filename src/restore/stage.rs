@@ -9,14 +9,13 @@
 //! opens it, gone with the connection.
 
 use super::Context;
-use crate::archive::dump::{DumpReader, RowLine};
+use crate::archive::dump::{check_dump, DumpReader, RowLine};
 use crate::archive::{self, TableEntry};
 use crate::error::{Error, Result, ResultExt};
 use crate::progress::Progress;
 use crate::scope::{is_blob_table, Membership};
 use crate::sql;
 use crate::value::SqlValue;
-use crate::verify::check_dump;
 use rusqlite::Connection;
 
 /// One archive table, staged: where its rows are and how they map onto
@@ -66,18 +65,30 @@ pub(super) struct Staged {
 
 /// What the parsing side hands the SQLite side while staging.
 enum ToWriter {
-    /// A new table: create it, then insert the rows that follow into it.
+    /// A new table: create it, then insert the rows that follow into it,
+    /// `width` values a row.
     Table {
         create: String,
         insert: String,
+        width: usize,
     },
-    Rows(Vec<Vec<SqlValue>>),
+    /// Rows of the current table, flat: row `i` is
+    /// `values[i * width..(i + 1) * width]` (one allocation a batch, not
+    /// one a row).
+    Rows(Vec<SqlValue>),
     /// Every row was parsed and checked: commit.
     Done,
 }
 
 /// Rows per message: large enough that the channel costs nothing per row.
 const BATCH_ROWS: usize = 512;
+
+/// The temp schema's page cache while staging and planning, in KiB.
+/// SQLite's default (2 MiB) makes the staged tables spill to the temp
+/// file page by page as they are written and read back by the plan; a
+/// larger cache keeps most of them in memory, filled only as far as the
+/// tenant needs.
+const TEMP_CACHE_KIB: i64 = 24 << 10;
 
 impl Staged {
     /// Parse, check and stage the whole dump (`restore: false` stages
@@ -136,47 +147,60 @@ impl Staged {
         writer: &std::sync::mpsc::SyncSender<ToWriter>,
     ) -> Result<()> {
         // A closed channel means the writer failed: its error is reported.
-        let gone = || Error::internal("the staging writer stopped");
-        let mut batch: Vec<Vec<SqlValue>> = Vec::with_capacity(BATCH_ROWS);
+        let send = |message| writer.send(message).map_err(|_| gone());
+        let tenant = Remap::new(&ctx.source, ctx.target());
+        let mut batch: Vec<SqlValue> = Vec::new();
         check_dump(ctx.manifest, dump, progress, |entry, line| {
-            if self
-                .tables
-                .last()
-                .map(|t| t.name != entry.name)
-                .unwrap_or(true)
-            {
+            if self.tables.last().is_none_or(|t| t.name != entry.name) {
                 if !batch.is_empty() {
-                    writer
-                        .send(ToWriter::Rows(std::mem::take(&mut batch)))
-                        .map_err(|_| gone())?;
+                    send(ToWriter::Rows(std::mem::take(&mut batch)))?;
                 }
                 let table = StagedTable::describe(ctx, entry, self.tables.len());
-                writer
-                    .send(ToWriter::Table {
-                        create: table.create_sql(),
-                        insert: table.insert_sql(),
-                    })
-                    .map_err(|_| gone())?;
+                send(ToWriter::Table {
+                    create: table.create_sql(),
+                    insert: table.insert_sql(),
+                    width: table.columns.len(),
+                })?;
                 self.tables.push(table);
             }
             let table = self.tables.last_mut().expect("just pushed");
             table.check_references(ctx, &line)?;
-            batch.push(table.values(ctx, line)?);
+            if batch.is_empty() {
+                batch.reserve_exact(BATCH_ROWS * table.columns.len().max(1));
+            }
+            table.push_values(&tenant, line, &mut batch)?;
             table.rows += 1;
-            if batch.len() == BATCH_ROWS {
-                writer
-                    .send(ToWriter::Rows(std::mem::replace(
-                        &mut batch,
-                        Vec::with_capacity(BATCH_ROWS),
-                    )))
-                    .map_err(|_| gone())?;
+            if batch.len() >= BATCH_ROWS * table.columns.len().max(1) {
+                send(ToWriter::Rows(std::mem::take(&mut batch)))?;
             }
             Ok(())
         })?;
         if !batch.is_empty() {
-            writer.send(ToWriter::Rows(batch)).map_err(|_| gone())?;
+            send(ToWriter::Rows(batch))?;
         }
-        writer.send(ToWriter::Done).map_err(|_| gone())
+        send(ToWriter::Done)
+    }
+}
+
+fn gone() -> Error {
+    Error::internal("the staging writer stopped")
+}
+
+/// The archive's tenant and the target tenant, as values: computed once,
+/// compared with every row's tenant references.
+struct Remap {
+    source_id: crate::TenantId,
+    source: SqlValue,
+    target: SqlValue,
+}
+
+impl Remap {
+    fn new(source: &crate::TenantId, target: SqlValue) -> Remap {
+        Remap {
+            source_id: source.clone(),
+            source: source.to_sql_value(),
+            target,
+        }
     }
 }
 
@@ -223,26 +247,26 @@ impl Staged {
 /// so no lock on the app's database is taken meanwhile; committed only
 /// after `Done`.
 fn write_staged_rows(conn: &Connection, rows: std::sync::mpsc::Receiver<ToWriter>) -> Result<()> {
-    conn.execute_batch("BEGIN")?;
+    conn.execute_batch(&format!(
+        "PRAGMA temp.cache_size = -{TEMP_CACHE_KIB}; BEGIN"
+    ))?;
     let written = (|| -> Result<bool> {
-        let mut insert: Option<rusqlite::Statement<'_>> = None;
+        let mut insert: Option<(rusqlite::Statement<'_>, usize)> = None;
         for message in rows {
             match message {
                 ToWriter::Table {
                     create,
                     insert: sql,
+                    width,
                 } => {
                     conn.execute_batch(&create)?;
-                    insert = Some(conn.prepare(&sql)?);
+                    insert = Some((conn.prepare(&sql)?, width));
                 }
                 ToWriter::Rows(batch) => {
-                    let stmt = insert
+                    let (stmt, width) = insert
                         .as_mut()
                         .ok_or_else(|| Error::internal("rows before their table"))?;
-                    for values in &batch {
-                        stmt.execute(rusqlite::params_from_iter(values.iter()))
-                            .at("staging the archive's rows")?;
-                    }
+                    insert_rows(stmt, *width, &batch).at("staging the archive's rows")?;
                 }
                 ToWriter::Done => return Ok(true),
             }
@@ -264,6 +288,24 @@ fn write_staged_rows(conn: &Connection, rows: std::sync::mpsc::Receiver<ToWriter
             Err(e)
         }
     }
+}
+
+/// One prepared INSERT, its positional parameters bound anew for every row.
+fn insert_rows(
+    stmt: &mut rusqlite::Statement<'_>,
+    width: usize,
+    batch: &[SqlValue],
+) -> rusqlite::Result<()> {
+    if width == 0 {
+        return Ok(());
+    }
+    for row in batch.chunks_exact(width) {
+        for (i, value) in row.iter().enumerate() {
+            stmt.raw_bind_parameter(i + 1, value)?;
+        }
+        stmt.raw_execute()?;
+    }
+    Ok(())
 }
 
 impl StagedTable {
@@ -369,8 +411,9 @@ impl StagedTable {
         !self.pk.is_empty()
     }
 
-    /// The row's values in column order, with the tenant remapped.
-    fn values(&self, ctx: &Context<'_>, line: RowLine) -> Result<Vec<SqlValue>> {
+    /// Append the row's values in column order to `out`, with the tenant
+    /// remapped.
+    fn push_values(&self, tenant: &Remap, line: RowLine, out: &mut Vec<SqlValue>) -> Result<()> {
         // check_dump let through only rows with the manifest's columns; in
         // the manifest's order (our backups) they are taken as they are.
         let in_order = line
@@ -379,28 +422,33 @@ impl StagedTable {
             .iter()
             .map(|(c, _)| &**c)
             .eq(self.columns.iter().map(String::as_str));
-        let mut values: Vec<SqlValue> = if in_order {
-            line.row.0.into_iter().map(|(_, v)| v).collect()
+        let start = out.len();
+        if in_order {
+            out.extend(line.row.0.into_iter().map(|(_, v)| v));
         } else {
-            self.columns
-                .iter()
-                .map(|c| line.row.get(c).cloned().unwrap_or(SqlValue::Null))
-                .collect()
-        };
-        let source = ctx.source.to_sql_value();
-        let target = ctx.target();
+            out.extend(
+                self.columns
+                    .iter()
+                    .map(|c| line.row.get(c).cloned().unwrap_or(SqlValue::Null)),
+            );
+        }
+        self.remap(tenant, &mut out[start..])
+    }
+
+    /// The archive's tenant becomes the target tenant in `values`.
+    fn remap(&self, tenant: &Remap, values: &mut [SqlValue]) -> Result<()> {
         if self.tenant_row {
             // The archive's own tenant row becomes the target's.
             if let Some(&p) = self.pk.first() {
-                if !ctx.source.matches(&values[p]) {
+                if !tenant.source_id.matches(&values[p]) {
                     return Err(Error::archive(format!(
                         "{}: the tenant row has key {}, not the archive's tenant {}",
                         self.name,
                         values[p].describe(),
-                        ctx.source
+                        tenant.source_id
                     )));
                 }
-                values[p] = target.clone();
+                values[p] = tenant.target.clone();
             }
         }
         for (p, typed) in &self.tenant_refs {
@@ -408,11 +456,11 @@ impl StagedTable {
                 Some((tp, class)) => values[*tp].as_text() == Some(class.as_str()),
                 None => true,
             };
-            if applies && values[*p] == source {
-                values[*p] = target.clone();
+            if applies && values[*p] == tenant.source {
+                values[*p] = tenant.target.clone();
             }
         }
-        Ok(values)
+        Ok(())
     }
 
     /// In tables whose rows belong to the tenant through a polymorphic
@@ -443,6 +491,12 @@ impl StagedTable {
                 }
             }
         }
+        self.check_blob_key(line)
+    }
+
+    /// A blob row's key names a file in the storage root: only keys of
+    /// ActiveStorage's alphabet (no `/`, no `..`) get that far.
+    fn check_blob_key(&self, line: &RowLine) -> Result<()> {
         if is_blob_table(&self.name) {
             let key = line
                 .row
@@ -520,5 +574,171 @@ impl StagedTable {
                 .collect::<Vec<_>>()
                 .join(", ")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::dump::{Name, Row};
+    use crate::TenantId;
+
+    fn table(name: &str, columns: &[&str]) -> StagedTable {
+        StagedTable {
+            name: name.into(),
+            stage: sql::TempTable::stage(0),
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            pk: vec![0],
+            tenant_refs: Vec::new(),
+            tenant_row: false,
+            derived: false,
+            shared: false,
+            owner_type_columns: Vec::new(),
+            rows: 0,
+            keeps_class: vec![false; columns.len()],
+        }
+    }
+
+    fn line(table: &str, cells: Vec<(&str, SqlValue)>) -> RowLine {
+        RowLine {
+            table: Name::from(table),
+            row: Row(cells.into_iter().map(|(c, v)| (Name::from(c), v)).collect()),
+        }
+    }
+
+    fn text(s: &str) -> SqlValue {
+        SqlValue::Text(s.as_bytes().to_vec())
+    }
+
+    /// Archive tenant 1 restored as tenant 7.
+    fn one_to_seven() -> Remap {
+        Remap::new(&TenantId::Integer(1), SqlValue::Integer(7))
+    }
+
+    #[test]
+    fn values_follow_the_manifest_columns_whatever_the_line_order() {
+        let mut tasks = table("tasks", &["id", "tenant_id", "title"]);
+        tasks.tenant_refs = vec![(1, None)];
+        let mut out = Vec::new();
+        let row = vec![
+            ("title", text("a")),
+            ("tenant_id", SqlValue::Integer(1)),
+            ("id", SqlValue::Integer(5)),
+        ];
+        tasks
+            .push_values(&one_to_seven(), line("tasks", row), &mut out)
+            .unwrap();
+        let in_order = vec![
+            ("id", SqlValue::Integer(6)),
+            ("tenant_id", SqlValue::Integer(1)),
+            ("title", text("b")),
+        ];
+        tasks
+            .push_values(&one_to_seven(), line("tasks", in_order), &mut out)
+            .unwrap();
+        assert_eq!(
+            out,
+            vec![
+                SqlValue::Integer(5),
+                SqlValue::Integer(7),
+                text("a"),
+                SqlValue::Integer(6),
+                SqlValue::Integer(7),
+                text("b"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_polymorphic_reference_is_remapped_only_when_it_names_the_tenant_class() {
+        let mut notes = table("notes", &["id", "owner_type", "owner_id"]);
+        notes.tenant_refs = vec![(2, Some((1, "Account".into())))];
+        let mut out = Vec::new();
+        for class in ["Account", "User"] {
+            let row = vec![
+                ("id", SqlValue::Integer(1)),
+                ("owner_type", text(class)),
+                ("owner_id", SqlValue::Integer(1)),
+            ];
+            notes
+                .push_values(&one_to_seven(), line("notes", row), &mut out)
+                .unwrap();
+        }
+        assert_eq!(out[2], SqlValue::Integer(7), "Account 1 is the tenant");
+        assert_eq!(out[5], SqlValue::Integer(1), "User 1 is another row");
+    }
+
+    #[test]
+    fn a_tenant_row_of_another_tenant_is_refused() {
+        let mut accounts = table("accounts", &["id", "name"]);
+        accounts.tenant_row = true;
+        let mut out = Vec::new();
+        let own = vec![("id", SqlValue::Integer(1)), ("name", text("a"))];
+        accounts
+            .push_values(&one_to_seven(), line("accounts", own), &mut out)
+            .unwrap();
+        assert_eq!(out[0], SqlValue::Integer(7));
+        let other = vec![("id", SqlValue::Integer(2)), ("name", text("b"))];
+        let err = accounts
+            .push_values(&one_to_seven(), line("accounts", other), &mut out)
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::error::ErrorKind::Archive);
+        assert!(
+            err.to_string()
+                .contains("accounts: the tenant row has key 2, not the archive's tenant 1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_blob_key_outside_activestorage_alphabet_is_refused() {
+        let blobs = table("active_storage_blobs", &["id", "key"]);
+        let good = line(
+            "active_storage_blobs",
+            vec![("id", SqlValue::Integer(1)), ("key", text("abc123"))],
+        );
+        blobs.check_blob_key(&good).unwrap();
+        let bad = line(
+            "active_storage_blobs",
+            vec![("id", SqlValue::Integer(1)), ("key", text("../etc/passwd"))],
+        );
+        let err = blobs.check_blob_key(&bad).unwrap_err();
+        assert_eq!(err.kind(), crate::error::ErrorKind::Archive);
+        assert!(
+            err.to_string().contains("active_storage_blobs row"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn staged_columns_keep_every_storage_class() {
+        let conn = Connection::open_in_memory().unwrap();
+        let t = table("t", &["a", "b", "c", "d", "e"]);
+        conn.execute_batch(&t.create_sql()).unwrap();
+        let mut stmt = conn.prepare(&t.insert_sql()).unwrap();
+        let row = [
+            SqlValue::Integer(1),
+            SqlValue::Real(1.0),
+            text("1"),
+            SqlValue::Blob(vec![1]),
+            SqlValue::Null,
+        ];
+        let rows: Vec<SqlValue> = row.iter().chain(row.iter()).cloned().collect();
+        insert_rows(&mut stmt, 5, &rows).unwrap();
+        drop(stmt);
+        let sql = format!(
+            "SELECT typeof(c0), typeof(c1), typeof(c2), typeof(c3), typeof(c4) FROM {}",
+            t.stage
+        );
+        let mut stmt = conn.prepare(&sql).unwrap();
+        let classes: Vec<[String; 5]> = stmt
+            .query_map([], |r| {
+                Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?])
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let expected = ["integer", "real", "text", "blob", "null"].map(String::from);
+        assert_eq!(classes, vec![expected.clone(), expected]);
     }
 }
