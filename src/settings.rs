@@ -76,7 +76,9 @@
 mod cascade;
 mod config;
 mod request;
+mod rows;
 mod store;
+mod table;
 
 pub use cascade::{Explained, Level};
 pub use config::{Lookup, SettingsConfig, TargetId, TenantId};

@@ -21,6 +21,11 @@ pub(crate) fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// String literals joined by commas, for `IN (…)`: `'a', 'b'`.
+pub(crate) fn strings<S: AsRef<str>>(texts: &[S]) -> String {
+    list(texts.iter().map(|t| string(t.as_ref())))
+}
+
 /// A string literal: `'text'`, inner quotes doubled. For class names and
 /// other text that is part of a statement's structure, never for row values.
 pub(crate) fn string(text: &str) -> String {
@@ -260,6 +265,7 @@ mod tests {
             r#""a""; DROP TABLE x; --""#
         );
         assert_eq!(string("O'Brien'); --"), "'O''Brien''); --'");
+        assert_eq!(strings(&["Task", "It's"]), "'Task', 'It''s'");
         assert_eq!(main_table("tk_stage_0"), r#"main."tk_stage_0""#);
     }
 

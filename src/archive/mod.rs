@@ -4,6 +4,7 @@
 pub mod deflate;
 pub mod dump;
 pub mod fast_line;
+mod feed;
 pub mod read;
 pub mod ustar;
 pub mod write;

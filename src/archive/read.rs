@@ -5,6 +5,8 @@
 //! member, trailing bytes and oversized entries are refused. Nothing outside
 //! the temp dir is ever written, and the temp dir goes away on drop.
 
+pub use super::feed::DumpFeed;
+use super::feed::FeedProgress;
 use super::{ustar, Manifest, BLOB_PREFIX, DUMP_NAME, MANIFEST_NAME};
 use crate::crypt::keys::Unseal;
 use crate::crypt::open::{open_archive, Opened};
@@ -83,7 +85,7 @@ pub fn extract_feeding(
     struct StoppedOnDrop<'a>(&'a DumpFeed);
     impl Drop for StoppedOnDrop<'_> {
         fn drop(&mut self) {
-            self.0.update(|state| state.stopped = true);
+            self.0.stopped();
         }
     }
     let _stopped = StoppedOnDrop(feed);
@@ -103,138 +105,6 @@ pub fn manifest_event(manifest: &Manifest, archive_bytes: u64) -> Event {
         .with("archive_bytes", archive_bytes)
         .with("rows", manifest.total_rows())
         .with("blobs", manifest.blobs.len() as u64)
-}
-
-/// What an extraction on another thread tells the thread that watches it.
-/// The dump's reader ([`DumpFeed::follow`]) sees the end of the file only
-/// once the dump's size and SHA-256 have been checked, so rows read from
-/// it are only kept when the whole dump proved to be the manifest's.
-#[derive(Default)]
-pub struct DumpFeed {
-    state: std::sync::Mutex<FeedState>,
-    changed: std::sync::Condvar,
-}
-
-#[derive(Default)]
-struct FeedState {
-    manifest: Option<(Manifest, PathBuf, u64)>,
-    /// Bytes of dump.jsonl on disk so far.
-    written: u64,
-    /// The dump is complete and its hash checked.
-    dump_verified: bool,
-    /// The extraction returned (whether or not it succeeded).
-    stopped: bool,
-    /// The watcher asked the extraction to stop.
-    cancelled: bool,
-}
-
-impl DumpFeed {
-    fn update(&self, change: impl FnOnce(&mut FeedState)) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        change(&mut state);
-        self.changed.notify_all();
-    }
-
-    fn wait_until<T>(&self, mut ready: impl FnMut(&FeedState) -> Option<T>) -> T {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if let Some(answer) = ready(&state) {
-                return answer;
-            }
-            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-
-    fn cancelled(&self) -> bool {
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .cancelled
-    }
-
-    /// The manifest, the path dump.jsonl is being written to and the
-    /// archive's size; None when the extraction stopped before (its result
-    /// says why).
-    pub fn wait_manifest(&self) -> Option<(Manifest, PathBuf, u64)> {
-        self.wait_until(|s| match &s.manifest {
-            Some(found) => Some(Some(found.clone())),
-            None if s.stopped => Some(None),
-            None => None,
-        })
-    }
-
-    /// Ask the extraction to stop at its next chunk.
-    pub fn cancel(&self) {
-        self.update(|state| state.cancelled = true);
-    }
-
-    /// A reader of dump.jsonl that waits for bytes still to be written.
-    pub fn follow(&self, path: PathBuf) -> FollowDump<'_> {
-        FollowDump {
-            feed: self,
-            path,
-            file: None,
-            pos: 0,
-        }
-    }
-}
-
-/// Reads dump.jsonl while an extraction writes it (see [`DumpFeed`]). An
-/// extraction that stops before the dump is verified is an I/O error here;
-/// the extraction's own result tells what went wrong.
-pub struct FollowDump<'a> {
-    feed: &'a DumpFeed,
-    path: PathBuf,
-    file: Option<File>,
-    pos: u64,
-}
-
-impl Read for FollowDump<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let pos = self.pos;
-        let available = self.feed.wait_until(|s| {
-            if s.written > pos {
-                Some(Ok(s.written - pos))
-            } else if s.dump_verified {
-                Some(Ok(0))
-            } else if s.stopped {
-                Some(Err(io::Error::other("the extraction stopped")))
-            } else {
-                None
-            }
-        })?;
-        if available == 0 {
-            return Ok(0);
-        }
-        let file = match &mut self.file {
-            Some(file) => file,
-            None => self.file.insert(File::open(&self.path)?),
-        };
-        let want = buf.len().min(available.min(usize::MAX as u64) as usize);
-        let n = file.read(&mut buf[..want])?;
-        if n == 0 {
-            return Err(io::Error::other("dump.jsonl is shorter than written"));
-        }
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-/// Progress of an extraction on its own thread: no events, and a cancel
-/// from the watching thread as its interrupt.
-struct FeedProgress<'a>(&'a DumpFeed);
-
-impl Progress for FeedProgress<'_> {
-    fn emit(&mut self, _event: Event) -> Result<()> {
-        Ok(())
-    }
-    fn check_interrupt(&self) -> Result<()> {
-        if self.0.cancelled() {
-            Err(Error::cancelled())
-        } else {
-            Ok(())
-        }
-    }
 }
 
 fn extract_into(
@@ -298,7 +168,7 @@ fn unpack(
     progress.emit(manifest_event(&manifest, archive_bytes))?;
     if let Some(feed) = feed {
         let found = (manifest.clone(), dir.path().join(DUMP_NAME), archive_bytes);
-        feed.update(|state| state.manifest = Some(found));
+        feed.manifest_found(found);
     }
     let mut entries = Entries::new(&manifest, dir.path(), limits, feed)?;
     while let Some(header) = ustar::read_header(&mut gz)? {
@@ -458,7 +328,7 @@ impl<'a> Entries<'a> {
             )));
         }
         if let Some(feed) = self.feed {
-            feed.update(|state| state.dump_verified = true);
+            feed.dump_verified();
         }
         self.dump_path = Some(path);
         Ok(())
@@ -600,7 +470,7 @@ fn copy_entry<R: Read>(
         out.write_all(&buf[..want]).at("writing temp file")?;
         left -= want as u64;
         if let Some(feed) = feed {
-            feed.update(|state| state.written += want as u64);
+            feed.dump_written(want as u64);
             progress.check_interrupt()?;
         }
     }

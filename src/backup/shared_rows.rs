@@ -220,7 +220,7 @@ fn close_over_shared(conn: &Connection, scope: &TenantScope) -> Result<()> {
                 .expect("every reference has its group");
             let typed = match &r.polymorphic {
                 Some((t, class)) => {
-                    format!("a.{} = {} AND ", sql::ident(t), sql::string(class))
+                    format!("{} AND ", sql::class_is("a", sql::Col::Named(t), class))
                 }
                 None => String::new(),
             };

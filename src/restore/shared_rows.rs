@@ -132,8 +132,8 @@ fn pointing_at_other_tenants(
             .classes
             .as_ref()
             .map(|(t, classes)| {
-                let list: Vec<String> = classes.iter().map(|c| sql::string(c)).collect();
-                format!(" AND s.c{t} IN ({})", list.join(", "))
+                let type_col = sql::Col::Staged(*t).of("s");
+                format!(" AND {type_col} IN ({})", sql::strings(classes))
             })
             .unwrap_or_default();
         let pairs = r.parent_columns.iter().zip(&r.columns);

@@ -140,7 +140,7 @@ fn reference_check(
             format!(
                 " AND {} IN ({})",
                 Col::Staged(*t).of("s"),
-                sql_list(classes)
+                sql::strings(classes)
             )
         })
         .unwrap_or_default();
@@ -306,9 +306,34 @@ pub(in crate::restore) fn references_of(
     ctx: &Context<'_>,
     table: &StagedTable,
 ) -> Result<(Vec<OutgoingReference>, Vec<UnresolvedClass>)> {
+    let mut out = declared_references(ctx, table);
+    let mut unresolved = Vec::new();
+    for (t, column) in table.columns.iter().enumerate() {
+        let Some(stem) = column.strip_suffix("_type") else {
+            continue;
+        };
+        let Some(id) = table
+            .columns
+            .iter()
+            .position(|x| *x == format!("{stem}_id"))
+        else {
+            continue;
+        };
+        let pair = PolymorphicPair {
+            type_column: t,
+            id_column: id,
+        };
+        let by_parent = pair.parents(conn, ctx, table, &mut unresolved)?;
+        out.extend(pair.references(ctx, by_parent));
+    }
+    Ok((out, unresolved))
+}
+
+/// Foreign keys, naming and hints from the scope, over the columns the
+/// archive carries.
+fn declared_references(ctx: &Context<'_>, table: &StagedTable) -> Vec<OutgoingReference> {
     let position = |c: &str| table.columns.iter().position(|x| x == c);
     let mut out = Vec::new();
-    let mut unresolved = Vec::new();
     for r in ctx
         .scope
         .references
@@ -331,36 +356,33 @@ pub(in crate::restore) fn references_of(
             classes: None,
         });
     }
-    for (t, column) in table.columns.iter().enumerate() {
-        let Some(stem) = column.strip_suffix("_type") else {
-            continue;
-        };
-        let Some(id) = position(&format!("{stem}_id")) else {
-            continue;
-        };
-        let classes: Vec<String> = conn
-            .prepare(&format!(
-                "SELECT DISTINCT {c} FROM {} WHERE typeof({c}) = 'text' LIMIT {}",
-                table.stage,
-                MOST_CLASSES + 1,
-                c = Col::Staged(t).bare()
-            ))?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        if classes.len() > MOST_CLASSES {
-            return Err(Error::archive(format!(
-                "{}.{column} names more than {MOST_CLASSES} classes",
-                table.name
-            )));
-        }
-        // One check per parent table, with all the classes that name it.
+    out
+}
+
+/// A staged `x_type` / `x_id` pair, by stage column.
+struct PolymorphicPair {
+    type_column: usize,
+    id_column: usize,
+}
+
+impl PolymorphicPair {
+    /// The classes the staged rows name, by the parent table each names
+    /// (only parents another tenant's rows or derived rows live in); a
+    /// class that could name several tables goes to `unresolved`.
+    fn parents(
+        &self,
+        conn: &Connection,
+        ctx: &Context<'_>,
+        table: &StagedTable,
+        unresolved: &mut Vec<UnresolvedClass>,
+    ) -> Result<BTreeMap<String, Vec<String>>> {
         let mut by_parent: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for class in classes {
+        for class in self.classes(conn, table)? {
             let could_name = ctx.scope.tables_a_class_could_name(ctx.schema, &class);
             if !could_name.is_empty() {
                 unresolved.push(UnresolvedClass {
-                    type_column: t,
-                    id_column: id,
+                    type_column: self.type_column,
+                    id_column: self.id_column,
                     class,
                     could_name,
                 });
@@ -374,30 +396,52 @@ pub(in crate::restore) fn references_of(
                 by_parent.entry(parent).or_default().push(class);
             }
         }
+        Ok(by_parent)
+    }
+
+    /// Every class the staged rows name, known to the scope or not (an
+    /// archive may name a class no row of the database does yet).
+    fn classes(&self, conn: &Connection, table: &StagedTable) -> Result<Vec<String>> {
+        let classes: Vec<String> = conn
+            .prepare(&format!(
+                "SELECT DISTINCT {c} FROM {} WHERE typeof({c}) = 'text' LIMIT {}",
+                table.stage,
+                MOST_CLASSES + 1,
+                c = Col::Staged(self.type_column).bare()
+            ))?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        if classes.len() > MOST_CLASSES {
+            return Err(Error::archive(format!(
+                "{}.{} names more than {MOST_CLASSES} classes",
+                table.name, table.columns[self.type_column]
+            )));
+        }
+        Ok(classes)
+    }
+
+    /// One reference per parent table, with all the classes that name it.
+    fn references(
+        &self,
+        ctx: &Context<'_>,
+        by_parent: BTreeMap<String, Vec<String>>,
+    ) -> Vec<OutgoingReference> {
+        let mut out = Vec::new();
         for (parent, classes) in by_parent {
             let Some(parent_table) = ctx.schema.table(&parent) else {
                 continue;
             };
             if let [pk] = parent_table.primary_key().as_slice() {
                 out.push(OutgoingReference {
-                    columns: vec![id],
+                    columns: vec![self.id_column],
                     parent_columns: vec![pk.to_string()],
                     parent,
-                    classes: Some((t, classes)),
+                    classes: Some((self.type_column, classes)),
                 });
             }
         }
+        out
     }
-    Ok((out, unresolved))
-}
-
-/// `'a', 'b'`: SQL string literals for an `IN (…)` list.
-fn sql_list(values: &[String]) -> String {
-    values
-        .iter()
-        .map(|v| sql::string(v))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// SQL condition: row `alias` of `table` belongs to a tenant other than
