@@ -156,12 +156,7 @@ fn pointing_at_other_tenants(
             .collect::<rusqlite::Result<_>>()?;
         out.conflict_count += sids.len() as u64;
         let room = MAX_LISTED_CONFLICTS.saturating_sub(out.conflicts.len());
-        let column = r
-            .columns
-            .iter()
-            .map(|&c| table.columns[c].as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let column = r.column_names(table);
         for key in table.describe_rows(conn, &sids[..sids.len().min(room)])? {
             out.conflicts.push(Conflict {
                 table: table.name.clone(),

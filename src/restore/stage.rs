@@ -578,15 +578,13 @@ impl StagedTable {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::archive::dump::{Name, Row};
-    use crate::TenantId;
-
-    fn table(name: &str, columns: &[&str]) -> StagedTable {
+impl StagedTable {
+    /// A staged table for unit tests: stage `index`, the first column its
+    /// primary key, no tenant references, no rows yet.
+    pub(in crate::restore) fn plain(name: &str, index: usize, columns: &[&str]) -> StagedTable {
         StagedTable {
             name: name.into(),
-            stage: sql::TempTable::stage(0),
+            stage: sql::TempTable::stage(index),
             columns: columns.iter().map(|c| c.to_string()).collect(),
             pk: vec![0],
             tenant_refs: Vec::new(),
@@ -597,6 +595,17 @@ mod tests {
             rows: 0,
             keeps_class: vec![false; columns.len()],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::dump::{Name, Row};
+    use crate::TenantId;
+
+    fn table(name: &str, columns: &[&str]) -> StagedTable {
+        StagedTable::plain(name, 0, columns)
     }
 
     fn line(table: &str, cells: Vec<(&str, SqlValue)>) -> RowLine {

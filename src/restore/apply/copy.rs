@@ -62,8 +62,7 @@ impl<'t> TableCopy<'t> {
         let table = self.table;
         if table.tenant_row {
             // Created when missing, never overwritten.
-            let sql = format!("{} WHERE NOT {}", self.insert(), self.exists());
-            let n = w.conn.execute(&sql, [])? as u64;
+            let n = w.conn.execute(&insert_missing(table, "1"), [])? as u64;
             if n > 0 {
                 w.report.tenant_row_created = true;
                 w.report.restored.insert(table.name.clone(), n);
@@ -94,39 +93,8 @@ impl<'t> TableCopy<'t> {
         Ok(())
     }
 
-    /// `INSERT INTO main.t (…) SELECT … FROM <stage> AS s`; a blob's key
-    /// is the one it was renamed to, if any.
     fn insert(&self) -> String {
-        let table = self.table;
-        let values = table
-            .columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let staged = sql::Col::Staged(i).of("s");
-                if is_blob_table(&table.name) && c == "key" {
-                    format!("coalesce((SELECT r.new FROM temp.tk_renamed AS r WHERE r.old = {staged}), {staged})")
-                } else {
-                    staged
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        format!(
-            "INSERT INTO {} ({}) SELECT {values} FROM {} AS s",
-            sql::main_table(&table.name),
-            sql::column_list(&table.columns),
-            table.stage
-        )
-    }
-
-    /// The database already has staged row `s`'s row.
-    fn exists(&self) -> String {
-        format!(
-            "EXISTS (SELECT 1 FROM {} AS m WHERE {})",
-            sql::main_table(&self.table.name),
-            self.table.identity("m", "s")
-        )
+        insert_all(self.table)
     }
 
     /// The statement writing one chunk of staged rows (`?2`..`?3`; `?1`
@@ -144,8 +112,7 @@ impl<'t> TableCopy<'t> {
         if !table.has_pk() {
             // No primary key (join tables): a row is identified by all of
             // its values; an identical row is left alone, never duplicated.
-            let sql = format!("{} WHERE {chunk} AND NOT {}", self.insert(), self.exists());
-            return Ok((sql, unchanged));
+            return Ok((insert_missing(table, &chunk), unchanged));
         }
         let pk_cols: Vec<&String> = table.pk.iter().map(|&i| &table.columns[i]).collect();
         let updates: Vec<String> = table
@@ -225,6 +192,47 @@ impl<'t> TableCopy<'t> {
 }
 
 /// The rows of a chunk the guard refused: keys of other tenants.
+/// `INSERT INTO main.t (…) SELECT … FROM <stage> AS s`; a blob's key is
+/// the one it was renamed to, if any (`temp.tk_renamed`).
+fn insert_all(table: &StagedTable) -> String {
+    let values = table.columns.iter().enumerate().map(|(i, c)| {
+        let staged = sql::Col::Staged(i).of("s");
+        if is_blob_table(&table.name) && c == "key" {
+            format!("coalesce((SELECT r.new FROM temp.tk_renamed AS r WHERE r.old = {staged}), {staged})")
+        } else {
+            staged
+        }
+    });
+    format!(
+        "INSERT INTO {} ({}) SELECT {} FROM {} AS s",
+        sql::main_table(&table.name),
+        sql::column_list(&table.columns),
+        sql::list(values),
+        table.stage
+    )
+}
+
+/// The staged rows matching `chunk` that the database does not have yet
+/// (the tenants row; rows of tables without a primary key, which are
+/// identified by all of their values and never duplicated).
+fn insert_missing(table: &StagedTable, chunk: &str) -> String {
+    format!(
+        "{} WHERE {chunk} AND NOT {}",
+        insert_all(table),
+        in_database(table)
+    )
+}
+
+/// SQL condition: the database already has staged row `s`'s row (same
+/// primary key; same values for a table without one).
+fn in_database(table: &StagedTable) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM {} AS m WHERE {})",
+        sql::main_table(&table.name),
+        table.identity("m", "s")
+    )
+}
+
 fn refused_rows(
     conn: &Connection,
     table: &StagedTable,
@@ -265,4 +273,89 @@ fn refused_rows(
             }],
         };
     conflict_error(&conflicts, conflicts.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database with `schema` and the staged rows `staged` of `table`
+    /// (stage 0).
+    fn staged(schema: &str, table: &StagedTable, staged: &str) -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(schema).unwrap();
+        let columns = (0..table.columns.len()).map(|i| sql::Col::Staged(i).bare());
+        conn.execute_batch(&format!(
+            "CREATE TABLE {}({}); INSERT INTO {} VALUES {staged};",
+            table.stage,
+            sql::list(columns),
+            table.stage
+        ))
+        .unwrap();
+        conn
+    }
+
+    fn rows(conn: &Connection, sql: &str) -> Vec<String> {
+        let mut stmt = conn.prepare(sql).unwrap();
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).unwrap();
+        rows.collect::<rusqlite::Result<_>>().unwrap()
+    }
+
+    #[test]
+    fn the_tenants_row_is_created_when_missing_and_never_overwritten() {
+        let tenants = StagedTable::plain("tenants", 0, &["id", "name"]);
+        let conn = staged(
+            "CREATE TABLE tenants(id INTEGER PRIMARY KEY, name TEXT);
+             INSERT INTO tenants VALUES (1, 'live');",
+            &tenants,
+            "(1, 'archived')",
+        );
+        let create = insert_missing(&tenants, "1");
+        assert_eq!(conn.execute(&create, []).unwrap(), 0);
+        assert_eq!(rows(&conn, "SELECT name FROM tenants"), ["live"]);
+        conn.execute_batch("DELETE FROM tenants").unwrap();
+        assert_eq!(conn.execute(&create, []).unwrap(), 1);
+        assert_eq!(rows(&conn, "SELECT name FROM tenants"), ["archived"]);
+    }
+
+    #[test]
+    fn a_row_of_a_table_without_key_is_identified_by_its_values_and_never_duplicated() {
+        let mut joins = StagedTable::plain("tags_tasks", 0, &["tag_id", "task_id"]);
+        joins.pk.clear();
+        let conn = staged(
+            "CREATE TABLE tags_tasks(tag_id INTEGER, task_id INTEGER);
+             INSERT INTO tags_tasks VALUES (1, 1), (NULL, 3);",
+            &joins,
+            "(1, 1), (1, 2), (NULL, 3), (2, NULL)",
+        );
+        // The chunk bounds as the copy binds them, here over every row.
+        let insert = insert_missing(&joins, "s.rowid BETWEEN 1 AND 4");
+        assert_eq!(conn.execute(&insert, []).unwrap(), 2);
+        assert_eq!(
+            rows(
+                &conn,
+                "SELECT quote(tag_id) || ',' || quote(task_id) FROM tags_tasks ORDER BY rowid"
+            ),
+            ["1,1", "NULL,3", "1,2", "2,NULL"]
+        );
+        // Run again: every row is there, nothing is written.
+        assert_eq!(conn.execute(&insert, []).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_blob_row_takes_the_key_its_file_was_renamed_to() {
+        let blobs = StagedTable::plain("active_storage_blobs", 0, &["id", "key"]);
+        let conn = staged(
+            "CREATE TABLE active_storage_blobs(id INTEGER PRIMARY KEY, key TEXT);
+             CREATE TEMP TABLE tk_renamed(old TEXT PRIMARY KEY, new TEXT NOT NULL);
+             INSERT INTO tk_renamed VALUES ('taken', 'fresh');",
+            &blobs,
+            "(5, 'taken'), (6, 'free')",
+        );
+        conn.execute(&insert_all(&blobs), []).unwrap();
+        assert_eq!(
+            rows(&conn, "SELECT key FROM active_storage_blobs ORDER BY id"),
+            ["fresh", "free"]
+        );
+    }
 }

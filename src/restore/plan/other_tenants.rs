@@ -158,12 +158,7 @@ fn reference_check(
         stage = table.stage,
         p = sql::main_table(&r.parent),
     );
-    let column = r
-        .columns
-        .iter()
-        .map(|&c| table.columns[c].as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let column = r.column_names(table);
     Ok(
         if let Some(owner) = other_tenants_row(ctx, &r.parent, "m") {
             Some(Check {
@@ -284,6 +279,18 @@ pub(in crate::restore) struct OutgoingReference {
     /// Polymorphic: stage column of the type, and the classes that name
     /// `parent`.
     pub classes: Option<(usize, Vec<String>)>,
+}
+
+impl OutgoingReference {
+    /// The referring columns' names, for messages: `task_id` or `a, b`.
+    pub(in crate::restore) fn column_names(&self, table: &StagedTable) -> String {
+        let names: Vec<&str> = self
+            .columns
+            .iter()
+            .map(|&c| table.columns[c].as_str())
+            .collect();
+        names.join(", ")
+    }
 }
 
 /// A class in a staged type column that maps to no table although Rails
