@@ -350,6 +350,15 @@ pub(super) fn kept_row(ctx: &Context<'_>, table: &str, hits: &str, alias: &str) 
     format!("EXISTS (SELECT 1 FROM temp.{hits} AS k WHERE {matches} AND k.ours AND NOT k.others)")
 }
 
+/// Index a hits table by staged rowid, for the per-row lookups of
+/// [`kept_as_is`] and the share checks (made once, whoever asks first).
+pub(super) fn index_hits_by_sid(conn: &Connection, hits: &str) -> Result<()> {
+    conn.execute_batch(&format!(
+        "CREATE INDEX IF NOT EXISTS temp.{hits}_sid ON {hits}(sid);"
+    ))?;
+    Ok(())
+}
+
 /// SQL condition: the staged row `alias` is kept and already equal, so it
 /// is not written (`hits` from [`Plan::kept`]).
 pub(super) fn kept_as_is(hits: &str, alias: &str) -> String {

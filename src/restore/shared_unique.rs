@@ -50,13 +50,7 @@ pub(super) fn clashes(
                 .iter()
                 .map(|&i| (sql::Col::Staged(i), sql::Col::Staged(i)))
         };
-        let stage = table.stage.name();
-        let indexed: Vec<String> = index.columns.iter().map(|i| format!("c{i}")).collect();
-        conn.execute_batch(&format!(
-            "CREATE INDEX IF NOT EXISTS temp.{stage}_u_{} ON {stage}({});",
-            indexed.join("_"),
-            indexed.join(", ")
-        ))?;
+        conn.execute_batch(&table.stage.create_index_on(&index.columns))?;
         let select = format!(
             "SELECT s.rowid FROM {stage_table} AS s WHERE {missing_s} AND (\
              EXISTS (SELECT 1 FROM {main} AS m WHERE {in_db}) OR \

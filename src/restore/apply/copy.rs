@@ -78,9 +78,7 @@ impl<'t> TableCopy<'t> {
         }
         if let Some((hits, as_is)) = self.keep {
             if as_is > 0 {
-                w.conn.execute_batch(&format!(
-                    "CREATE INDEX IF NOT EXISTS temp.{hits}_sid ON {hits}(sid);"
-                ))?;
+                plan::index_hits_by_sid(w.conn, hits)?;
             }
         }
         let (restored, written) = self.chunks(w)?;

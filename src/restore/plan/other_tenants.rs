@@ -27,7 +27,9 @@
 //! (`apply::check_restored_membership`) still refuses a derived row that
 //! ends up belonging to another tenant through any parent.
 
-use super::{kept_as_is, may_share, scratch_table, shareable, MAX_LISTED_CONFLICTS};
+use super::{
+    index_hits_by_sid, kept_as_is, may_share, scratch_table, shareable, MAX_LISTED_CONFLICTS,
+};
 use crate::error::{Error, Result};
 use crate::restore::stage::{Staged, StagedTable};
 use crate::restore::{Conflict, Context};
@@ -192,11 +194,7 @@ fn unresolved_checks(
     // One lookup per class: the staged type columns need an index.
     let type_columns: BTreeSet<usize> = unresolved.iter().map(|u| u.type_column).collect();
     for t in type_columns {
-        let name = table.stage.name();
-        conn.execute_batch(&format!(
-            "CREATE INDEX IF NOT EXISTS temp.{name}_c{t} ON {name}({});",
-            Col::Staged(t).bare()
-        ))?;
+        conn.execute_batch(&table.stage.create_index_on(&[t]))?;
     }
     Ok(unresolved
         .iter()
@@ -227,18 +225,14 @@ fn unchanged_rows_left_out(
 ) -> Result<String> {
     let mut unchanged = match kept.get(&table.name) {
         Some(hits) => {
-            conn.execute_batch(&format!(
-                "CREATE INDEX IF NOT EXISTS temp.{hits}_sid ON {hits}(sid);"
-            ))?;
+            index_hits_by_sid(conn, hits)?;
             format!(" AND NOT {}", kept_as_is(hits, "s"))
         }
         None => String::new(),
     };
     if may_share(ctx, table) {
         let hits = scratch_table("hits", table);
-        conn.execute_batch(&format!(
-            "CREATE INDEX IF NOT EXISTS temp.{hits}_sid ON {hits}(sid);"
-        ))?;
+        index_hits_by_sid(conn, &hits)?;
         unchanged.push_str(&format!(
             " AND NOT EXISTS (SELECT 1 FROM temp.{hits} WHERE sid = s.rowid AND others AND {})",
             shareable(ctx, table)
@@ -500,16 +494,7 @@ pub(in crate::restore) fn carried(
         return Ok("0".to_string());
     };
     // One lookup per referring row: the staged parent needs an index.
-    let name = p.stage.name();
-    let indexed = positions
-        .iter()
-        .map(|&pc| Col::Staged(pc).bare())
-        .collect::<Vec<_>>();
-    conn.execute_batch(&format!(
-        "CREATE INDEX IF NOT EXISTS temp.{name}_{} ON {name}({});",
-        indexed.join("_"),
-        indexed.join(", ")
-    ))?;
+    conn.execute_batch(&p.stage.create_index_on(&positions))?;
     let join = sql::key_match(
         "carried",
         alias,
