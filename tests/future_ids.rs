@@ -81,3 +81,41 @@ fn a_dangling_reference_left_as_it_is_does_not_stop_a_restore() {
     assert_eq!(report.conflict_count, 0);
     assert_eq!(report.written.get("comments"), None);
 }
+
+/// A polymorphic reference raises the sequence of the table its type
+/// column names, by the ids aimed at through that class only.
+#[test]
+fn a_polymorphic_reference_reserves_ids_of_its_own_class_only() {
+    let db = SmallDb::new(
+        "CREATE TABLE tenants(id INTEGER PRIMARY KEY, name TEXT);
+         CREATE TABLE tasks(id INTEGER PRIMARY KEY AUTOINCREMENT, tenant_id INTEGER NOT NULL REFERENCES tenants, title TEXT);
+         CREATE TABLE projects(id INTEGER PRIMARY KEY AUTOINCREMENT, tenant_id INTEGER NOT NULL REFERENCES tenants, name TEXT);
+         CREATE TABLE notes(id INTEGER PRIMARY KEY AUTOINCREMENT, tenant_id INTEGER NOT NULL REFERENCES tenants,
+                            notable_type TEXT, notable_id INTEGER, body TEXT);
+         INSERT INTO tenants VALUES (1, 'one'), (2, 'two');
+         INSERT INTO tasks(id, tenant_id, title) VALUES (1, 1, 'a');
+         INSERT INTO projects(id, tenant_id, name) VALUES (1, 1, 'p');
+         INSERT INTO notes(tenant_id, notable_type, notable_id, body)
+           VALUES (1, 'Task', 57, 'aims at task 57'), (1, 'Project', 9, 'aims at project 9'),
+                  (1, 'Task', 1, 'fine'), (1, 'Project', 1, 'fine');",
+    );
+    let archive = db.backup(1);
+    db.conn.execute_batch("DELETE FROM notes").unwrap();
+    let report = db.restore(&archive, 1, json!({})).unwrap();
+    assert_eq!(report.restored["notes"], 4);
+    let next = |table: &str| -> i64 {
+        db.conn
+            .query_row(
+                &format!("INSERT INTO {table}(tenant_id) VALUES (2) RETURNING id"),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(next("tasks"), 58, "task ids up to 57 are reserved");
+    assert_eq!(
+        next("projects"),
+        10,
+        "project ids up to 9 are reserved, not up to 57"
+    );
+}

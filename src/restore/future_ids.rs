@@ -22,6 +22,7 @@ use super::{Conflict, Context};
 use crate::error::Result;
 use crate::scope::Reference;
 use crate::sql;
+use crate::value::SqlValue;
 use rusqlite::{Connection, OptionalExtension};
 use std::collections::BTreeMap;
 
@@ -36,11 +37,16 @@ struct Aim<'r> {
 
 /// Integer references of `table` whose parent hands out ids in sequence.
 fn aims<'r>(ctx: &'r Context<'_>, table: &StagedTable) -> Vec<Aim<'r>> {
-    let position = |name: &str| table.columns.iter().position(|c| c == name);
+    aims_of(ctx, &table.name, &table.columns)
+}
+
+/// [`aims`] of the archive table `name` with stage columns `columns`.
+fn aims_of<'r>(ctx: &'r Context<'_>, name: &str, columns: &[String]) -> Vec<Aim<'r>> {
+    let position = |name: &str| columns.iter().position(|c| c == name);
     ctx.scope
         .references
         .iter()
-        .filter(|r| r.table == table.name)
+        .filter(|r| r.table == name)
         .filter_map(|reference| {
             let ([column], [parent_key]) = (&reference.columns[..], &reference.parent_columns[..])
             else {
@@ -63,17 +69,107 @@ fn aims<'r>(ctx: &'r Context<'_>, table: &StagedTable) -> Vec<Aim<'r>> {
         .collect()
 }
 
+/// The largest integer in each stage column the checks of this file ask
+/// about: every [`aims`] column (of its class, for polymorphic ones) and
+/// the table's own rowid key. Noted while the rows are staged, one
+/// comparison a value, so that neither the plan nor the write lock scans
+/// a stage for them. `new_ids` rewrites the stages after staging: then
+/// the stages are asked again.
+#[derive(Default)]
+pub(super) struct LargestStaged {
+    watched: Vec<Watched>,
+}
+
+struct Watched {
+    column: usize,
+    /// Type column and class: only rows whose type column holds `class`.
+    typed: Option<(usize, String)>,
+    largest: Option<i64>,
+}
+
+impl LargestStaged {
+    pub(super) fn for_table(ctx: &Context<'_>, name: &str, columns: &[String]) -> LargestStaged {
+        let mut watched: Vec<Watched> = aims_of(ctx, name, columns)
+            .into_iter()
+            .map(|aim| Watched {
+                column: aim.column,
+                typed: aim.typed.map(|(t, class)| (t, class.to_string())),
+                largest: None,
+            })
+            .collect();
+        let own_key = ctx.schema.table(name).and_then(|t| t.rowid_alias());
+        if let Some(column) = own_key.and_then(|k| columns.iter().position(|c| c == k)) {
+            watched.push(Watched {
+                column,
+                typed: None,
+                largest: None,
+            });
+        }
+        LargestStaged { watched }
+    }
+
+    /// One staged row, its values in stage column order.
+    pub(super) fn observe(&mut self, row: &[SqlValue]) {
+        for w in &mut self.watched {
+            let SqlValue::Integer(id) = row[w.column] else {
+                continue;
+            };
+            if let Some((t, class)) = &w.typed {
+                if !matches!(&row[*t], SqlValue::Text(text) if text == class.as_bytes()) {
+                    continue;
+                }
+            }
+            w.largest = Some(w.largest.map_or(id, |l| l.max(id)));
+        }
+    }
+
+    /// The largest integer noted for `column` (of `typed`'s class), or
+    /// `None` when the column was not watched.
+    fn of(&self, column: usize, typed: Option<(usize, &str)>) -> Option<Option<i64>> {
+        self.watched
+            .iter()
+            .find(|w| {
+                w.column == column && w.typed.as_ref().map(|(t, c)| (*t, c.as_str())) == typed
+            })
+            .map(|w| w.largest)
+    }
+}
+
+/// The noted largest integers of `table` (see [`LargestStaged`]), when
+/// they still describe the stage.
+fn noted(
+    ctx: &Context<'_>,
+    table: &StagedTable,
+    column: usize,
+    typed: Option<(usize, &str)>,
+) -> Option<Option<i64>> {
+    if ctx.options.new_ids {
+        return None;
+    }
+    table.largest.of(column, typed)
+}
+
 /// The largest integer id the staged rows of `table` aim at through each
 /// of `aims`, less the rows `skip` (an SQL condition on stage row `s`)
-/// names: one pass over the stage for all of them.
+/// names. From what staging noted when it still holds (then, with a
+/// `skip`, an upper bound: the caller asks the stage for the rows above
+/// it); else one pass over the stage for all of them.
 fn largest_aimed(
     conn: &Connection,
+    ctx: &Context<'_>,
     table: &StagedTable,
     aims: &[&Aim<'_>],
     skip: &str,
 ) -> Result<Vec<Option<i64>>> {
     if aims.is_empty() {
         return Ok(Vec::new());
+    }
+    let noted: Option<Vec<Option<i64>>> = aims
+        .iter()
+        .map(|aim| noted(ctx, table, aim.column, aim.typed))
+        .collect();
+    if let Some(noted) = noted {
+        return Ok(noted);
     }
     let columns = sql::list(aims.iter().map(|aim| {
         let c = sql::Col::Staged(aim.column).of("s");
@@ -122,7 +218,13 @@ fn is_autoincrement(conn: &Connection, table: &str) -> Result<bool> {
 
 /// The largest id `parent` will hold once the restore is written: its own
 /// and its staged rows' (the tenant's or shared).
-fn largest_held(conn: &Connection, staged: &Staged, parent: &str, key: &str) -> Result<i64> {
+fn largest_held(
+    conn: &Connection,
+    ctx: &Context<'_>,
+    staged: &Staged,
+    parent: &str,
+    key: &str,
+) -> Result<i64> {
     let now: Option<i64> = conn.query_row(
         &format!("SELECT max(rowid) FROM {}", sql::main_table(parent)),
         [],
@@ -138,6 +240,9 @@ fn largest_held(conn: &Connection, staged: &Staged, parent: &str, key: &str) -> 
         .find(|t| t.name == parent)
     {
         if let Some(k) = t.columns.iter().position(|c| c == key) {
+            if let Some(theirs) = noted(ctx, t, k, None) {
+                return Ok(largest.max(theirs.unwrap_or(0)));
+            }
             let sql = format!(
                 "SELECT max(CASE WHEN typeof(c{k}) = 'integer' THEN c{k} END) FROM {}",
                 t.stage
@@ -173,14 +278,14 @@ pub(super) fn unreservable(
             }
         }
         let refs: Vec<&Aim<'_>> = sequenced.iter().collect();
-        let largest = largest_aimed(conn, table, &refs, &skip)?;
+        let largest = largest_aimed(conn, ctx, table, &refs, &skip)?;
         for (aim, aimed) in sequenced.iter().zip(largest) {
             let Some(aimed) = aimed else {
                 continue;
             };
             let parent = &aim.reference.parent;
             let held = held.get(parent, |p| {
-                largest_held(conn, staged, p, &aim.reference.parent_columns[0])
+                largest_held(conn, ctx, staged, p, &aim.reference.parent_columns[0])
             })?;
             if aimed <= held {
                 continue;
@@ -222,7 +327,7 @@ pub(super) fn reserve(conn: &Connection, ctx: &Context<'_>, staged: &Staged) -> 
             }
         }
         let refs: Vec<&Aim<'_>> = sequenced.iter().collect();
-        let largest = largest_aimed(conn, table, &refs, "")?;
+        let largest = largest_aimed(conn, ctx, table, &refs, "")?;
         for (aim, aimed) in sequenced.iter().zip(largest) {
             if let Some(aimed) = aimed {
                 let slot = wanted.entry(aim.reference.parent.as_str()).or_insert(aimed);

@@ -377,15 +377,51 @@ pub(super) fn may_share(ctx: &Context<'_>, table: &StagedTable) -> bool {
     (is_blob_table(&table.name) || table.derived) && !ctx.options.remap && !ctx.options.new_ids
 }
 
+/// When a hit on another tenant's row is shared rather than refused (see
+/// [`may_share`]): the rule once, as SQL ([`Sharing::sql`]) and as Rust
+/// ([`Sharing::shares`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Sharing {
+    Never,
+    /// A blob holding the archive's values.
+    WhenSame,
+    /// A derived row that is the target's too and holds the archive's values.
+    WhenSameAndOurs,
+}
+
+impl Sharing {
+    pub(super) fn of(ctx: &Context<'_>, table: &StagedTable) -> Sharing {
+        if !may_share(ctx, table) {
+            Sharing::Never
+        } else if is_blob_table(&table.name) {
+            Sharing::WhenSame
+        } else {
+            Sharing::WhenSameAndOurs
+        }
+    }
+
+    /// SQL condition on a row of the hits table.
+    pub(super) fn sql(self) -> &'static str {
+        match self {
+            Sharing::Never => "0",
+            Sharing::WhenSame => "same",
+            Sharing::WhenSameAndOurs => "(same AND ours)",
+        }
+    }
+
+    /// The same condition on a row of hits read into Rust.
+    pub(super) fn shares(self, same: bool, ours: bool) -> bool {
+        match self {
+            Sharing::Never => false,
+            Sharing::WhenSame => same,
+            Sharing::WhenSameAndOurs => same && ours,
+        }
+    }
+}
+
 /// [`may_share`] as an SQL condition on a row of the hits table.
 pub(super) fn shareable(ctx: &Context<'_>, table: &StagedTable) -> &'static str {
-    if !may_share(ctx, table) {
-        "0"
-    } else if is_blob_table(&table.name) {
-        "same"
-    } else {
-        "(same AND ours)"
-    }
+    Sharing::of(ctx, table).sql()
 }
 
 /// `tk_<what>_<i>` for the staged table `temp.tk_stage_<i>`.

@@ -53,6 +53,8 @@ pub(super) struct StagedTable {
     /// Per column: the database column keeps the storage class it is
     /// given (BLOB affinity), so equal values may still differ in class.
     keeps_class: Vec<bool>,
+    /// The largest ids the rows refer to, noted as they are staged.
+    pub largest: super::future_ids::LargestStaged,
 }
 
 /// The staged archive.
@@ -168,7 +170,9 @@ impl Staged {
             if batch.is_empty() {
                 batch.reserve_exact(BATCH_ROWS * table.columns.len().max(1));
             }
+            let start = batch.len();
             table.push_values(&tenant, line, &mut batch)?;
+            table.largest.observe(&batch[start..]);
             table.rows += 1;
             if batch.len() >= BATCH_ROWS * table.columns.len().max(1) {
                 send(ToWriter::Rows(std::mem::take(&mut batch)))?;
@@ -368,6 +372,7 @@ impl StagedTable {
         }
 
         let stage = sql::TempTable::stage(index);
+        let largest = super::future_ids::LargestStaged::for_table(ctx, &entry.name, &columns);
         let keeps_class = columns
             .iter()
             .map(|c| table.column(c).is_some_and(|col| col.keeps_storage_class()))
@@ -384,6 +389,7 @@ impl StagedTable {
             shared,
             owner_type_columns,
             rows: 0,
+            largest,
         }
     }
 
@@ -594,6 +600,7 @@ impl StagedTable {
             owner_type_columns: Vec::new(),
             rows: 0,
             keeps_class: vec![false; columns.len()],
+            largest: Default::default(),
         }
     }
 }

@@ -1,9 +1,9 @@
 //! What the restore will do with each staged row: the six ways a staged
-//! row can hit the database ([`CLASSES`], each with the SQL that counts
-//! its rows in a hits table) and the rule that turns a class into an
-//! outcome ([`outcome`]).
+//! row can hit the database ([`CLASSES`]), which of them a row of hits is
+//! ([`class_of`]) and the rule that turns a class into an outcome
+//! ([`outcome`]).
 
-use super::{scratch_table, shareable, Planning, MAX_LISTED_CONFLICTS};
+use super::{scratch_table, Planning, Sharing, MAX_LISTED_CONFLICTS};
 use crate::error::Result;
 use crate::restore::stage::StagedTable;
 use crate::restore::{Conflict, PlannedCounts};
@@ -30,15 +30,6 @@ pub(super) struct Hit {
     pub same: bool,
 }
 
-/// One class of hits and the SQL condition that selects its rows from a
-/// row of hits (`ours`, `others`, `kept`, `same`, each 0 or 1);
-/// `{shareable}` stands for [`shareable`]'s condition. The classes do not
-/// overlap, and every hit is in one of them.
-pub(super) struct HitClass {
-    pub hit: Hit,
-    pub sql: &'static str,
-}
-
 const fn hit(ours: bool, others: bool, kept: bool, same: bool) -> Hit {
     Hit {
         ours,
@@ -48,60 +39,59 @@ const fn hit(ours: bool, others: bool, kept: bool, same: bool) -> Hit {
     }
 }
 
-/// Every class, in the order their sums are read.
-pub(super) const CLASSES: [HitClass; 6] = [
-    HitClass {
-        // Another tenant's row: a conflict.
-        hit: hit(false, true, false, false),
-        sql: "others AND NOT {shareable}",
-    },
-    HitClass {
-        // Ours, kept and already equal: not written.
-        hit: hit(true, false, true, true),
-        sql: "NOT others AND kept AND same",
-    },
-    HitClass {
-        // Ours, kept, different: updated in place.
-        hit: hit(true, false, true, false),
-        sql: "NOT others AND kept AND NOT same",
-    },
-    HitClass {
-        // Ours, not kept: purged and inserted again, or updated.
-        hit: hit(true, false, false, false),
-        sql: "NOT others AND NOT kept AND ours",
-    },
-    HitClass {
-        // Nobody's (an orphaned row): adopted.
-        hit: hit(false, false, false, false),
-        sql: "NOT others AND NOT kept AND NOT ours",
-    },
-    HitClass {
-        // Another tenant's too, holding the archive's values: shared.
-        hit: hit(false, true, false, true),
-        sql: "others AND {shareable}",
-    },
+/// The six ways a staged row can hit a database row, in the order their
+/// counts are kept. They do not overlap, and [`class_of`] puts every row
+/// of hits in one of them.
+pub(super) const CLASSES: [Hit; 6] = [
+    // Another tenant's row: a conflict.
+    hit(false, true, false, false),
+    // Ours, kept and already equal: not written.
+    hit(true, false, true, true),
+    // Ours, kept, different: updated in place.
+    hit(true, false, true, false),
+    // Ours, not kept: purged and inserted again, or updated.
+    hit(true, false, false, false),
+    // Nobody's (an orphaned row): adopted.
+    hit(false, false, false, false),
+    // Another tenant's too, holding the archive's values: shared.
+    hit(false, true, false, true),
 ];
 
-/// `SELECT total(<class 0>), …, total(<class 5>) FROM (rows)`: one pass,
-/// one row of sums (a GROUP BY would sort every hit).
-pub(super) fn class_sums_sql(shareable: &str, rows: &str) -> String {
-    let totals = CLASSES
-        .iter()
-        .map(|c| format!("total({})", c.sql.replace("{shareable}", shareable)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!("SELECT {totals} FROM ({rows})")
+/// Index in [`CLASSES`] of a row of hits (`kept` only where the table
+/// keeps rows: ours and no other tenant's).
+pub(super) fn class_of(row: Hit, sharing: Sharing) -> usize {
+    if row.others {
+        if sharing.shares(row.same, row.ours) {
+            5
+        } else {
+            0
+        }
+    } else if row.kept {
+        if row.same {
+            1
+        } else {
+            2
+        }
+    } else if row.ours {
+        3
+    } else {
+        4
+    }
 }
 
-/// The rows of each class in `rows` (see [`class_sums_sql`]).
-pub(super) fn class_sums(conn: &Connection, shareable: &str, rows: &str) -> Result<[u64; 6]> {
-    Ok(conn.query_row(&class_sums_sql(shareable, rows), [], |r| {
-        let mut out = [0u64; 6];
-        for (i, slot) in out.iter_mut().enumerate() {
-            *slot = r.get::<_, f64>(i)? as i64 as u64;
-        }
-        Ok(out)
-    })?)
+/// The rows of each class among `rows` (an SQL query of rows `ours`,
+/// `others`, `kept`, `same`, each 0 or 1): read once and counted here,
+/// which costs a fraction of summing six SQL conditions per row.
+pub(super) fn class_sums(conn: &Connection, sharing: Sharing, rows: &str) -> Result<[u64; 6]> {
+    let mut sums = [0u64; 6];
+    let mut stmt = conn.prepare(rows)?;
+    let mut found = stmt.query([])?;
+    while let Some(r) = found.next()? {
+        let flag = |i: usize| -> rusqlite::Result<bool> { Ok(r.get::<_, i64>(i)? != 0) };
+        let row = hit(flag(0)?, flag(1)?, flag(2)?, flag(3)?);
+        sums[class_of(row, sharing)] += 1;
+    }
+    Ok(sums)
 }
 
 /// What a table is, as far as the outcome of its hits goes.
@@ -174,14 +164,15 @@ impl Planning<'_, '_> {
         } else {
             format!("SELECT max(coalesce(ours, 0)) AS ours, max(coalesce(others, 0)) AS others, 0 AS kept, 0 AS same FROM temp.{hits} GROUP BY sid")
         };
-        let shareable = shareable(self.ctx, table);
-        let sums = class_sums(self.conn, shareable, &per_row)?;
+        let sharing = Sharing::of(self.ctx, table);
+        let shareable = sharing.sql();
+        let sums = class_sums(self.conn, sharing, &per_row)?;
         let mut found = 0u64;
         let mut table_conflicts = 0u64;
         let kind = TableKind::of(table);
         for (class, n) in CLASSES.iter().zip(sums) {
             found += n;
-            match outcome(kind, class.hit, self.ctx.options.purge) {
+            match outcome(kind, *class, self.ctx.options.purge) {
                 Outcome::Insert => counts.insert += n,
                 Outcome::Update => counts.update += n,
                 Outcome::Unchanged => counts.unchanged += n,
@@ -233,10 +224,7 @@ mod tests {
 
     /// The outcome of each class, in [`CLASSES`] order.
     fn outcomes(table: TableKind, purge: bool) -> Vec<Outcome> {
-        CLASSES
-            .iter()
-            .map(|c| outcome(table, c.hit, purge))
-            .collect()
+        CLASSES.iter().map(|c| outcome(table, *c, purge)).collect()
     }
 
     #[test]
@@ -277,7 +265,7 @@ mod tests {
     /// Every combination of the four flags, on a small in-memory hits
     /// table, falls in exactly the class whose [`Hit`] it is.
     #[test]
-    fn class_sql_selects_the_rows_of_its_class() {
+    fn each_row_of_hits_is_counted_in_its_class() {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE h(ours, others, kept, same)")
             .unwrap();
@@ -314,12 +302,19 @@ mod tests {
             };
             expected[class] += 1;
         }
-        let sums = class_sums(&conn, "same", "SELECT * FROM h").unwrap();
+        let sums = class_sums(&conn, Sharing::WhenSame, "SELECT * FROM h").unwrap();
         assert_eq!(sums, expected);
         // Not shareable: every hit on another tenant's row is a conflict.
-        let sums = class_sums(&conn, "0", "SELECT * FROM h").unwrap();
+        let sums = class_sums(&conn, Sharing::Never, "SELECT * FROM h").unwrap();
         assert_eq!(sums[0], expected[0] + expected[5]);
         assert_eq!(sums[5], 0);
+        // A derived row shares only when it is the target's too.
+        let other_tenants_alone = hit(false, true, false, true);
+        assert_eq!(class_of(other_tenants_alone, Sharing::WhenSameAndOurs), 0);
+        assert_eq!(
+            class_of(hit(true, true, false, true), Sharing::WhenSameAndOurs),
+            5
+        );
     }
 
     #[test]
