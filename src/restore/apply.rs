@@ -403,50 +403,27 @@ fn check_restored_membership(conn: &Connection, ctx: &Context<'_>, staged: &Stag
     if derived.is_empty() {
         return Ok(());
     }
-    let candidates = Candidates::create(conn, ctx.scope, ctx.schema)?;
-    for table in &derived {
-        let key = ctx.table(&table.name).row_key();
-        let insert = candidates
-            .insert_into(&table.name)
-            .expect("derived tables have candidates");
-        conn.execute(
-            &format!(
-                "{insert}SELECT {} FROM {} AS s JOIN main.{} AS m ON {}",
-                key.iter()
-                    .map(|c| format!("m.{}", sql::ident(c)))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                table.stage,
-                sql::ident(&table.name),
-                table.identity("m", "s")
-            ),
-            [],
-        )?;
-    }
+    let candidates = restored_rows(conn, ctx, &derived)?;
     let tenant = ctx.options.target_id();
-    let ours = MemberSets::materialize_within(
-        conn,
-        ctx.scope,
-        ctx.schema,
-        tenant,
-        Side::Ours,
-        &candidates,
-    )?;
-    let others = MemberSets::materialize_within(
-        conn,
-        ctx.scope,
-        ctx.schema,
-        tenant,
-        Side::Others,
-        &candidates,
-    )?;
+    let within = |side| {
+        MemberSets::materialize_within(conn, ctx.scope, ctx.schema, tenant, side, &candidates)
+    };
+    let ours = within(Side::Ours)?;
+    // Other tenants' sets are asked about only for tables whose rows may
+    // not be shared (see `plan::may_share`: with remap or new ids).
+    let others = if derived.iter().any(|t| !plan::may_share(ctx, t)) {
+        Some(within(Side::Others)?)
+    } else {
+        None
+    };
     let target = ctx.target();
     for table in &derived {
         // The tenant's, and nobody else's unless it may be shared.
-        let exclusive = if plan::may_share(ctx, table) {
-            String::new()
-        } else {
-            format!(" AND NOT {}", others.member_probe(&table.name, "m")?)
+        let exclusive = match &others {
+            Some(others) if !plan::may_share(ctx, table) => {
+                format!(" AND NOT {}", others.member_probe(&table.name, "m")?)
+            }
+            _ => String::new(),
         };
         let sql = format!(
             "SELECT s.rowid FROM {} AS s WHERE NOT EXISTS (SELECT 1 FROM main.{} AS m WHERE {} AND {}{exclusive}) LIMIT 1",
@@ -468,6 +445,33 @@ fn check_restored_membership(conn: &Connection, ctx: &Context<'_>, staged: &Stag
         }
     }
     Ok(())
+}
+
+/// The database rows the staged rows of the `derived` tables now are, as
+/// candidates whose membership is asked.
+fn restored_rows<'c>(
+    conn: &Connection,
+    ctx: &'c Context<'_>,
+    derived: &[&StagedTable],
+) -> Result<Candidates<'c>> {
+    let candidates = Candidates::create(conn, ctx.scope, ctx.schema)?;
+    for table in derived {
+        let key = ctx.table(&table.name).row_key();
+        let insert = candidates
+            .insert_into(&table.name)
+            .expect("derived tables have candidates");
+        conn.execute(
+            &format!(
+                "{insert}SELECT {} FROM {} AS s JOIN {} AS m ON {}",
+                sql::column_list_of("m", &key),
+                table.stage,
+                sql::main_table(&table.name),
+                table.identity("m", "s")
+            ),
+            [],
+        )?;
+    }
+    Ok(candidates)
 }
 
 fn foreign_key_violations(conn: &Connection, ctx: &Context<'_>) -> Result<Vec<String>> {

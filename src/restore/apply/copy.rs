@@ -189,7 +189,6 @@ impl<'t> TableCopy<'t> {
     }
 }
 
-/// The rows of a chunk the guard refused: keys of other tenants.
 /// `INSERT INTO main.t (…) SELECT … FROM <stage> AS s`; a blob's key is
 /// the one it was renamed to, if any (`temp.tk_renamed`).
 fn insert_all(table: &StagedTable) -> String {
@@ -231,6 +230,7 @@ fn in_database(table: &StagedTable) -> String {
     )
 }
 
+/// The rows of a chunk the guard refused: keys of other tenants.
 fn refused_rows(
     conn: &Connection,
     table: &StagedTable,
