@@ -119,3 +119,34 @@ fn a_polymorphic_reference_reserves_ids_of_its_own_class_only() {
         "project ids up to 9 are reserved, not up to 57"
     );
 }
+
+/// A partial restore reserves only the ids its selected rows refer to: a
+/// row it leaves out raises no sequence.
+#[test]
+fn a_row_a_partial_restore_leaves_out_reserves_nothing() {
+    let db = SmallDb::new(
+        "CREATE TABLE tenants(id INTEGER PRIMARY KEY, name TEXT);
+         CREATE TABLE projects(id INTEGER PRIMARY KEY AUTOINCREMENT, tenant_id INTEGER NOT NULL REFERENCES tenants, name TEXT);
+         CREATE TABLE tasks(id INTEGER PRIMARY KEY AUTOINCREMENT, tenant_id INTEGER NOT NULL REFERENCES tenants, title TEXT);
+         CREATE TABLE comments(id INTEGER PRIMARY KEY AUTOINCREMENT, tenant_id INTEGER NOT NULL REFERENCES tenants,
+                               project_id INTEGER REFERENCES projects, task_id INTEGER, body TEXT);
+         INSERT INTO tenants VALUES (1, 'one'), (2, 'two');
+         INSERT INTO projects(id, tenant_id, name) VALUES (1, 1, 'selected'), (2, 1, 'left out');
+         INSERT INTO tasks(id, tenant_id, title) VALUES (1, 1, 'a');
+         INSERT INTO comments(tenant_id, project_id, task_id, body)
+           VALUES (1, 1, 1, 'in the selection'), (1, 2, 57, 'aims at task 57, left out');",
+    );
+    let archive = db.backup(1);
+    db.conn
+        .execute_batch("DELETE FROM comments WHERE project_id = 1")
+        .unwrap();
+    let report = db
+        .restore(&archive, 1, json!({ "only": { "projects": [1] } }))
+        .unwrap();
+    assert_eq!(report.restored["comments"], 1);
+    assert_eq!(
+        next_task_id(&db),
+        2,
+        "the left-out comment's task 57 must not be reserved"
+    );
+}

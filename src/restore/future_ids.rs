@@ -73,8 +73,8 @@ fn aims_of<'r>(ctx: &'r Context<'_>, name: &str, columns: &[String]) -> Vec<Aim<
 /// about: every [`aims`] column (of its class, for polymorphic ones) and
 /// the table's own rowid key. Noted while the rows are staged, one
 /// comparison a value, so that neither the plan nor the write lock scans
-/// a stage for them. `new_ids` rewrites the stages after staging: then
-/// the stages are asked again.
+/// a stage for them. `new_ids` rewrites the stages after staging and a
+/// partial restore drops rows from them: then the stages are asked again.
 #[derive(Default)]
 pub(super) struct LargestStaged {
     watched: Vec<Watched>,
@@ -106,6 +106,12 @@ impl LargestStaged {
             });
         }
         LargestStaged { watched }
+    }
+
+    /// Nothing noted any more: the stage lost rows (a partial restore keeps
+    /// some), so the stage itself is asked.
+    pub(super) fn forget(&mut self) {
+        self.watched.clear();
     }
 
     /// One staged row, its values in stage column order.

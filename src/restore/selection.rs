@@ -244,6 +244,7 @@ impl Selection {
             }
             if left_out > 0 {
                 self.report.left_out.insert(table.name.clone(), left_out);
+                table.largest.forget();
             }
         }
         staged.tables.retain(|t| t.rows > 0);
