@@ -30,8 +30,8 @@ crate::scope::scope_config! {
     }
 }
 
-/// What a table is to a backup. Its string form is the report's `class`;
-/// a new kind of table is one variant here and one arm in `as_str`.
+/// What a table is to a backup. Its string form (serde, snake_case) is the
+/// report's `class`: a new kind of table is one variant here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TableClass {
@@ -49,19 +49,6 @@ pub enum TableClass {
     Skipped,
     /// No tenant column and no reference to the tenant's rows.
     NotTenantData,
-}
-
-impl TableClass {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TableClass::Tenants => "tenants",
-            TableClass::Owned => "owned",
-            TableClass::Derived => "derived",
-            TableClass::Shared => "shared",
-            TableClass::Skipped => "skipped",
-            TableClass::NotTenantData => "not_tenant_data",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

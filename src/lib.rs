@@ -12,7 +12,7 @@ pub(crate) mod clock;
 pub mod crypt;
 pub(crate) mod db;
 pub(crate) mod error;
-pub mod explain;
+pub(crate) mod explain;
 #[doc(hidden)]
 pub mod fuzzing;
 mod job;
