@@ -73,8 +73,10 @@ fn aims_of<'r>(ctx: &'r Context<'_>, name: &str, columns: &[String]) -> Vec<Aim<
 /// about: every [`aims`] column (of its class, for polymorphic ones) and
 /// the table's own rowid key. Noted while the rows are staged, one
 /// comparison a value, so that neither the plan nor the write lock scans
-/// a stage for them. `new_ids` rewrites the stages after staging and a
-/// partial restore drops rows from them: then the stages are asked again.
+/// a stage for them. A stage whose rows change after staging is asked
+/// instead: with `new_ids` (which rewrites every stage) nothing is
+/// watched, and a partial restore [`forget`](Self::forget)s what it
+/// drops rows from.
 #[derive(Default)]
 pub(super) struct LargestStaged {
     watched: Vec<Watched>,
@@ -89,6 +91,9 @@ struct Watched {
 
 impl LargestStaged {
     pub(super) fn for_table(ctx: &Context<'_>, name: &str, columns: &[String]) -> LargestStaged {
+        if ctx.options.new_ids {
+            return LargestStaged::default();
+        }
         let mut watched: Vec<Watched> = aims_of(ctx, name, columns)
             .into_iter()
             .map(|aim| Watched {
@@ -130,7 +135,7 @@ impl LargestStaged {
     }
 
     /// The largest integer noted for `column` (of `typed`'s class), or
-    /// `None` when the column was not watched.
+    /// `None` when the column was not watched (then the stage is asked).
     fn of(&self, column: usize, typed: Option<(usize, &str)>) -> Option<Option<i64>> {
         self.watched
             .iter()
@@ -141,20 +146,6 @@ impl LargestStaged {
     }
 }
 
-/// The noted largest integers of `table` (see [`LargestStaged`]), when
-/// they still describe the stage.
-fn noted(
-    ctx: &Context<'_>,
-    table: &StagedTable,
-    column: usize,
-    typed: Option<(usize, &str)>,
-) -> Option<Option<i64>> {
-    if ctx.options.new_ids {
-        return None;
-    }
-    table.largest.of(column, typed)
-}
-
 /// The largest integer id the staged rows of `table` aim at through each
 /// of `aims`, less the rows `skip` (an SQL condition on stage row `s`)
 /// names. From what staging noted when it still holds (then, with a
@@ -162,7 +153,6 @@ fn noted(
 /// it); else one pass over the stage for all of them.
 fn largest_aimed(
     conn: &Connection,
-    ctx: &Context<'_>,
     table: &StagedTable,
     aims: &[&Aim<'_>],
     skip: &str,
@@ -172,7 +162,7 @@ fn largest_aimed(
     }
     let noted: Option<Vec<Option<i64>>> = aims
         .iter()
-        .map(|aim| noted(ctx, table, aim.column, aim.typed))
+        .map(|aim| table.largest.of(aim.column, aim.typed))
         .collect();
     if let Some(noted) = noted {
         return Ok(noted);
@@ -224,13 +214,7 @@ fn is_autoincrement(conn: &Connection, table: &str) -> Result<bool> {
 
 /// The largest id `parent` will hold once the restore is written: its own
 /// and its staged rows' (the tenant's or shared).
-fn largest_held(
-    conn: &Connection,
-    ctx: &Context<'_>,
-    staged: &Staged,
-    parent: &str,
-    key: &str,
-) -> Result<i64> {
+fn largest_held(conn: &Connection, staged: &Staged, parent: &str, key: &str) -> Result<i64> {
     let now: Option<i64> = conn.query_row(
         &format!("SELECT max(rowid) FROM {}", sql::main_table(parent)),
         [],
@@ -246,7 +230,7 @@ fn largest_held(
         .find(|t| t.name == parent)
     {
         if let Some(k) = t.columns.iter().position(|c| c == key) {
-            if let Some(theirs) = noted(ctx, t, k, None) {
+            if let Some(theirs) = t.largest.of(k, None) {
                 return Ok(largest.max(theirs.unwrap_or(0)));
             }
             let sql = format!(
@@ -284,14 +268,14 @@ pub(super) fn unreservable(
             }
         }
         let refs: Vec<&Aim<'_>> = sequenced.iter().collect();
-        let largest = largest_aimed(conn, ctx, table, &refs, &skip)?;
+        let largest = largest_aimed(conn, table, &refs, &skip)?;
         for (aim, aimed) in sequenced.iter().zip(largest) {
             let Some(aimed) = aimed else {
                 continue;
             };
             let parent = &aim.reference.parent;
             let held = held.get(parent, |p| {
-                largest_held(conn, ctx, staged, p, &aim.reference.parent_columns[0])
+                largest_held(conn, staged, p, &aim.reference.parent_columns[0])
             })?;
             if aimed <= held {
                 continue;
@@ -333,7 +317,7 @@ pub(super) fn reserve(conn: &Connection, ctx: &Context<'_>, staged: &Staged) -> 
             }
         }
         let refs: Vec<&Aim<'_>> = sequenced.iter().collect();
-        let largest = largest_aimed(conn, ctx, table, &refs, "")?;
+        let largest = largest_aimed(conn, table, &refs, "")?;
         for (aim, aimed) in sequenced.iter().zip(largest) {
             if let Some(aimed) = aimed {
                 let slot = wanted.entry(aim.reference.parent.as_str()).or_insert(aimed);
