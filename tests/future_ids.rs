@@ -25,14 +25,19 @@ fn app(tasks_key: &str) -> (SmallDb, std::path::PathBuf) {
     (db, archive)
 }
 
-fn next_task_id(db: &SmallDb) -> i64 {
+/// The id SQLite hands tenant 2's next row of `table`.
+fn next_id(db: &SmallDb, table: &str) -> i64 {
     db.conn
         .query_row(
-            "INSERT INTO tasks(tenant_id, title) VALUES (2, 'theirs') RETURNING id",
+            &format!("INSERT INTO {table}(tenant_id) VALUES (2) RETURNING id"),
             [],
             |r| r.get(0),
         )
         .unwrap()
+}
+
+fn next_task_id(db: &SmallDb) -> i64 {
+    next_id(db, "tasks")
 }
 
 #[test]
@@ -103,18 +108,9 @@ fn a_polymorphic_reference_reserves_ids_of_its_own_class_only() {
     db.conn.execute_batch("DELETE FROM notes").unwrap();
     let report = db.restore(&archive, 1, json!({})).unwrap();
     assert_eq!(report.restored["notes"], 4);
-    let next = |table: &str| -> i64 {
-        db.conn
-            .query_row(
-                &format!("INSERT INTO {table}(tenant_id) VALUES (2) RETURNING id"),
-                [],
-                |r| r.get(0),
-            )
-            .unwrap()
-    };
-    assert_eq!(next("tasks"), 58, "task ids up to 57 are reserved");
+    assert_eq!(next_id(&db, "tasks"), 58, "task ids up to 57 are reserved");
     assert_eq!(
-        next("projects"),
+        next_id(&db, "projects"),
         10,
         "project ids up to 9 are reserved, not up to 57"
     );

@@ -21,6 +21,9 @@ pub struct Parts {
 }
 
 impl Parts {
+    /// The entries as they are, read with the `tar` and `flate2` crates
+    /// (not ours); [`EditableArchive::open`](super::EditableArchive::open)
+    /// reads through here too.
     pub fn from_archive(path: &Path) -> Parts {
         let gz = flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap());
         let mut tar = tar::Archive::new(gz);

@@ -323,34 +323,21 @@ pub struct EditableArchive {
 
 impl EditableArchive {
     pub fn open(path: &Path) -> EditableArchive {
-        use std::io::Read;
-        let gz = flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap());
-        let mut tar = tar::Archive::new(gz);
-        let mut out = EditableArchive {
-            manifest: serde_json::Value::Null,
-            lines: Vec::new(),
-            blobs: Vec::new(),
-        };
-        for e in tar.entries().unwrap() {
-            let mut e = e.unwrap();
-            let name = e.path().unwrap().to_str().unwrap().to_string();
-            let mut bytes = Vec::new();
-            e.read_to_end(&mut bytes).unwrap();
-            match name.as_str() {
-                "manifest.json" => out.manifest = serde_json::from_slice(&bytes).unwrap(),
-                "dump.jsonl" => {
-                    out.lines = String::from_utf8(bytes)
-                        .unwrap()
-                        .lines()
-                        .map(|l| serde_json::from_str(l).unwrap())
-                        .collect()
-                }
-                _ => out
-                    .blobs
-                    .push((name.strip_prefix("blobs/").unwrap().to_string(), bytes)),
-            }
+        let hostile::Parts {
+            manifest,
+            dump,
+            blobs,
+        } = hostile::Parts::from_archive(path);
+        let lines = String::from_utf8(dump)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        EditableArchive {
+            manifest,
+            lines,
+            blobs,
         }
-        out
     }
 
     /// The rows of `table` in the dump.
